@@ -1,0 +1,1 @@
+"""The audio layer: STFT image codec, phase reconstruction, slicing, archive, audio metrics."""
