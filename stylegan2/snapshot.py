@@ -1,0 +1,322 @@
+"""Network snapshots as plain data: write atomically, load without ever running code from the file.
+
+Upstream StyleGAN2-ADA pickles whole modules (and the source code of their classes), so loading one
+executes whatever the file contains and needs the original source tree. An ElectroGAN snapshot
+(``network-snapshot-NNNNNN.pkl``) is instead a ``torch.save`` of a dict holding only plain data:
+dicts, lists, tuples, str, int, float, bool, None and torch tensors. It is read back with
+``torch.load(weights_only=True)``, which refuses every pickle global outside torch's small
+allow-list, and networks are rebuilt from an allow-list of class names kept in this module.
+
+Top-level keys (all optional except ``format_version``; the training loop writes all of them):
+
+=====================  =============================================================================
+``format_version``     int, :data:`FORMAT_VERSION`; newer versions are refused with a clear message
+``G``, ``D``, ``G_ema`` network records ``{'class': str, 'init_kwargs': dict, 'state_dict': dict}``
+                       (see :func:`network_record`); ``class`` must be in the allow-list
+``opt_G``, ``opt_D``   ``torch.optim.Optimizer.state_dict()`` of the two Adam optimisers
+``cur_nimg``           int, real images shown to D so far (the kimg counter is ``cur_nimg / 1000``)
+``cur_tick``           int, ticks completed
+``batch_idx``          int, iterations completed (drives lazy regularisation and the ADA interval)
+``augment``            ``{'kwargs': dict, 'p': float}`` or None when training without augmentation
+``ada_stats``          :meth:`stylegan2.ada.AdaController.state_dict` or None
+``pl_mean``            0-d tensor, the path-length running mean of the loss
+``rng``                :func:`capture_rng_state` output: ``{'torch', 'numpy', 'python', 'cuda'}``
+``training_options``   dict, the resolved training options (plain data)
+``training_set_kwargs`` dict, how to reopen the training set (path, resolution, use_labels, ...)
+``audio``              dict or None, the dataset's ``audio`` block, passed through untouched
+=====================  =============================================================================
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional, Union
+
+import numpy as np
+import torch
+
+from .misc import atomic_path
+
+PathLike = Union[str, os.PathLike]
+
+FORMAT_VERSION = 1
+NETWORK_KEYS = ("G", "D", "G_ema")
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)\.pkl$")
+
+
+class SnapshotError(Exception):
+    """A snapshot could not be written, read or turned back into networks; the message names why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Allow-list of network classes that build_networks may instantiate.
+
+def _networks_class(name: str) -> Callable[[], type]:
+    def resolve() -> type:
+        from . import networks  # imported lazily: networks is heavier and may not be needed
+        return getattr(networks, name)
+    return resolve
+
+
+_ALLOWED_CLASSES: Dict[str, Callable[[], type]] = {
+    "stylegan2.networks.Generator": _networks_class("Generator"),
+    "stylegan2.networks.Discriminator": _networks_class("Discriminator"),
+    "stylegan2.networks.MappingNetwork": _networks_class("MappingNetwork"),
+    "stylegan2.networks.SynthesisNetwork": _networks_class("SynthesisNetwork"),
+}
+
+
+def class_name(cls: type) -> str:
+    """The dotted name under which a network class is stored in a snapshot record."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_network_class(cls: type, name: Optional[str] = None) -> str:
+    """Add ``cls`` to the allow-list (under ``name``, default its dotted name); return that name.
+
+    Meant for extensions and tests; the name is a lookup key only, it is never imported.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise TypeError(f"register_network_class: {cls!r} is not an nn.Module subclass")
+    name = name or class_name(cls)
+    _ALLOWED_CLASSES[name] = lambda: cls
+    return name
+
+
+def unregister_network_class(name: str) -> None:
+    """Remove ``name`` from the allow-list (no error when it is absent)."""
+    _ALLOWED_CLASSES.pop(name, None)
+
+
+def allowed_network_classes() -> list:
+    """The sorted names that :func:`build_networks` accepts."""
+    return sorted(_ALLOWED_CLASSES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain-data validation.
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ``TypeError`` naming the key path of the first value that is not plain data."""
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, torch.Tensor):
+        if type(value) not in (torch.Tensor, torch.nn.Parameter):
+            raise TypeError(f"{where}: tensor subclass {type(value).__name__} is not plain data")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise TypeError(f"{where}: dict key {key!r} must be a str or int")
+            _check_plain(item, f"{where}.{key}" if where else str(key))
+        return
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    hint = ""
+    if isinstance(value, torch.nn.Module):
+        hint = " (store network_record(module) instead)"
+    elif isinstance(value, (np.ndarray, np.generic)):
+        hint = " (convert it with torch.as_tensor() or .item())"
+    raise TypeError(f"{where}: {type(value).__module__}.{type(value).__qualname__} is not plain data{hint}")
+
+
+def check_plain_data(data: Any, root: str = "snapshot") -> None:
+    """Raise ``TypeError("<key path>: ...")`` if ``data`` holds anything but plain data and tensors."""
+    _check_plain(data, root)
+
+
+# --------------------------------------------------------------------------------------------------
+# Records, RNG state.
+
+def network_record(net: torch.nn.Module) -> dict:
+    """Describe ``net`` as plain data: its allow-listed class name, constructor kwargs and CPU state dict.
+
+    ``net.init_kwargs`` (a plain dict, set by every ElectroGAN network) is what rebuilds it.
+    """
+    name = class_name(type(net))
+    if name not in _ALLOWED_CLASSES:
+        raise TypeError(f"network_record: class {name} is not in the snapshot allow-list")
+    init_kwargs = getattr(net, "init_kwargs", None)
+    if not isinstance(init_kwargs, dict):
+        raise TypeError(f"network_record: {name} has no init_kwargs dict")
+    check_plain_data(init_kwargs, f"{name}.init_kwargs")
+    state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+    return {"class": name, "init_kwargs": dict(init_kwargs), "state_dict": state}
+
+
+def capture_rng_state() -> dict:
+    """The torch, CUDA, NumPy-global and Python ``random`` generator states as plain data."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    cuda = [s.clone() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
+    return {
+        "torch": torch.get_rng_state().clone(),
+        "cuda": cuda,
+        "numpy": {
+            "bit_generator": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64).copy()),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_version),
+            "internal": torch.tensor(py_internal, dtype=torch.int64),
+            "gauss_next": py_gauss,
+        },
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    """Put back the generator states captured by :func:`capture_rng_state` (CUDA ones when present)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        for i, s in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
+    npst = state["numpy"]
+    np.random.set_state((npst["bit_generator"], npst["keys"].numpy().astype(np.uint32),
+                         npst["pos"], npst["has_gauss"], npst["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Save / load.
+
+def save_snapshot(path: PathLike, data: dict) -> None:
+    """Write ``data`` (plain data only, see module doc) to ``path`` atomically with ``torch.save``.
+
+    ``format_version`` is added when absent. Nothing is written if validation fails; the error
+    names the offending key path.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{path}: a snapshot must be a dict, got {type(data).__name__}")
+    data = dict(data)
+    version = data.setdefault("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: cannot write format_version {version!r}; this code writes {FORMAT_VERSION}")
+    try:
+        check_plain_data(data)
+    except TypeError as e:
+        raise TypeError(f"{path}: {e}") from None
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _refusal_detail(message: str) -> str:
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    if m:
+        return f" (it references {m.group(1)})"
+    m = re.search(r"Unsupported operand \d+", message)
+    return f" ({m.group(0)})" if m else ""
+
+
+def load_snapshot(path: PathLike) -> dict:
+    """Read a snapshot written by :func:`save_snapshot`; never executes code from the file.
+
+    Every failure becomes ``SnapshotError("<path>: <problem>")``: missing file, not a snapshot,
+    truncated or corrupt data, an unsupported ``format_version``, or a pickle that would run code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SnapshotError(f"{path}: no such file")
+    if path.is_dir():
+        raise SnapshotError(f"{path}: is a directory, not a snapshot file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Weights only load failed" in msg:
+            raise SnapshotError(
+                f"{path}: refused to load: the file contains pickled code or objects other than plain "
+                f"data{_refusal_detail(msg)}; upstream StyleGAN2 pickles are not supported") from None
+        raise SnapshotError(f"{path}: truncated or corrupt snapshot ({msg.splitlines()[0] if msg else e!r})") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SnapshotError(f"{path}: truncated or corrupt snapshot ({first})") from None
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise SnapshotError(f"{path}: not an ElectroGAN network snapshot (no format_version key)")
+    version = data["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SnapshotError(f"{path}: not an ElectroGAN network snapshot (format_version {version!r})")
+    if version > FORMAT_VERSION or version < 1:
+        raise SnapshotError(f"{path}: unsupported format_version {version} (this code reads up to {FORMAT_VERSION})")
+    return data
+
+
+def build_networks(snapshot: dict, device: Union[str, torch.device] = "cpu",
+                   names: Optional[Iterable[str]] = None) -> dict:
+    """Rebuild networks from the records of a loaded snapshot; return ``{'G': .., 'D': .., 'G_ema': ..}``.
+
+    ``names`` = which records to build (default: whichever of G, D, G_ema are present; at least one
+    must be). Classes come only from the allow-list; the networks are returned in eval mode with
+    ``requires_grad`` off, on ``device``.
+    """
+    if not isinstance(snapshot, dict):
+        raise SnapshotError(f"snapshot: expected a dict, got {type(snapshot).__name__}")
+    if names is None:
+        names = [k for k in NETWORK_KEYS if snapshot.get(k) is not None]
+        if not names:
+            raise SnapshotError("snapshot: holds no network record (G, D or G_ema)")
+    nets = {}
+    for key in names:
+        record = snapshot.get(key)
+        if record is None:
+            raise SnapshotError(f"snapshot: has no '{key}' network record")
+        if not isinstance(record, dict) or not {"class", "init_kwargs", "state_dict"} <= set(record):
+            raise SnapshotError(f"snapshot: '{key}' is not a network record (needs class, init_kwargs, state_dict)")
+        name = record["class"]
+        factory = _ALLOWED_CLASSES.get(name) if isinstance(name, str) else None
+        if factory is None:
+            raise SnapshotError(f"snapshot: '{key}' has class {name!r}, which is not an allowed network class")
+        if not isinstance(record["init_kwargs"], dict):
+            raise SnapshotError(f"snapshot: '{key}'.init_kwargs is not a dict")
+        try:
+            cls = factory()
+            net = cls(**record["init_kwargs"])
+        except Exception as e:  # a bad kwarg set is a snapshot problem, report it as one
+            raise SnapshotError(f"snapshot: cannot construct '{key}' ({name}): {e}") from None
+        try:
+            net.load_state_dict(record["state_dict"], strict=True)
+        except Exception as e:
+            first = str(e).splitlines()
+            raise SnapshotError(f"snapshot: '{key}' state_dict does not fit {name}: "
+                                f"{' '.join(s.strip() for s in first)[:400]}") from None
+        nets[key] = net.to(device).eval().requires_grad_(False)
+    return nets
+
+
+def find_latest_snapshot(outdir: PathLike) -> Optional[Path]:
+    """The most recently written ``network-snapshot-NNNNNN.pkl`` in ``outdir`` or its run dirs, or None.
+
+    Used by ``--resume latest``. Newest = latest modification time; ties go to the later run
+    directory name, then the larger kimg. Temporary files of interrupted writes are ignored.
+    """
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        return None
+    candidates = []
+    for folder in [outdir] + sorted(p for p in outdir.iterdir() if p.is_dir()):
+        for f in folder.iterdir():
+            m = SNAPSHOT_RE.match(f.name)
+            if m and f.is_file():
+                candidates.append((f.stat().st_mtime, folder.name if folder != outdir else "", int(m.group(1)), f))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: c[:3])[3]
