@@ -1,0 +1,86 @@
+"""Data-parallel plumbing on CPU with gloo: spawn, broadcast, gradient averaging, merged statistics.
+
+Two real processes are spawned once (file:// rendezvous); each writes what it observed to a file
+and the test compares that with what a single process computes directly.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stylegan2 import distributed, stats
+
+
+def _worker(rank, outdir):
+    torch.manual_seed(100 + rank)                      # ranks start with different weights
+    net = torch.nn.Linear(3, 2)
+    distributed.broadcast_module(net)                  # ...and end up with rank 0's
+    x = torch.arange(6, dtype=torch.float32).view(2, 3) + rank
+    net(x).square().sum().backward()
+    if rank == 1:
+        net.bias.grad[0] = float("nan")                # one rank's bad value is cleaned after the sum
+    distributed.all_reduce_grads(net.parameters())
+    stats.reset()
+    stats.report("v", torch.tensor([1.0, 2.0, 3.0]) * (rank + 1))
+    stats.report0("only0", 5.0)
+    collector = stats.Collector()
+    collector.update()
+    result = dict(rank=rank, world=distributed.get_world_size(),
+                  weight=net.weight.tolist(), bias=net.bias.tolist(),
+                  wgrad=net.weight.grad.tolist(), bgrad=net.bias.grad.tolist(), stats=collector.as_dict())
+    (outdir / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def test_two_gloo_processes_broadcast_average_gradients_and_merge_stats(tmp_path):
+    distributed.launch(_worker, 2, dict(outdir=tmp_path))
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert r0["weight"] == r1["weight"] and r0["bias"] == r1["bias"]
+    assert r0["wgrad"] == r1["wgrad"] and r0["bgrad"] == r1["bgrad"]
+
+    # Independent single-process reference: rank 0's initial weights, gradient of each rank's batch, averaged.
+    torch.manual_seed(100)
+    net = torch.nn.Linear(3, 2)
+    assert np.allclose(r0["weight"], net.weight.tolist())
+    grads = []
+    for rank in (0, 1):
+        net.zero_grad()
+        x = torch.arange(6, dtype=torch.float32).view(2, 3) + rank
+        net(x).square().sum().backward()
+        grads.append((net.weight.grad.clone(), net.bias.grad.clone()))
+    np.testing.assert_allclose(r0["wgrad"], ((grads[0][0] + grads[1][0]) / 2).numpy(), rtol=1e-6)
+    assert r0["bgrad"][0] == 0.0                                             # NaN -> 0 after averaging
+    assert r0["bgrad"][1] == pytest.approx(float((grads[0][1][1] + grads[1][1][1]) / 2), rel=1e-6)
+
+    values = np.array([1, 2, 3, 2, 4, 6], dtype=np.float64)                 # both ranks' reports
+    for r in (r0, r1):
+        assert r["stats"]["v"]["num"] == 6
+        assert r["stats"]["v"]["mean"] == pytest.approx(values.mean())
+        assert r["stats"]["v"]["std"] == pytest.approx(values.std())
+        assert r["stats"]["only0"] == {"num": 1, "mean": 5.0, "std": 0.0}
+
+
+def test_single_process_gradient_cleaning_replaces_nan_and_inf():
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([float("nan"), float("inf"), -float("inf"), 2.0])
+    q = torch.nn.Parameter(torch.zeros(2))                                   # no gradient yet
+    distributed.all_reduce_grads([p, q])
+    assert p.grad.tolist() == [0.0, 1e5, -1e5, 2.0] and q.grad.tolist() == [0.0, 0.0]
+
+
+def test_collector_reports_only_the_window_since_its_last_update():
+    stats.reset()
+    c = stats.Collector("Loss/.*")
+    stats.report("Loss/a", torch.tensor([1.0, 3.0]))
+    stats.report("Other", 7.0)
+    c.update()
+    assert c.as_dict() == {"Loss/a": {"num": 2, "mean": 2.0, "std": 1.0}}
+    stats.report("Loss/a", 10.0)
+    c.update()
+    assert c.num("Loss/a") == 1 and c.mean("Loss/a") == 10.0
+    c.update()
+    assert c.as_dict() == {} and math.isnan(c.mean("Loss/a"))
+    line = json.loads(stats.jsonl_line({"x": {"num": 1, "mean": 2.0, "std": 0.0}}, timestamp=12.5))
+    assert line == {"x": {"num": 1, "mean": 2.0, "std": 0.0}, "timestamp": 12.5}
