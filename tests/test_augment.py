@@ -195,3 +195,21 @@ def test_never_flips_rotates_or_scales():
     assert not forbidden & set(AugmentPipe().init_kwargs)
     with pytest.raises(TypeError):
         AugmentPipe(xflip=1)
+
+
+@pytest.mark.gpu
+def test_transforms_on_cuda_match_cpu_and_backprop_twice():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    x = _images(n=3, h=16, w=16, dtype=torch.float64)
+    xc = x.cuda()
+    shifts, start, width = torch.tensor([1, -4, 7]), torch.tensor([0, 3, 9]), torch.tensor([2, 0, 5])
+    slope, factor = torch.tensor([0.2, -0.1, 0.0], dtype=torch.float64), torch.tensor([1.5, 0.7, 1.0], dtype=torch.float64)
+    for fn, args in [(time_shift, (shifts,)), (time_mask, (start, width)), (freq_mask, (start, width)),
+                     (spectral_tilt, (slope,)), (scale_dynamic_range, (factor,))]:
+        torch.testing.assert_close(fn(xc, *(a.cuda() for a in args)).cpu(), fn(x, *args))
+    pipe = _pipe(*TRANSFORMS).cuda()
+    xr = xc.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(pipe(xr).square().sum(), xr, create_graph=True)
+    g.square().sum().backward()
+    assert xr.grad is not None and torch.isfinite(xr.grad).all()

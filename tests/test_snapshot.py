@@ -236,3 +236,18 @@ def test_real_networks_round_trip(tmp_path):
         b = nets["G_ema"](z, c, noise_mode="const")
         assert torch.equal(a, b)
         assert torch.equal(D(a, c), nets["D"](a, c))
+
+
+@pytest.mark.gpu
+def test_cuda_tensors_load_on_cpu_and_build_on_cuda(tmp_path, tiny_registered):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    net = TinyNet(3).cuda()
+    data = {"G_ema": network_record(net), "pl_mean": torch.tensor(1.0, device="cuda")}
+    save_snapshot(tmp_path / "s.pkl", data)
+    loaded = load_snapshot(tmp_path / "s.pkl")
+    assert loaded["pl_mean"].device.type == "cpu"
+    built = build_networks(loaded, device="cuda")["G_ema"]
+    assert next(built.parameters()).device.type == "cuda"
+    for k, v in net.state_dict().items():
+        assert torch.equal(built.state_dict()[k], v)
