@@ -36,19 +36,24 @@ class InfiniteSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[int]:
         n = len(self.dataset)
-        order = np.arange(n)
+        order = list(range(n))
         rnd = None
         window = 0
         if self.shuffle:
             rnd = np.random.RandomState(self.seed)
-            rnd.shuffle(order)
+            perm = np.arange(n)
+            rnd.shuffle(perm)
+            order = perm.tolist()  # a Python list: element swaps are ~10x cheaper than on an array
             window = int(np.rint(n * self.window_size))
+        draws: list = []
         step = 0
         while True:
             pos = step % n
             if step % self.num_replicas == self.rank:
-                yield int(order[pos])
+                yield order[pos]
             if window >= 2:
-                other = max(pos - rnd.randint(window), 0)
+                if not draws:
+                    draws = rnd.randint(window, size=4096).tolist()[::-1]  # drawn in blocks for speed
+                other = max(pos - draws.pop(), 0)
                 order[pos], order[other] = order[other], order[pos]
             step += 1
