@@ -72,7 +72,7 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     """
     if f is None:
         f = 1
-    f = torch.as_tensor(f, dtype=torch.float32)
+    f = torch.as_tensor(f, dtype=torch.float32, device="cpu")  # explicit: also under a meta-device context
     if f.ndim == 0:
         f = f.reshape(1)
     if f.ndim not in (1, 2) or f.numel() == 0:
