@@ -1,5 +1,4 @@
 """Snapshots are plain data: they round-trip exactly, refuse anything that is not, and never run code."""
-import io
 import os
 import pickle
 import random
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan2 import snapshot as snap
 from stylegan2.snapshot import (FORMAT_VERSION, SnapshotError, build_networks, capture_rng_state,
                                 find_latest_snapshot, load_snapshot, network_record,
                                 register_network_class, restore_rng_state, save_snapshot,
