@@ -8,7 +8,6 @@ disk (``file://``) or from a copied folder; no server is needed.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import html
 import os
 from pathlib import Path, PurePosixPath
@@ -86,14 +85,13 @@ def render_page(entries: Sequence[ClipEntry], title: str = "ElectroGAN clips",
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{esc(title)}</title>", f"<style>{_STYLE}</style>", "</head>", "<body>",
              f"<h1>{esc(title)}</h1>"]
-    info = dict(run_info or {})
-    info.setdefault("written", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    info = dict(run_info or {})  # no timestamp: the same run must give a byte-identical page
     parts.append('<p class="run">' + " &middot; ".join(f"{esc(k)}: {esc(v)}" for k, v in info.items()) + "</p>")
     parts.append('<div class="clips">')
-    for e in entries:
+    for index, e in enumerate(entries):
         src = _relative_href(e.audio, root)
         mime = _MIME.get(PurePosixPath(e.audio).suffix.lower(), "audio/wav")
-        parts.append(f'<figure class="clip" id="{esc(e.title)}">')
+        parts.append(f'<figure class="clip" id="clip-{index}">')
         parts.append(f"<h2>{esc(e.title)}</h2>")
         if e.image is not None:
             parts.append(f'<img src="{esc(_relative_href(e.image, root))}" '
@@ -119,4 +117,7 @@ def write_page(outdir, entries: Iterable[ClipEntry], title: str = "ElectroGAN cl
     text = render_page(list(entries), title=title, run_info=run_info, root=outdir if check_files else None)
     path = outdir / PAGE_NAME
     atomic_write_text(path, text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # the temp file behind the atomic write is private (0600); a page is not
     return path

@@ -154,3 +154,13 @@ for (const s of srcs) { const a = new Audio(); a.preload = "auto";
     assert set(durations) == set(expected)
     for src, seconds in expected.items():
         assert durations[src] == pytest.approx(seconds, abs=0.01), src
+
+
+def test_page_is_reproducible_and_readable_by_others(tmp_path):
+    entry = make_clip_files(tmp_path, "x", 0.1)
+    first = write_page(tmp_path, [entry]).read_bytes()
+    second = write_page(tmp_path, [entry])
+    assert second.read_bytes() == first  # no timestamps: same clips, same page
+    umask = os.umask(0)
+    os.umask(umask)
+    assert second.stat().st_mode & 0o777 == 0o666 & ~umask

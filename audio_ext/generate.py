@@ -1,0 +1,443 @@
+"""From a network snapshot to music: clips per seed, whole-bar loops, latent walks and a listening page.
+
+For every seed the generator's latent is ``z = np.random.RandomState(seed).randn(z_dim)`` (the
+StyleGAN2-ADA convention, so seeds mean the same here as upstream), the image is decoded to audio
+with the snapshot's own ``audio`` block (no dataset needed), and three kinds of file are written:
+``seedNNNN-<bpm>bpm.<wav|flac>`` (16-bit PCM at the archive's sample rate, 44.1 kHz by default),
+``seedNNNN.png`` (the generated spectrogram, row 0 = highest frequency) and ``index.html``.
+
+Everything is written into a hidden temporary folder inside the output folder first and moved into
+place only when every file is complete, so a failure leaves no partial output. With the same
+snapshot, seeds and options the files are byte-identical: constant noise by default, and every
+random choice (noise in ``random`` mode, random phase initialisations) is seeded from the seed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import loops
+from .page import ClipEntry, write_page
+from .seeds import SeedSyntaxError, parse_seeds
+
+FORMATS = ("wav", "flac")
+NOISE_MODES = ("const", "random", "none")
+DEVICES = ("auto", "cpu", "cuda")
+#: Peak level (full scale = 1) that louder decoded audio is scaled down to before 16-bit conversion.
+PEAK_LIMIT = 0.99
+
+
+class GenerateError(Exception):
+    """Bad input to generation (snapshot, seeds, class, output folder, options); a one-line message."""
+
+
+@dataclasses.dataclass
+class GenerateOptions:
+    """Everything that decides what :func:`generate` writes; see ``gen_audio.py --help`` for each flag.
+
+    ``trunc`` is the truncation psi (1 = off), ``loop_bars`` cuts each clip to that many bars with a
+    seamless loop point, ``walk`` renders one piece through the given seeds with ``walk_steps``
+    interpolated clips between consecutive seeds, each contributing ``walk_bars`` bars;
+    ``crossfade_s`` (seconds) is used at loop points and walk joins. ``method``/``n_iter`` select the
+    phase reconstruction (None = the audio layer's default).
+    """
+
+    network: str
+    outdir: str
+    seeds: Optional[Sequence[int]] = None
+    trunc: float = 1.0
+    class_idx: Optional[int] = None
+    noise_mode: str = "const"
+    fmt: str = "wav"
+    batch: int = 4
+    device: str = "auto"
+    method: Optional[str] = None
+    n_iter: Optional[int] = None
+    loop_bars: Optional[int] = None
+    walk: Optional[Sequence[int]] = None
+    walk_bars: int = 4
+    walk_steps: int = 1
+    crossfade_s: float = 0.02
+
+
+@dataclasses.dataclass
+class GenerateResult:
+    """What a run wrote: the listening page and every audio and image file (final paths)."""
+
+    page: Path
+    audio: List[Path]
+    images: List[Path]
+    bpm: Optional[float]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and checking.
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if name not in DEVICES:
+        raise GenerateError(f"--device {name!r} is not one of {', '.join(DEVICES)}")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise GenerateError("--device cuda: no CUDA device is available (use --device cpu)")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_generator(path, device: torch.device):
+    """(G_ema or G, audio block) from a snapshot; errors name the file and the problem in one line."""
+    from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
+    try:
+        snap = load_snapshot(path)
+    except SnapshotError as e:
+        raise GenerateError(str(e)) from None
+    block = snap.get("audio")
+    if not isinstance(block, dict):
+        raise GenerateError(f"{path}: snapshot has no 'audio' block (it was not trained on an audio archive), "
+                            f"so its images cannot be turned into sound")
+    name = "G_ema" if snap.get("G_ema") is not None else "G"
+    try:
+        G = build_networks(snap, device=device, names=[name])[name]
+    except SnapshotError as e:
+        raise GenerateError(f"{path}: {e}") from None
+    try:
+        from .codec import AudioCodec
+        AudioCodec(block)
+    except (ValueError, TypeError) as e:
+        raise GenerateError(f"{path}: unusable audio block: {e}") from None
+    if int(getattr(G, "img_channels", 1)) != 1:
+        raise GenerateError(f"{path}: generator makes {G.img_channels}-channel images; audio needs 1 channel")
+    if int(G.img_resolution) != int(block["resolution"]):
+        raise GenerateError(f"{path}: generator resolution {G.img_resolution} does not match the audio block's "
+                            f"{block['resolution']}")
+    return G, block
+
+
+def class_labels(G, class_idx: Optional[int], network: str, count: int, device: torch.device) -> torch.Tensor:
+    """One-hot class vectors ``[count, c_dim]`` (``[count, 0]`` for an unconditional model)."""
+    c_dim = int(getattr(G, "c_dim", 0))
+    if c_dim == 0:
+        if class_idx is not None:
+            raise GenerateError(f"{network}: --class {class_idx} given, but this is an unconditional model "
+                                f"(trained without labels)")
+        return torch.zeros(count, 0, device=device)
+    if class_idx is None:
+        raise GenerateError(f"{network}: conditional model with {c_dim} classes; pass --class 0..{c_dim - 1}")
+    if not 0 <= class_idx < c_dim:
+        raise GenerateError(f"{network}: --class {class_idx} is out of range; this model has classes 0..{c_dim - 1}")
+    c = torch.zeros(count, c_dim, device=device)
+    c[:, class_idx] = 1
+    return c
+
+
+def seed_latents(seeds: Sequence[int], z_dim: int) -> np.ndarray:
+    """``[len(seeds), z_dim]`` float32 latents, row i = ``RandomState(seeds[i]).randn(z_dim)``."""
+    return np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32)
+
+
+def clip_tempo(block: dict, audio: Optional[np.ndarray] = None) -> float:
+    """Tempo (BPM) of generated clips: the archive's ``target_bpm`` (every training clip was stretched
+    to it); for archives built without stretching, librosa's estimate on ``audio``."""
+    bpm = block.get("target_bpm")
+    if bpm:
+        return float(bpm)
+    if audio is None:
+        raise GenerateError("the audio block has no target_bpm and there is no audio to estimate a tempo from")
+    import librosa
+    tempo_fn = getattr(getattr(librosa.feature, "rhythm", None), "tempo", None) or librosa.beat.tempo
+    return float(np.atleast_1d(tempo_fn(y=np.asarray(audio, np.float32), sr=int(block["sample_rate"])))[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Images and audio.
+
+def synthesize(G, ws_or_z: torch.Tensor, c: torch.Tensor, trunc: float, noise_mode: str,
+               device: torch.device, from_ws: bool = False) -> torch.Tensor:
+    """Generator images ``[N, R, R]`` float32 clamped to [-1, 1] (the range of the training images; an
+    early or truncated generator overshoots it); full precision on the CPU."""
+    force_fp32 = device.type != "cuda"
+    with torch.no_grad():
+        if from_ws:
+            img = G.synthesis(ws_or_z, noise_mode=noise_mode, force_fp32=force_fp32)
+        else:
+            img = G(ws_or_z, c, truncation_psi=trunc, noise_mode=noise_mode, force_fp32=force_fp32)
+    return img[:, 0].float().clamp(-1.0, 1.0)
+
+
+def image_to_png_array(img: np.ndarray) -> np.ndarray:
+    """Float image in [-1, 1] to uint8 with the archive's mapping ``u = round((x + 1) * 127.5)``."""
+    return np.clip(np.round((np.asarray(img, np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def decode_images(images: torch.Tensor, block: dict, method: Optional[str], n_iter: Optional[int],
+                  device: torch.device, seed: int = 0) -> np.ndarray:
+    """Audio ``[N, samples]`` float32 from generator images ``[N, R, R]`` through ``phase.decode_audio``.
+
+    ``None`` leaves the method / iterations at the audio layer's defaults; ``seed`` seeds the torch
+    generator that random phase initialisations draw from, so decoding is reproducible.
+    """
+    from . import phase
+    kwargs = {}
+    if method is not None:
+        kwargs["method"] = method
+    if n_iter is not None:
+        kwargs["n_iter"] = n_iter
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    try:
+        audio = phase.decode_audio(images.to(device), block, device=device, generator=generator, **kwargs)
+    except ValueError as e:
+        raise GenerateError(f"decoding failed: {e}") from None
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    return np.asarray(audio, dtype=np.float32).reshape(images.shape[0], -1)
+
+
+def phase_methods() -> Optional[Sequence[str]]:
+    """Names of the audio layer's phase-reconstruction methods (None while it is not available)."""
+    try:
+        from . import phase
+    except ImportError:
+        return None
+    methods = getattr(phase, "METHODS", None)
+    return list(methods) if methods is not None else None
+
+
+def describe_phase(method: Optional[str], n_iter: Optional[int]) -> tuple:
+    """(method name, iterations) that decoding will use once defaults are filled in."""
+    from . import phase
+    name = method if method is not None else phase.DEFAULT_METHOD
+    spec = phase.METHODS.get(name)
+    return name, (n_iter if n_iter is not None else getattr(spec, "default_iters", "default"))
+
+
+def limit_peak(audio: np.ndarray, peak: float = PEAK_LIMIT) -> np.ndarray:
+    """Scale down (never up) so that ``max |audio| <= peak``: 16-bit files must not clip."""
+    m = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio * (peak / m) if m > peak else audio
+
+
+def write_audio(path: Path, audio: np.ndarray, sr: int, fmt: str, tags: Dict[str, str]) -> None:
+    """16-bit PCM WAV or FLAC with text tags (RIFF INFO / Vorbis comments via libsndfile)."""
+    import soundfile as sf
+    pcm = limit_peak(np.asarray(audio, np.float64)).astype(np.float32)
+    with sf.SoundFile(str(path), "w", samplerate=int(sr), channels=1, subtype="PCM_16", format=fmt.upper()) as f:
+        for key, value in tags.items():
+            setattr(f, key, value)
+        f.write(pcm)
+
+
+def save_png(path: Path, image_u8: np.ndarray) -> None:
+    from PIL import Image
+    Image.fromarray(image_u8, mode="L").save(path, format="PNG")
+
+
+# --------------------------------------------------------------------------------------------------
+# The run.
+
+def _validate(opts: GenerateOptions) -> None:
+    if opts.fmt not in FORMATS:
+        raise GenerateError(f"--format {opts.fmt!r} is not one of {', '.join(FORMATS)}")
+    if opts.noise_mode not in NOISE_MODES:
+        raise GenerateError(f"--noise-mode {opts.noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
+    if not opts.seeds and not opts.walk:
+        raise GenerateError("nothing to generate: give --seeds and/or --walk")
+    if not (isinstance(opts.batch, int) and opts.batch >= 1):
+        raise GenerateError(f"--batch must be a positive integer, got {opts.batch!r}")
+    if not math.isfinite(opts.trunc):
+        raise GenerateError(f"--trunc must be a finite number, got {opts.trunc!r}")
+    if opts.loop_bars is not None and opts.loop_bars < 1:
+        raise GenerateError(f"--loop must be a positive number of bars, got {opts.loop_bars}")
+    if opts.walk is not None and opts.walk_bars < 1:
+        raise GenerateError(f"--bars must be a positive number of bars, got {opts.walk_bars}")
+    if opts.walk_steps < 0:
+        raise GenerateError(f"--walk-steps must be >= 0, got {opts.walk_steps}")
+    if not (math.isfinite(opts.crossfade_s) and opts.crossfade_s >= 0):
+        raise GenerateError(f"--crossfade must be a non-negative number of seconds, got {opts.crossfade_s}")
+    if opts.n_iter is not None and opts.n_iter < 0:
+        raise GenerateError(f"--iters must be >= 0, got {opts.n_iter}")
+    methods = phase_methods()
+    if opts.method is not None and methods is not None and opts.method not in methods:
+        raise GenerateError(f"--method {opts.method!r} is not one of {', '.join(methods)}")
+
+
+@contextlib.contextmanager
+def staging_folder(outdir: Path):
+    """A hidden temporary folder inside ``outdir``; its files move into ``outdir`` only on success.
+
+    On failure the temporary folder is removed, and so are the folders this call created.
+    """
+    created = []
+    try:
+        if outdir.exists() and not outdir.is_dir():
+            raise GenerateError(f"--outdir {outdir}: exists and is not a folder")
+        for parent in reversed([outdir, *outdir.parents]):
+            if not parent.exists():
+                parent.mkdir()
+                created.append(parent)
+        tmp = Path(tempfile.mkdtemp(prefix=".gen_audio-", dir=outdir))
+    except OSError as e:
+        _remove_empty(created)
+        raise GenerateError(f"--outdir {outdir}: cannot write there ({e.strerror or e})") from None
+    ok = False
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir()):
+            os.replace(item, outdir / item.name)
+        ok = True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:
+            _remove_empty(created)
+
+
+def _remove_empty(folders: List[Path]) -> None:
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: float) -> None:
+    fade = int(round(opts.crossfade_s * sr))
+    fit = loops.whole_bars(clip_samples - fade, sr, bpm) if clip_samples > fade else 0
+    clip_s = clip_samples / sr
+    for flag, bars in (("--loop", opts.loop_bars), ("--bars", opts.walk_bars if opts.walk else None)):
+        if bars is not None and bars > fit:
+            raise GenerateError(f"{flag} {bars}: a {clip_s:.2f} s clip at {bpm:g} BPM holds at most {fit} whole "
+                                f"bar(s) plus the {opts.crossfade_s * 1000:g} ms crossfade")
+
+
+def _walk_ws(G, seeds: Sequence[int], c: torch.Tensor, trunc: float, steps: int, device) -> torch.Tensor:
+    """W-space path through ``seeds``: linear interpolation with ``steps`` points between neighbours."""
+    z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
+    with torch.no_grad():
+        ws = G.mapping(z, c[:len(seeds)], truncation_psi=trunc)
+    path = []
+    for a, b in zip(ws[:-1], ws[1:]):
+        for j in range(steps + 1):
+            path.append(torch.lerp(a, b, j / (steps + 1)))
+    path.append(ws[-1])
+    return torch.stack(path)
+
+
+def _fmt_bpm(bpm: float) -> str:
+    return f"{bpm:.0f}" if abs(bpm - round(bpm)) < 1e-6 else f"{bpm:.2f}".rstrip("0").rstrip(".")
+
+
+def generate(opts: GenerateOptions, log=print) -> GenerateResult:
+    """Run one generation as ``opts`` says and return what was written (see the module docstring)."""
+    _validate(opts)
+    device = resolve_device(opts.device)
+    network = str(opts.network)
+    G, block = load_generator(network, device)
+    snapshot_name = Path(network).name
+    sr = int(block["sample_rate"])
+    from .geometry import StftGeometry
+    geometry = StftGeometry.from_dict(block)
+    n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
+    c_all = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
+    bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
+    if bpm is not None:
+        _check_bars_fit(opts, geometry.clip_samples, sr, bpm)
+    outdir = Path(opts.outdir)
+    ext = opts.fmt
+    tags_common = {"software": "ElectroGAN gen_audio.py", "artist": "ElectroGAN"}
+    method, n_iter = describe_phase(opts.method, opts.n_iter)
+    phase_label = f"{method}, {n_iter} iterations"
+    desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
+            f"snapshot={snapshot_name}")
+    entries: List[ClipEntry] = []
+    audio_files: List[Path] = []
+    image_files: List[Path] = []
+
+    def decode_seeded(images: torch.Tensor, seed: int) -> np.ndarray:
+        return decode_images(images, block, opts.method, opts.n_iter, device, seed=seed)
+
+    with staging_folder(outdir) as tmp:
+        seeds = list(opts.seeds or [])
+        # noise 'random' draws from torch's generator: one seed per forward pass keeps files independent of --batch
+        batch = 1 if opts.noise_mode == "random" else opts.batch
+        for start in range(0, len(seeds), batch):
+            chunk = seeds[start:start + batch]
+            log(f"generating seeds {chunk[0]}..{chunk[-1]} ({start + len(chunk)}/{len(seeds)})")
+            z = torch.from_numpy(seed_latents(chunk, int(G.z_dim))).to(device)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(chunk[0])
+                imgs = synthesize(G, z, c_all[:len(chunk)], opts.trunc, opts.noise_mode, device)
+            decoded = decode_seeded(imgs, chunk[0])
+            for i, seed in enumerate(chunk):
+                audio = decoded[i]
+                clip_bpm = bpm if bpm is not None else clip_tempo(block, audio)
+                kind = "clip"
+                if opts.loop_bars is not None:
+                    try:
+                        audio = loops.loop_clip(audio, sr, clip_bpm, opts.loop_bars, opts.crossfade_s)
+                    except ValueError as e:
+                        raise GenerateError(f"--loop {opts.loop_bars}: seed {seed}: {e}") from None
+                    kind = f"loop, {opts.loop_bars} bar(s)"
+                stem = f"seed{seed:04d}"
+                loop_tag = f"-loop{opts.loop_bars}bar" if opts.loop_bars is not None else ""
+                name = f"{stem}{loop_tag}-{_fmt_bpm(clip_bpm)}bpm.{ext}"
+                write_audio(tmp / name, audio, sr, ext, dict(tags_common, title=f"{stem} {_fmt_bpm(clip_bpm)} BPM",
+                                                              comment=f"seed={seed} bpm={clip_bpm:g} {desc}"))
+                save_png(tmp / f"{stem}.png", image_to_png_array(imgs[i].cpu().numpy()))
+                audio_files.append(outdir / name)
+                image_files.append(outdir / f"{stem}.png")
+                entries.append(ClipEntry(title=f"seed {seed}", audio=name, image=f"{stem}.png", seed=seed,
+                                         truncation=opts.trunc, class_idx=opts.class_idx, snapshot=snapshot_name,
+                                         bpm=clip_bpm, seconds=audio.shape[-1] / sr, kind=kind))
+
+        if opts.walk:
+            walk = list(opts.walk)
+            ws = _walk_ws(G, walk, c_all, opts.trunc, opts.walk_steps if len(walk) > 1 else 0, device)
+            log(f"walking through seeds {','.join(map(str, walk))}: {len(ws)} clips of {opts.walk_bars} bar(s)")
+            clips, columns = [], []
+            for k in range(0, len(ws), opts.batch):
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(walk[0] + k)
+                    imgs = synthesize(G, ws[k:k + opts.batch], None, opts.trunc, opts.noise_mode, device,
+                                      from_ws=True)
+                clips.extend(decode_seeded(imgs, walk[0] + k))
+                columns.extend(imgs.cpu().numpy())
+            walk_bpm = bpm if bpm is not None else clip_tempo(block, clips[0])
+            try:
+                piece = loops.join_on_beats(clips, sr, walk_bpm, opts.walk_bars, opts.crossfade_s)
+            except ValueError as e:
+                raise GenerateError(f"--walk: {e}") from None
+            # The walk's picture: each clip's image cut to the frames it contributes, side by side.
+            grid = loops.grid_positions(len(clips), sr, walk_bpm, beats_per_unit=4 * opts.walk_bars)
+            frames = np.round(grid / geometry.hop_length).astype(int)
+            strip = np.concatenate([col[:, :max(frames[k + 1] - frames[k], 1)] for k, col in enumerate(columns)],
+                                   axis=1)
+            stem = "walk-" + "-".join(str(s) for s in walk)
+            name = f"{stem}-{_fmt_bpm(walk_bpm)}bpm.{ext}"
+            write_audio(tmp / name, piece, sr, ext, dict(tags_common, title=f"{stem} {_fmt_bpm(walk_bpm)} BPM",
+                                                          comment=f"walk={','.join(map(str, walk))} "
+                                                                  f"bars={opts.walk_bars} steps={opts.walk_steps} "
+                                                                  f"bpm={walk_bpm:g} {desc}"))
+            save_png(tmp / f"{stem}.png", image_to_png_array(strip))
+            audio_files.append(outdir / name)
+            image_files.append(outdir / f"{stem}.png")
+            entries.append(ClipEntry(title=f"walk {','.join(map(str, walk))}", audio=name, image=f"{stem}.png",
+                                     seed=",".join(map(str, walk)), truncation=opts.trunc, class_idx=opts.class_idx,
+                                     snapshot=snapshot_name, bpm=walk_bpm, seconds=piece.shape[-1] / sr,
+                                     kind=f"walk, {len(clips)} clips x {opts.walk_bars} bar(s)"))
+
+        run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
+                    "sample rate": f"{sr} Hz", "noise": opts.noise_mode, "phase": phase_label}
+        write_page(tmp, entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
+    page = outdir / "index.html"
+    return GenerateResult(page=page, audio=audio_files, images=image_files, bpm=bpm)
+
+
+__all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "parse_seeds", "SeedSyntaxError",
+           "seed_latents", "load_generator", "class_labels", "decode_images", "image_to_png_array", "limit_peak"]

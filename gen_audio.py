@@ -1,0 +1,61 @@
+"""Generate music from a trained ElectroGAN snapshot: audio clips, spectrograms and a listening page.
+
+    python gen_audio.py --network runs/00000-stft-audio1024/network-snapshot-002200.pkl --seeds 0-19 --outdir out
+    python gen_audio.py --network snap.pkl --seeds 3,7 --loop 8 --outdir loops       # 8-bar seamless loops
+    python gen_audio.py --network snap.pkl --walk 1,5,9 --bars 4 --outdir mix       # a latent walk, joined on beats
+
+A thin wrapper around :func:`audio_ext.generate.generate` (the logic and its documentation live there).
+"""
+from __future__ import annotations
+
+import click
+
+from audio_ext.generate import DEVICES, FORMATS, NOISE_MODES, GenerateError, GenerateOptions, generate
+from audio_ext.seeds import SeedSyntaxError, parse_seeds
+
+
+def _seeds(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_seeds(value)
+    except SeedSyntaxError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--network", "network", required=True, metavar="PKL", help="Network snapshot (network-snapshot-*.pkl).")
+@click.option("--seeds", callback=_seeds, metavar="LIST", help="Seeds, e.g. '0-19,42' (ranges inclusive).")
+@click.option("--trunc", "trunc", type=float, default=1.0, show_default=True, help="Truncation psi (1 = off).")
+@click.option("--class", "class_idx", type=int, default=None, metavar="INT", help="Class label (conditional models).")
+@click.option("--noise-mode", type=click.Choice(NOISE_MODES), default="const", show_default=True,
+              help="Per-pixel noise: fixed, fresh (seeded) or off.")
+@click.option("--outdir", required=True, metavar="DIR", help="Where clips, spectrograms and index.html go.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="wav", show_default=True,
+              help="16-bit PCM container.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Images per forward pass.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--method", default=None, metavar="NAME",
+              help="Phase reconstruction method (default: the audio layer's best, see docs/generation.md).")
+@click.option("--iters", "n_iter", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Griffin-Lim iterations (default: the method's own).")
+@click.option("--loop", "loop_bars", type=click.IntRange(min=1), default=None, metavar="BARS",
+              help="Cut each clip to BARS bars (4 beats) with a seamless loop point.")
+@click.option("--walk", callback=_seeds, metavar="LIST", help="Render one piece walking through these seeds.")
+@click.option("--bars", "walk_bars", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Bars each clip of a --walk contributes.")
+@click.option("--walk-steps", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Interpolated clips between consecutive --walk seeds.")
+@click.option("--crossfade", "crossfade_s", type=click.FloatRange(min=0), default=0.02, show_default=True,
+              metavar="SECONDS", help="Crossfade at loop points and walk joins.")
+def main(**kwargs):
+    """Generate audio clips from a trained network snapshot (see docs/generation.md)."""
+    try:
+        result = generate(GenerateOptions(**kwargs), log=lambda msg: click.echo(msg, err=True))
+    except GenerateError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {len(result.audio)} audio file(s); listening page: {result.page}")
+
+
+if __name__ == "__main__":
+    main()
