@@ -229,6 +229,23 @@ def test_freezing_discriminator_layers_turns_them_into_buffers():
     assert isinstance(b16.conv1.weight, torch.nn.Parameter)
 
 
+def test_regularisers_can_differentiate_through_input_gradients():
+    # R1 needs d/dtheta of |dD/dx|^2 and path length needs d/dtheta of |J^T y|: second-order grads
+    # through every op (bias_act, upfirdn2d, resampling and modulated convs, minibatch-stddev).
+    G, D = _g(16).train(), _d(16)
+    _set_noise_strength(G, 0.1)
+    img = G(torch.randn(2, G.z_dim), None).detach().requires_grad_(True)
+    (grad_x,) = torch.autograd.grad(D(img, None).sum(), img, create_graph=True)
+    grad_x.square().sum().backward()
+    assert float(D.b16.conv0.weight.grad.abs().sum()) > 0 and float(D.b4.fc.weight.grad.abs().sum()) > 0
+    ws = G.mapping(torch.randn(2, G.z_dim), None).detach().requires_grad_(True)
+    out = G.synthesis(ws)
+    (grad_w,) = torch.autograd.grad((out * torch.randn_like(out)).sum(), ws, create_graph=True)
+    grad_w.square().sum().sqrt().backward()
+    assert float(G.synthesis.b16.conv0.weight.grad.abs().sum()) > 0
+    assert float(G.synthesis.b8.conv1.affine.weight.grad.abs().sum()) > 0
+
+
 # ------------------------------------------------------------------------------- rebuild and counts
 
 def test_init_kwargs_are_plain_data_and_rebuild_identical_networks():
@@ -259,3 +276,23 @@ def test_parameter_counts_equal_upstream(res, cbase, mapping_layers, g_params, d
     assert _count(G) == pytest.approx(g_params, abs=0.005e6)
     assert _count(D) == pytest.approx(d_params, abs=0.005e6)
     assert _count(G.mapping) == mapping_layers * (512 * 512 + 512)
+
+
+# ------------------------------------------------------------------------------- CUDA (fp16 blocks)
+
+@pytest.mark.gpu
+def test_fp16_blocks_on_cuda_stay_close_to_fp32_and_support_double_backward():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    G = _g(32, num_fp16_res=2, conv_clamp=256).cuda().eval()
+    D = _d(32, num_fp16_res=2, conv_clamp=256).cuda()
+    z = torch.randn(4, G.z_dim, device="cuda")
+    mixed = G(z, None, noise_mode="const")
+    full = G(z, None, noise_mode="const", force_fp32=True)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+    assert float((mixed - full).norm() / full.norm()) < 2e-2
+    # R1-style penalty through fp16 discriminator blocks: gradient of a gradient.
+    img = full.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(img, None).sum(), img, create_graph=True)
+    grad.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in D.parameters() if p.grad is not None)
