@@ -51,6 +51,19 @@ def test_num_ws_is_two_per_resolution_doubling(res):
     assert G.mapping(torch.zeros(3, 8, device="meta"), None).shape == (3, G.num_ws, 8)
 
 
+@pytest.mark.parametrize("architecture", ["orig", "skip", "resnet"])
+def test_every_architecture_variant_builds_and_runs(architecture):
+    G = _g(16, architecture=architecture)
+    D = _d(16, architecture=architecture)
+    img = G(torch.randn(2, G.z_dim), None)
+    assert img.shape == (2, 1, 16, 16) and D(img, None).shape == (2, 1)
+    assert G.num_ws == 6
+    # Only the skip generator has a ToRGB per block; only the resnet variants have skip convs.
+    assert hasattr(G.synthesis.b8, "torgb") == (architecture == "skip")
+    assert hasattr(D.b16, "skip") == (architecture == "resnet")
+    assert hasattr(D.b8, "fromrgb") == (architecture == "skip")
+
+
 def test_conditional_networks_use_the_label():
     G, D = _g(16, c_dim=3), _d(16, c_dim=3)
     z = torch.randn(4, G.z_dim)
@@ -189,6 +202,16 @@ def test_fp16_blocks_run_in_fp32_on_cpu():
     G32.load_state_dict(G16.state_dict())
     z = torch.randn(2, G16.z_dim)
     assert torch.equal(G16(z, None, noise_mode="none"), G32(z, None, noise_mode="none"))
+
+
+def test_conv_clamp_bounds_every_torgb_output():
+    # Each ToRGB output is clamped to +-conv_clamp and [1,3,3,1] upsampling (non-negative taps, each
+    # polyphase component summing to 1) cannot grow the maximum, so |img| <= blocks * conv_clamp.
+    G = _g(16, conv_clamp=1e-3)
+    img = G(torch.randn(3, G.z_dim), None).detach()
+    blocks = len(G.synthesis.block_resolutions)
+    assert float(img.abs().max()) <= blocks * 1e-3 + 1e-9
+    assert float(img.abs().max()) > 1e-3  # and the clamp is what bounds it, not a tiny output
 
 
 def test_channel_formula_and_const_input():
