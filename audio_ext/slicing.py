@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Container, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -140,8 +140,8 @@ def load_audio(path, sr: int = 44100) -> np.ndarray:
     return _check_samples(path, audio)
 
 
-def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECONDS
-                  ) -> Iterator[Tuple[float, np.ndarray]]:
+def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECONDS,
+                  only: Optional[Container[int]] = None) -> Iterator[Tuple[float, np.ndarray]]:
     """Yield ``(start_s, audio)`` for consecutive segments of a file, decoding one at a time.
 
     Streaming keeps memory at one segment even for a two-hour set (a whole set at 44.1 kHz would
@@ -162,14 +162,24 @@ def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECOND
     if f is None:  # libsndfile cannot open it: decode it whole with the fallback, then cut
         audio = _check_samples(path, _librosa_load(path, sr))
         n = int(round(segment_seconds * sr))
-        for i in range(0, audio.size, n):
-            yield i / sr, audio[i:i + n]
+        for j, i in enumerate(range(0, audio.size, n)):
+            if only is None or j in only:
+                yield i / sr, audio[i:i + n]
         return
     with f:
         file_sr = f.samplerate
         n = int(round(segment_seconds * file_sr))
-        start, any_samples = 0, False
+        start, any_samples, index = 0, False, -1
+        total = f.frames
         while True:
+            index += 1
+            if only is not None and index not in only and f.seekable() and total > 0:
+                if start + n >= total:
+                    break
+                start += n
+                f.seek(start)
+                any_samples = True
+                continue
             try:
                 block = f.read(n, dtype="float32", always_2d=True)
             except Exception as e:
@@ -177,8 +187,8 @@ def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECOND
             if block.shape[0] == 0:
                 break
             any_samples = True
-            mono = _check_samples(path, resample(_to_mono(block), file_sr, sr))
-            yield start / file_sr, mono
+            if only is None or index in only:
+                yield start / file_sr, _check_samples(path, resample(_to_mono(block), file_sr, sr))
             start += block.shape[0]
             if block.shape[0] < n:
                 break
@@ -532,7 +542,8 @@ class SliceCounts:
     segments: int = 0
     segments_kept: int = 0
     segments_tempo: int = 0      # discarded: tempo outside [min_bpm, max_bpm]
-    segments_no_beat: int = 0    # discarded: silent or no steady beat
+    segments_silent: int = 0     # discarded: RMS below silence_db
+    segments_no_beat: int = 0    # discarded: no steady beat
     segments_short: int = 0      # discarded: too short to hold one clip after stretching
     clips: int = 0
     clips_silent: int = 0
@@ -546,6 +557,25 @@ class SliceCounts:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def why_no_clips(self, min_bpm: float = MIN_BPM, max_bpm: float = MAX_BPM) -> str:
+        """A short reason for a file that gave no clips, from what happened to its segments."""
+        n = self.segments
+        if n == 0:
+            return "contains no audio"
+        if self.segments_silent == n:
+            return "silent"
+        if self.segments_no_beat + self.segments_silent == n:
+            return "no steady beat"
+        if self.segments_tempo + self.segments_silent + self.segments_no_beat == n and self.segments_tempo:
+            return f"tempo outside {min_bpm:g}..{max_bpm:g} BPM"
+        if self.segments_short == n:
+            return "too short for one clip"
+        if self.segments_kept and self.clips_silent:
+            return "every clip near-silent"
+        parts = [f"{v} {k}" for k, v in (("out of tempo range", self.segments_tempo), ("without beat", self.segments_no_beat),
+                                          ("silent", self.segments_silent), ("too short", self.segments_short)) if v]
+        return "no usable segment (" + ", ".join(parts) + ")"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -601,7 +631,7 @@ def slice_segment(audio: np.ndarray, sr: int, clip_samples: int, params: SlicePa
     clips: List[np.ndarray] = []
     records: List[dict] = []
     if rms_dbfs(audio) < params.silence_db:
-        counts.segments_no_beat += 1
+        counts.segments_silent += 1
         return clips, records, counts
     tempo = track_tempo(audio, sr, centre_bpm=params.target_bpm)
     if not math.isfinite(tempo.bpm) or tempo.beats.size == 0:
@@ -647,17 +677,19 @@ def slice_segment(audio: np.ndarray, sr: int, clip_samples: int, params: SlicePa
 
 
 def iter_track_clips(path, geometry, params: SliceParams = SliceParams(), source: Optional[str] = None,
-                     counts: Optional[SliceCounts] = None) -> Iterator[Tuple[np.ndarray, dict]]:
+                     counts: Optional[SliceCounts] = None, segments: Optional[Container[int]] = None
+                     ) -> Iterator[Tuple[np.ndarray, dict]]:
     """Yield ``(clip, record)`` for every clip of a file, one segment in memory at a time.
 
     ``geometry`` gives ``sample_rate`` and ``clip_samples`` (an :class:`~audio_ext.geometry.StftGeometry`).
     ``source`` is the name stored in the records (default: the path as given). Counts accumulate
-    into ``counts`` if given. Raises :class:`AudioError` for unusable files.
+    into ``counts`` if given; ``segments`` restricts the work to those segment indices (used to
+    sample statistics). Raises :class:`AudioError` for unusable files.
     """
     sr = geometry.sample_rate
     name = str(path) if source is None else source
     counts = SliceCounts() if counts is None else counts
-    for seg_start, audio in iter_segments(path, sr, params.segment_seconds):
+    for seg_start, audio in iter_segments(path, sr, params.segment_seconds, only=segments):
         clips, records, c = slice_segment(audio, sr, geometry.clip_samples, params)
         counts.add(c)
         for clip, rec in zip(clips, records):

@@ -125,7 +125,7 @@ def test_noise_and_silence_have_no_beat():
     geom = StftGeometry(64)
     noise = (np.random.default_rng(0).standard_normal(10 * SR) * 1e-4).astype(np.float32)  # -80 dBFS
     clips, records, counts = slice_segment(noise, SR, geom.clip_samples, SliceParams())
-    assert clips == [] and counts.segments_no_beat == 1
+    assert clips == [] and counts.segments_silent == 1 and counts.why_no_clips() == "silent"
 
 
 # --- stretching ------------------------------------------------------------------------------
@@ -256,3 +256,12 @@ def test_slice_params_reject_inconsistent_ranges():
         SliceParams(min_bpm=140, max_bpm=130)
     with pytest.raises(ValueError, match="stride_beats"):
         SliceParams(stride_beats=0)
+
+
+def test_iter_segments_can_skip_to_chosen_segments(tmp_path):
+    x = (np.random.default_rng(1).standard_normal(int(4.5 * SR)) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "n.wav", x, SR, subtype="FLOAT")
+    segs = list(iter_segments(tmp_path / "n.wav", SR, segment_seconds=1.0, only={1, 4}))
+    assert [s for s, _ in segs] == [1.0, 4.0]
+    np.testing.assert_array_equal(segs[0][1], x[SR:2 * SR])
+    np.testing.assert_array_equal(segs[1][1], x[4 * SR:])
