@@ -43,7 +43,7 @@ OCTAVE_EDGES_HZ = (63.0, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16
 SILENCE_Z = -2.0
 
 #: Bumped whenever a feature definition changes, so cached real statistics are recomputed.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 MIN_TEMPO_SECONDS = 4.0
 DB_PER_NEPER_POWER = 10.0 / math.log(10.0)  # ln power -> dB
@@ -144,8 +144,10 @@ def _onset_envelopes(logpower_db: np.ndarray, geometry: StftGeometry) -> np.ndar
         mel = librosa.filters.mel(sr=geometry.sample_rate, n_fft=geometry.n_fft, n_mels=n_mels)[:, :r]
     power = np.power(10.0, logpower_db / 10.0)
     mel_db = librosa.power_to_db(np.einsum("mk,nkt->nmt", mel, power), ref=1.0, top_db=None)
-    return np.stack([librosa.onset.onset_strength(S=m, sr=geometry.sample_rate, hop_length=geometry.hop_length)
-                     for m in mel_db])
+    # center=False: with a precomputed S, centring would shift the envelope by 2048 // (2 hop) frames and cut
+    # its end (all of it at small resolutions); our frames are already centred by the STFT.
+    return np.stack([librosa.onset.onset_strength(S=m, sr=geometry.sample_rate, hop_length=geometry.hop_length,
+                                                  center=False) for m in mel_db])
 
 
 def spectral_features(images, audio_block: Mapping) -> np.ndarray:

@@ -63,6 +63,7 @@ def iterate_real(opts: MetricOptions, items: np.ndarray, batch_size: int) -> Ite
     """This rank's share of ``items`` as uint8 NCHW tensors on the metric device."""
     dataset = opts.get_dataset()
     mine = items[opts.rank::opts.num_gpus]
+    opts.report("real", 0, len(items))
     for start in range(0, len(mine), batch_size):
         batch = [dataset[int(i)] for i in mine[start:start + batch_size]]
         images = np.stack([b[0] if isinstance(b, tuple) else b for b in batch])
@@ -111,6 +112,7 @@ def iterate_generated(opts: MetricOptions, num_gen: int, batch_size: int) -> Ite
     c_dim = int(getattr(G, "c_dim", 0))
     dataset = opts.get_dataset() if c_dim > 0 else None
     done = 0
+    opts.report("generated", 0, num_gen)
     while done < per_rank:
         n = min(batch_size, per_rank - done)
         z = torch.randn([n, G.z_dim], generator=gen).to(opts.device)

@@ -1,0 +1,120 @@
+"""Evaluate registered metrics on a saved snapshot: what ``calc_metrics.py`` runs.
+
+The generator is the snapshot's ``G_ema`` (or ``G``); the real data is ``data`` or, by default, the
+``training_set_kwargs`` stored in the snapshot, always the whole set (``max_size`` dropped) and
+without mirroring unless asked. Each result is printed by the caller and appended to
+``metric-<name>.jsonl`` beside the snapshot.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Union
+
+import torch
+
+from . import registry
+
+PathLike = Union[str, os.PathLike]
+
+
+class EvaluationError(Exception):
+    """The evaluation cannot start; the message names the file or option and the problem."""
+
+
+def _device(name: str, rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise EvaluationError("--device cuda: no CUDA device is available (use --device cpu)")
+        return torch.device("cuda", rank)
+    if name != "cpu":
+        raise EvaluationError(f"--device {name!r} is not one of auto, cpu, cuda")
+    return torch.device("cpu")
+
+
+def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] = None, mirror: bool = False):
+    """Check metric names, load the snapshot and work out the dataset kwargs; return (snapshot, G record name, kwargs)."""
+    from ..snapshot import SnapshotError, load_snapshot
+    if not metrics:
+        raise EvaluationError("--metrics: give at least one metric")
+    for name in metrics:
+        if not registry.is_valid_metric(name):
+            raise EvaluationError(f"--metrics: unknown metric '{name}'; valid: {', '.join(registry.list_metrics())}")
+    try:
+        snap = load_snapshot(network)
+    except SnapshotError as e:
+        raise EvaluationError(str(e)) from None
+    gname = "G_ema" if snap.get("G_ema") is not None else "G"
+    if snap.get(gname) is None:
+        raise EvaluationError(f"{network}: snapshot holds no generator (G_ema or G)")
+    if data is not None:
+        if not Path(data).exists():
+            raise EvaluationError(f"{data}: no such dataset (zip or folder)")
+        kwargs = dict(path=str(data))
+        stored = snap.get("training_set_kwargs") or {}
+        if "use_labels" in stored:
+            kwargs["use_labels"] = bool(stored["use_labels"])
+    else:
+        stored = snap.get("training_set_kwargs")
+        if not isinstance(stored, dict) or not stored.get("path"):
+            raise EvaluationError(f"{network}: snapshot does not name its training set; pass --data")
+        if not Path(stored["path"]).exists():
+            raise EvaluationError(f"{network}: its training set {stored['path']} is missing; pass --data")
+        kwargs = {k: v for k, v in stored.items() if k not in ("max_size", "class_name")}
+    kwargs["xflip"] = bool(mirror)
+    return snap, gname, kwargs
+
+
+def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device: str, num_gpus: int,
+         detector, pr_detector, num_gen, max_real, batch_size: int, seed: int, report: bool,
+         progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None) -> List[dict]:
+    from ..snapshot import SnapshotError, build_networks
+    snap, gname, dataset_kwargs = prepare(network, metrics, data, mirror)
+    dev = _device(device, rank)
+    try:
+        G = build_networks(snap, device=dev, names=[gname])[gname]
+    except SnapshotError as e:
+        raise EvaluationError(f"{network}: {e}") from None
+    records = []
+    for name in metrics:
+        result = registry.calc_metric(name, G=G, dataset_kwargs=dataset_kwargs, device=dev, detector_path=detector,
+                                      num_gpus=num_gpus, rank=rank, progress=progress,
+                                      pr_detector_path=pr_detector, num_gen=num_gen, max_real=max_real,
+                                      batch_size=batch_size, seed=seed, audio=snap.get("audio"))
+        if rank == 0:
+            record = registry.report_metric(result, Path(network).parent if report else None, snapshot_pkl=network)
+            records.append(record)
+            if echo is not None:
+                echo(record)
+    return records
+
+
+def _spawned(rank: int, **kwargs) -> None:
+    _run(rank, **kwargs)
+
+
+def evaluate_snapshot(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] = None, gpus: int = 1,
+                      detector: Optional[str] = None, pr_detector: Optional[str] = None, mirror: bool = False,
+                      device: str = "auto", num_gen: Optional[int] = None, max_real: Optional[int] = None,
+                      batch_size: int = 32, seed: int = 0, report: bool = True,
+                      progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None) -> List[dict]:
+    """Compute ``metrics`` for the snapshot ``network``; return the records (also appended as JSON lines).
+
+    With ``gpus > 1`` one process per GPU is spawned (``stylegan2.distributed.launch``); rank 0
+    reports through ``echo`` and the log files, and the returned list is empty.
+    """
+    metrics = list(metrics)
+    prepare(network, metrics, data, mirror)  # fail fast, before spawning anything
+    kwargs = dict(network=str(network), metrics=metrics, data=data, mirror=mirror, device=device, num_gpus=gpus,
+                  detector=detector, pr_detector=pr_detector, num_gen=num_gen, max_real=max_real,
+                  batch_size=batch_size, seed=seed, report=report)
+    if gpus == 1:
+        return _run(0, progress=progress, echo=echo, **kwargs)
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if torch.cuda.device_count() < gpus:
+            raise EvaluationError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    from .. import distributed
+    distributed.launch(_spawned, gpus, dict(kwargs, echo=echo))
+    return []
