@@ -46,10 +46,14 @@ def get_mode() -> str:
     return mode
 
 
-def _load_kernels(name: str):
-    """Build (first use) and import the CUDA extension ``name``; raise KernelUnavailable on failure."""
-    raise KernelUnavailable(
-        f"CUDA kernels for {name} are not part of this build yet; the reference path is used")
+#: dtypes our kernels are compiled for; anything else (bfloat16, integers) takes the reference path.
+KERNEL_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def _load_kernels(name: str, device: torch.device):
+    """Build (first use) and import the CUDA extension ``name`` for ``device``; raise KernelUnavailable on failure."""
+    from . import plugin
+    return plugin.load(name, device)
 
 
 def kernels_for(name: str, x: torch.Tensor):
@@ -57,15 +61,16 @@ def kernels_for(name: str, x: torch.Tensor):
     if x.device.type != "cuda":
         return None
     mode = get_mode()
-    if mode == "reference":
+    if mode == "reference" or x.dtype not in KERNEL_DTYPES:
         return None
     try:
-        return _load_kernels(name)
+        return _load_kernels(name, x.device)
     except KernelUnavailable as err:
         if mode == "cuda":
             raise
         if name not in _warned:
             _warned.add(name)
-            warnings.warn(f"{err} (set {ENV_VAR}=reference to silence, {ENV_VAR}=cuda to make this an error)",
+            warnings.warn(f"{err}. Running the slower reference path instead (set {ENV_VAR}=reference to "
+                          f"silence this, {ENV_VAR}=cuda to make it an error)",
                           RuntimeWarning, stacklevel=3)
         return None
