@@ -88,7 +88,10 @@ def audio_duration(path) -> float:
     except Exception:
         try:
             import librosa
-            return float(librosa.get_duration(path=str(path)))
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return float(librosa.get_duration(path=str(path)))
         except Exception:
             return 0.0
 
@@ -405,8 +408,9 @@ def track_tempo(segment: np.ndarray, sr: int = 44100, centre_bpm: float = TARGET
 # Time stretching
 # ---------------------------------------------------------------------------------------------
 
-#: Stretchers :func:`time_stretch` knows, best first.
+#: Stretchers :func:`time_stretch` knows, best first, and the choices a user has ('auto' = best installed).
 STRETCHERS = ("rubberband", "phase-vocoder", "librosa")
+STRETCH_CHOICES = ("auto",) + STRETCHERS
 
 
 def available_stretcher() -> str:
@@ -598,6 +602,10 @@ class SliceParams:
             raise ValueError(f"stride_beats must be positive, got {self.stride_beats}")
         if self.segment_seconds <= 0:
             raise ValueError(f"segment_seconds must be positive, got {self.segment_seconds}")
+        if self.stretcher not in STRETCH_CHOICES:
+            raise ValueError(f"unknown stretcher {self.stretcher!r} ({', '.join(STRETCH_CHOICES)})")
+        if self.stretcher == "rubberband" and available_stretcher() != "rubberband":
+            raise ValueError("stretcher 'rubberband' requested but the rubberband command is not installed")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
