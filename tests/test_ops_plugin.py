@@ -337,3 +337,49 @@ def test_successful_build_is_published_under_its_key(monkeypatch, tmp_path):
     assert (final / "electrogan_upfirdn2d.so").read_bytes() == b"\x7fELF"
     assert (final / "build.json").exists() and (final / "upfirdn2d.cu").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _rank_builds(root: str, log: str, start_at: float) -> str:
+    """One 'rank': wait for the common start time, then build bias_act with a fake compiler that
+    records each compilation in ``log`` and takes a moment."""
+    import os
+    import time
+    from torch.utils import cpp_extension
+
+    def slow_compiler(**kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)
+        (Path(kwargs["build_directory"]) / "electrogan_bias_act.so").write_bytes(b"built")
+        return type("M", (), {"bias_act": staticmethod(lambda *a: None), "__file__": "x"})
+
+    cpp_extension.load = slow_compiler
+    plugin.diagnose = lambda name, arch: plugin.Toolchain(
+        Path(root), Path(root) / "nvcc", plugin.Version("13.0"), Path("/usr/bin/ninja"), "c++", [90])
+    plugin._import_library = lambda name, path: type("Cached", (), {"bias_act": None, "__file__": str(path)})
+    while time.time() < start_at:
+        time.sleep(0.01)
+    module = plugin.build("bias_act", "9.0", root=Path(root))
+    return getattr(module, "__file__", "")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork() to start ranks cheaply")
+def test_ranks_starting_together_compile_once_and_all_load_the_result(tmp_path):
+    import multiprocessing
+    import time
+
+    log = tmp_path / "compilations.txt"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(3) as pool:
+        start_at = time.time() + 0.5
+        results = pool.starmap(_rank_builds, [(str(tmp_path), str(log), start_at)] * 3)
+    assert len(log.read_text().split()) == 1  # one rank compiled, the others waited
+    final = tmp_path / plugin.cache_key("bias_act", "9.0")
+    assert (final / "electrogan_bias_act.so").read_bytes() == b"built"
+    assert sum(r == str(final / "electrogan_bias_act.so") for r in results) == 2  # loaded from the cache
+
+
+def test_an_unreadable_arch_override_is_diagnosed(monkeypatch):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "Hopper")
+    with pytest.raises(backend.KernelUnavailable, match=r"TORCH_CUDA_ARCH_LIST='Hopper' is not understood"):
+        plugin.load("bias_act", torch.device("cuda", 0))

@@ -436,8 +436,10 @@ def load(name: str, device=None):
     """
     index = torch.cuda.current_device() if device is None or getattr(device, "index", None) is None \
         else device.index
-    capability = tuple(torch.cuda.get_device_capability(index))
-    slot = (name, capability)
+    slot = (name, index)
+    module = _loaded.get(slot)  # the per-call fast path: no lock, no device query
+    if module is not None:
+        return module
     with _lock:
         if slot in _loaded:
             return _loaded[slot]
@@ -446,7 +448,11 @@ def load(name: str, device=None):
         try:
             override = os.environ.get("TORCH_CUDA_ARCH_LIST")
             if override:
-                arch_list = override
+                try:
+                    arch_list = normalize_arch_list(override)
+                except ValueError as err:
+                    raise _fail(name, f"TORCH_CUDA_ARCH_LIST={override!r} is not understood ({err})",
+                                "list numbers such as '8.6' or '9.0+PTX', or unset it to build for this GPU")
             else:
                 cuda_home = find_cuda_home()
                 archs = nvcc_archs(cuda_home / "bin" / _exe("nvcc")) if cuda_home else []
