@@ -96,17 +96,22 @@ def audio_duration(path) -> float:
             return 0.0
 
 
-def _librosa_load(path, sr: int, offset: float = 0.0, duration: Optional[float] = None) -> np.ndarray:
-    """Fallback decoder: librosa.load (audioread/ffmpeg for formats libsndfile lacks)."""
+def _librosa_load(path, sr: int, first_error: Optional[BaseException] = None) -> np.ndarray:
+    """Fallback decoder: librosa.load (audioread/ffmpeg for formats libsndfile lacks).
+
+    When it fails too, the error names soundfile's complaint (``first_error``), which is usually
+    the informative one ("Format not recognised"), not audioread's "NoBackendError".
+    """
+    if Path(path).stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
     try:
         import librosa
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            y, _ = librosa.load(str(path), sr=sr, mono=True, offset=offset, duration=duration,
-                                res_type="soxr_hq" if _has_soxr() else "polyphase")
+            y, _ = librosa.load(str(path), sr=sr, mono=True, res_type="soxr_hq" if _has_soxr() else "polyphase")
     except Exception as e:  # audioread raises its own NoBackendError, not an OSError
-        raise AudioError(f"{path}: not a readable audio file ({_short(e)})") from None
+        raise AudioError(f"{path}: not a readable audio file ({_short(first_error or e)})") from None
     return np.asarray(y, dtype=np.float32)
 
 
@@ -119,8 +124,10 @@ def _has_soxr() -> bool:
 
 
 def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+    """One line from an exception; libsndfile's own text without the "Error opening 'path':" prefix."""
+    text = getattr(e, "error_string", None) or str(e)
+    lines = text.strip().splitlines()
+    return (lines[0].rstrip(".") if lines else type(e).__name__)[:200]
 
 
 def load_audio(path, sr: int = 44100) -> np.ndarray:
@@ -138,8 +145,8 @@ def load_audio(path, sr: int = 44100) -> np.ndarray:
         audio = resample(_to_mono(data), file_sr, sr)
     except AudioError:
         raise
-    except Exception:
-        audio = _librosa_load(path, sr)
+    except Exception as e:
+        audio = _librosa_load(path, sr, e)
     return _check_samples(path, audio)
 
 
@@ -159,11 +166,11 @@ def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECOND
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds!r}")
     try:
         import soundfile as sf
-        f = sf.SoundFile(str(path))
-    except Exception:
-        f = None
+        f, first_error = sf.SoundFile(str(path)), None
+    except Exception as e:
+        f, first_error = None, e
     if f is None:  # libsndfile cannot open it: decode it whole with the fallback, then cut
-        audio = _check_samples(path, _librosa_load(path, sr))
+        audio = _check_samples(path, _librosa_load(path, sr, first_error))
         n = int(round(segment_seconds * sr))
         for j, i in enumerate(range(0, audio.size, n)):
             if only is None or j in only:
