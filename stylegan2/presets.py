@@ -39,7 +39,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # CPU-sized: ~0.2 M parameters at 32x32, fp32, short ticks; gamma from the auto formula.
     "tiny": dict(ref_gpus=2, kimg=20, batch=8, mbstd_group=4, cbase=1024, cmax=64, z_dim=64, w_dim=64,
                  lr=0.002, gamma=None, ema_kimg=None, ema_rampup=0.05, map=2, aug="noaug", tick=1, snap=5,
-                 fp32=True, workers=0),
+                 fp32=True, workers=0, grid_limit=32),
 }
 
 # Defaults common to every preset (upstream-notes §2.7, §3, §4.2, §6).
@@ -50,6 +50,7 @@ COMMON: Dict[str, Any] = dict(
     G_reg_interval=4, D_reg_interval=16,
     tick=4.0, snap=50, p=None, target=0.6, ada_interval=4, ada_kimg=500, augpipe="audio",
     mirror=False, cond=False, subset=None, metrics=[], seed=0, workers=3, ops="auto", keep_best=None,
+    grid_limit=None,
 )
 
 AUG_MODES = ("ada", "noaug", "fixed")
@@ -169,6 +170,11 @@ def _validate(o: Dict[str, Any]) -> None:
         _fail(f"--target must be in (0, 1]; got {o['target']!r}")
     if o["subset"] is not None and (not isinstance(o["subset"], int) or o["subset"] < 1):
         _fail(f"--subset must be a positive integer; got {o['subset']!r}")
+    from .augment import AUGMENT_PRESETS
+    if o["augpipe"] not in AUGMENT_PRESETS:
+        _fail(f"--augpipe must be one of {', '.join(AUGMENT_PRESETS)}; got {o['augpipe']!r}")
+    if o["keep_best"] is not None and o["keep_best"] not in o["metrics"]:
+        _fail(f"--keep-best {o['keep_best']} is not among --metrics {','.join(o['metrics']) or 'none'}")
     if o["ops"] not in ("auto", "reference", "cuda"):
         _fail(f"--ops must be auto, reference or cuda; got {o['ops']!r}")
     for key in ("G_reg_interval", "D_reg_interval"):

@@ -1,0 +1,526 @@
+"""The StyleGAN2(-ADA) training loop: phases, accumulation, EMA, ADA, ticks, logs, snapshots, resume.
+
+One iteration shows ``batch`` real images to D (upstream-notes §3 and §6):
+
+- phases ``Gmain``, ``Greg`` (every ``G_reg_interval`` = 4 iterations), ``Dmain``, ``Dreg`` (every
+  ``D_reg_interval`` = 16), each with its own fresh latents; a phase zeroes the gradients,
+  accumulates ``rounds = batch / (batch_gpu * world)`` chunks of ``batch_gpu`` images, averages
+  the gradients over ranks (NaN -> 0, +-inf -> +-1e5) and steps Adam;
+- ``G_ema`` follows G with half-life ``ema_kimg`` (ramped up to ``ema_rampup * cur_nimg``);
+- with ``aug ada`` the augmentation probability p moves by the sign heuristic every 4 iterations.
+
+Reproducibility by design: every chunk seeds torch's and numpy's generators from
+``(seed, iteration, phase, global chunk index)``, and rank ``r`` loads the ``r``-th contiguous
+block of each global batch from one seeded index stream. So N ranks compute exactly the chunks one
+process would, a run with the same seed repeats itself, and a resumed run (the snapshot stores
+the iteration counter, optimizer states, p, ADA state and ``pl_mean``; the index stream is
+fast-forwarded) continues as if never stopped.
+
+A tick every ``tick`` kimg prints one line and appends ``stats.jsonl``; every ``snap`` ticks
+``fakesNNNNNN.png`` and ``network-snapshot-NNNNNN.pkl`` (NNNNNN = kimg) are written and the
+metrics in ``metrics`` are computed. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from . import distributed, stats
+from .loss import StyleGAN2Loss, lazy_regularization_adam
+from .misc import atomic_path, atomic_write_text
+
+
+class TrainingDiverged(RuntimeError):
+    """The losses became NaN or infinite; training stops instead of writing garbage snapshots."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Small pieces
+
+
+def chunk_seed(seed: int, iteration: int, phase: int, chunk: int) -> int:
+    """A 32-bit seed for one chunk of one phase of one iteration (independent of the rank layout)."""
+    return int(np.random.SeedSequence([seed, iteration, phase, chunk]).generate_state(1)[0])
+
+
+class BlockShard(torch.utils.data.Sampler):
+    """Rank ``rank``'s contiguous block of every global batch of an index stream.
+
+    The base sampler is the single-process stream (all ranks build the same one). Of each
+    ``global_batch`` indices, rank ``r`` yields positions ``r * n .. (r + 1) * n - 1`` with
+    ``n = global_batch / world``, so chunk ``j`` of the global batch is the same images whether it
+    is processed by one process in round ``j`` or by rank ``j // rounds``. ``skip`` fast-forwards
+    the stream by that many indices (exact resume).
+    """
+
+    def __init__(self, base, global_batch: int, rank: int, world: int, skip: int = 0):
+        self.base, self.global_batch, self.rank, self.world, self.skip = base, global_batch, rank, world, skip
+
+    def __iter__(self) -> Iterator[int]:
+        per_rank = self.global_batch // self.world
+        it = iter(self.base)
+        for _ in range(self.skip):
+            next(it)
+        while True:
+            block = [next(it) for _ in range(self.global_batch)]
+            yield from block[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+
+class _Tee:
+    """Copies everything written to a stream into a log file too (``log.txt``)."""
+
+    def __init__(self, stream, file):
+        self.stream, self.file = stream, file
+
+    def write(self, text):
+        self.stream.write(text)
+        self.file.write(text)
+        self.file.flush()
+
+    def flush(self):
+        self.stream.flush()
+        self.file.flush()
+
+    def isatty(self):
+        return getattr(self.stream, "isatty", lambda: False)()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def run_metrics(names: List[str], G_ema, snapshot_path: Optional[Path], run_dir: Path,
+                training_set_kwargs: dict, rank: int, world: int, device, audio=None) -> Dict[str, float]:
+    """Compute the registered metrics ``names`` for ``G_ema`` after a snapshot; no-op for an empty list.
+
+    Imports :mod:`stylegan2.metrics.registry` lazily (it pulls in the detector code), and appends
+    each result to ``metric-<name>.jsonl`` in the run dir (rank 0). Returns ``{name: value}`` of
+    the first number each metric reports, for the optional best-snapshot copy.
+    """
+    if not names:
+        return {}
+    from .metrics import registry
+    values = {}
+    for name in names:
+        result = registry.calc_metric(name, G=G_ema, dataset_kwargs=dict(training_set_kwargs),
+                                      num_gpus=world, rank=rank, device=device, audio=audio)
+        if rank == 0:
+            registry.report_metric(result, run_dir=str(run_dir),
+                                   snapshot_pkl=snapshot_path.name if snapshot_path else None)
+            res = result.get("results", {}) if isinstance(result, dict) else {}
+            first = next((v for v in res.values() if isinstance(v, (int, float))), None)
+            if first is not None:
+                values[name] = float(first)
+    return values
+
+
+def _ema_beta(batch: int, cur_nimg: int, ema_kimg: float, ema_rampup: Optional[float]) -> float:
+    """Per-step EMA decay so ``ema_kimg`` is a half-life in thousands of images (with optional ramp-up)."""
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    return 0.5 ** (batch / max(ema_nimg, 1e-8))
+
+
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """``p_ema <- beta * p_ema + (1 - beta) * p`` for parameters; buffers are copied verbatim."""
+    with torch.no_grad():
+        for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+            b_ema.copy_(b)
+
+
+def _param_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def next_run_dir(outdir: str, name: str) -> Path:
+    """``<outdir>/<NNNNN>-<name>`` with NNNNN one above the largest run number already there."""
+    outdir = Path(outdir)
+    ids = []
+    if outdir.is_dir():
+        for entry in outdir.iterdir():
+            head = entry.name.split("-", 1)[0]
+            if entry.is_dir() and head.isdigit():
+                ids.append(int(head))
+    return outdir / f"{max(ids, default=-1) + 1:05d}-{name}"
+
+
+def run_training(rank: int, *, outdir: str, run_name: str, **kwargs) -> Dict[str, Any]:
+    """Entry point on every rank: rank 0 picks and creates the run dir, all ranks learn it, then train.
+
+    Picking the run dir after the process group exists keeps several machines (torchrun) from
+    racing for run numbers in a shared ``outdir``.
+    """
+    holder = [None]
+    if rank == 0:
+        run_dir = next_run_dir(outdir, run_name)
+        run_dir.mkdir(parents=True, exist_ok=False)
+        holder[0] = str(run_dir)
+    if distributed.get_world_size() > 1:
+        torch.distributed.broadcast_object_list(holder, src=0)
+    return training_loop(rank, run_dir=holder[0], **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+
+
+def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[str] = None,
+                  progress: bool = True, **opts) -> Dict[str, Any]:
+    """Train with the resolved options ``opts`` (see :func:`stylegan2.presets.resolve_config`).
+
+    ``run_dir``: output folder (created; rank 0 writes). ``data``: the dataset zip or folder.
+    ``resume``: a snapshot to continue from exactly. Returns (on every rank) a summary dict with
+    ``cur_nimg``, ``cur_tick``, ``batch_idx`` and ``snapshot`` (the last snapshot path written).
+    """
+    from .dataset import ImageFolderDataset
+    from .sampler import InfiniteSampler
+    from . import snapshot as snap_io
+    from .augment import build_augment_pipe
+    from .ops import backend
+
+    start_time = time.time()
+    run_dir = Path(run_dir)
+    world = distributed.get_world_size()
+    device = distributed.local_device()
+    is_main = rank == 0
+    seed = int(opts["seed"])
+    batch, batch_gpu = int(opts["batch"]), int(opts["batch_gpu"])
+    if batch % (batch_gpu * world):
+        raise ValueError(f"batch {batch} is not divisible by batch_gpu {batch_gpu} x {world} processes")
+    rounds = batch // (batch_gpu * world)
+    backend.set_mode(opts.get("ops", "auto"))
+    stats.reset()          # collectors below must not see values from an earlier run in this process
+    np.random.seed(seed * world + rank)
+    torch.manual_seed(seed * world + rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    log_file = None
+    saved_streams = (sys.stdout, sys.stderr)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_file = open(run_dir / "log.txt", "a", encoding="utf-8")
+        sys.stdout, sys.stderr = _Tee(sys.stdout, log_file), _Tee(sys.stderr, log_file)
+    try:
+        return _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu,
+                      rounds, start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe)
+    finally:
+        if log_file is not None:
+            sys.stdout, sys.stderr = saved_streams
+            log_file.close()
+
+
+def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu, rounds,
+           start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe):
+    from . import networks
+    from .grid import save_image_grid, setup_snapshot_image_grid
+    from .presets import generator_kwargs, discriminator_kwargs
+
+    is_main = rank == 0
+    say = print if is_main else (lambda *a, **k: None)
+
+    # ------------------------------------------------------------------ data
+    training_set_kwargs = dict(path=str(data), resolution=int(opts["resolution"]), use_labels=bool(opts["cond"]),
+                               max_size=opts.get("subset"), xflip=bool(opts["mirror"]), random_seed=seed)
+    dataset = ImageFolderDataset(**training_set_kwargs)
+    if opts["cond"] and not dataset.has_labels:
+        raise ValueError(f"{data}: --cond needs labels in dataset.json, but it has none")
+    c_dim = dataset.label_dim
+    img_channels = dataset.num_channels
+    say(f"Dataset: {dataset.path}: {len(dataset)} images, {img_channels} x {dataset.resolution} x "
+        f"{dataset.resolution}, labels {c_dim}, audio block {'yes' if dataset.audio else 'no'}")
+
+    # ------------------------------------------------------------------ networks and state
+    G_kwargs = generator_kwargs(opts, c_dim, img_channels)
+    D_kwargs = discriminator_kwargs(opts, c_dim, img_channels)
+    G = networks.Generator(**G_kwargs).train().requires_grad_(False).to(device)
+    D = networks.Discriminator(**D_kwargs).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    augment_pipe = build_augment_pipe(opts["aug"], opts["augpipe"], opts["p"])
+    if augment_pipe is not None:
+        augment_pipe = augment_pipe.train().requires_grad_(False).to(device)
+    ada = None
+    if opts["aug"] == "ada":
+        from .ada import AdaController
+        # The sign statistics arrive already summed over ranks (stats.Collector), so no second reduce.
+        ada = AdaController(target=opts["target"], interval=opts["ada_interval"], ada_kimg=opts["ada_kimg"],
+                            batch_size=batch, p=opts["p"], reduce_fn=lambda t: t)
+
+    loss = StyleGAN2Loss(G, D, augment_pipe=augment_pipe, r1_gamma=opts["gamma"],
+                         style_mixing_prob=opts["style_mixing_prob"], pl_weight=opts["pl_weight"],
+                         pl_batch_shrink=opts["pl_batch_shrink"], pl_decay=opts["pl_decay"])
+    phases = []
+    for name, module, lr, reg_interval in (("G", G, opts["glr"], opts["G_reg_interval"]),
+                                           ("D", D, opts["dlr"], opts["D_reg_interval"])):
+        lr_c, betas_c = lazy_regularization_adam(lr, opts["betas"], reg_interval)
+        opt = torch.optim.Adam(module.parameters(), lr=lr_c, betas=betas_c, eps=opts["eps"])
+        if reg_interval is None:
+            phases.append(dict(name=name + "both", module=module, opt=opt, interval=1))
+        else:
+            phases.append(dict(name=name + "main", module=module, opt=opt, interval=1))
+            phases.append(dict(name=name + "reg", module=module, opt=opt, interval=reg_interval))
+    opt_G, opt_D = phases[0]["opt"], phases[-1]["opt"]
+
+    cur_nimg, cur_tick, batch_idx = 0, 0, 0
+    if resume:
+        snap = snap_io.load_snapshot(resume)
+        for key, net in (("G", G), ("D", D), ("G_ema", G_ema)):
+            try:
+                net.load_state_dict(snap[key]["state_dict"], strict=True)
+            except (KeyError, RuntimeError, TypeError) as e:
+                raise snap_io.SnapshotError(f"{resume}: its {key} does not fit the configured network "
+                                            f"({str(e).splitlines()[0]}); use the same --cfg/--cbase/--map") from None
+        for opt, key in ((opt_G, "opt_G"), (opt_D, "opt_D")):
+            if snap.get(key) is not None:
+                lrs = [(g["lr"], g["betas"]) for g in opt.param_groups]
+                opt.load_state_dict(snap[key])
+                for g, (lr_now, betas_now) in zip(opt.param_groups, lrs):   # current flags win
+                    g["lr"], g["betas"] = lr_now, betas_now
+        cur_nimg = int(snap.get("cur_nimg", 0))
+        cur_tick = int(snap.get("cur_tick", 0))
+        batch_idx = int(snap.get("batch_idx", 0))
+        if augment_pipe is not None and snap.get("augment"):
+            augment_pipe.p.fill_(float(snap["augment"]["p"]))
+        if ada is not None and snap.get("ada_stats") is not None:
+            ada.load_state_dict(snap["ada_stats"])
+        if snap.get("pl_mean") is not None:
+            loss.load_state_dict({"pl_mean": snap["pl_mean"]})
+        say(f"Resumed from {resume} at kimg {cur_nimg / 1000:.3f} (tick {cur_tick}, iteration {batch_idx})")
+    for module in (G, D, G_ema):
+        distributed.broadcast_module(module)
+    say(f"Generator {_param_count(G):,} parameters, discriminator {_param_count(D):,}; "
+        f"{world} process(es) on {device}, batch {batch} = {world} x {rounds} rounds x {batch_gpu}")
+
+    # ------------------------------------------------------------------ loader
+    base = InfiniteSampler(dataset, rank=0, num_replicas=1, seed=seed)
+    sampler = BlockShard(base, batch, rank, world, skip=cur_nimg)
+    workers = int(opts.get("workers", 0))
+    loader_kwargs = dict(num_workers=workers, pin_memory=device.type == "cuda")
+    if workers > 0:
+        loader_kwargs.update(prefetch_factor=2, persistent_workers=True)
+    data_iter = iter(torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=batch_gpu, **loader_kwargs))
+
+    # ------------------------------------------------------------------ run dir set-up
+    grid, grid_reals, grid_labels = setup_snapshot_image_grid(dataset, random_seed=seed,
+                                                              max_images=opts.get("grid_limit"))
+    grid_n = grid[0] * grid[1]
+    grid_z = torch.randn([grid_n, G.z_dim], generator=torch.Generator().manual_seed(seed)).to(device)
+    grid_c = torch.from_numpy(grid_labels).to(device)
+
+    def grid_fakes():
+        with torch.no_grad():
+            return torch.cat([G_ema(z, c, noise_mode="const").cpu() for z, c in
+                              zip(grid_z.split(batch_gpu), grid_c.split(batch_gpu))])
+
+    if is_main:
+        options_record = dict(opts, run_dir=str(run_dir), data=str(data), resume=resume, world_size=world,
+                              G_kwargs=G_kwargs, D_kwargs=D_kwargs, training_set_kwargs=training_set_kwargs)
+        atomic_write_text(run_dir / "training_options.json", json.dumps(options_record, indent=2, default=str))
+        save_image_grid(grid_reals, run_dir / "reals.png", drange=(0, 255), grid_size=grid)
+        if not resume:
+            save_image_grid(grid_fakes(), run_dir / "fakes_init.png", drange=(-1, 1), grid_size=grid)
+    stats_file = open(run_dir / "stats.jsonl", "a", encoding="utf-8") if is_main else None
+    tb = None
+    if is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(run_dir))
+        except ImportError:
+            pass
+
+    # ------------------------------------------------------------------ main loop
+    total_nimg = int(round(opts["kimg"] * 1000))
+    tick_nimg = opts["tick"] * 1000
+    snap_ticks = int(opts["snap"])
+    tick_collector = stats.Collector()
+    watch = stats.Collector(r"Loss/(G|D)/(loss|reg)")
+    ada_signs = stats.Collector(r"Loss/signs/real")
+    tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    maintenance_time = tick_start_time - start_time
+    last_snapshot, best = None, {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = None
+    from tqdm import tqdm
+
+    def new_bar():
+        return tqdm(total=int(math.ceil(tick_nimg)), unit="img", desc=f"tick {cur_tick + 1}", leave=False,
+                    disable=not (progress and is_main), file=sys.__stderr__, dynamic_ncols=True)
+
+    done = cur_nimg >= total_nimg
+    first_tick_pending = not resume
+    while not done:
+        chunks = []
+        for _ in range(rounds):
+            img, c = next(data_iter)
+            chunks.append((img.to(device).to(torch.float32) / 127.5 - 1, c.to(device)))
+
+        for phase_idx, phase in enumerate(phases):
+            if batch_idx % phase["interval"]:
+                continue
+            phase["module"].requires_grad_(True)
+            phase["opt"].zero_grad(set_to_none=True)
+            for k, (real_img, real_c) in enumerate(chunks):
+                s = chunk_seed(seed, batch_idx, phase_idx, rank * rounds + k)
+                torch.manual_seed(s)
+                gen_z = torch.randn([batch_gpu, G.z_dim], device=device)
+                if c_dim:
+                    idx = np.random.RandomState(s).randint(len(dataset), size=batch_gpu)
+                    gen_c = torch.from_numpy(np.stack([dataset.get_label(int(i)) for i in idx])).to(device)
+                else:
+                    gen_c = torch.zeros([batch_gpu, 0], device=device)
+                loss.accumulate_gradients(phase["name"], real_img, real_c, gen_z, gen_c,
+                                          gain=phase["interval"] / rounds, cur_nimg=cur_nimg)
+            loss.finish_phase(phase["name"], all_reduce=distributed.all_reduce_sum_)
+            distributed.all_reduce_grads(phase["module"].parameters())
+            phase["module"].requires_grad_(False)
+            phase["opt"].step()
+
+        update_ema(G_ema, G, _ema_beta(batch, cur_nimg, opts["ema_kimg"], opts["ema_rampup"]))
+        cur_nimg += batch
+        batch_idx += 1
+        watch.update()
+        for name, value in watch.as_dict().items():
+            if not math.isfinite(value["mean"]):
+                raise TrainingDiverged(
+                    f"{run_dir}: training diverged at kimg {cur_nimg / 1000:.3f}: {name} is {value['mean']}; "
+                    f"lower --lr or raise --gamma, and resume from the last snapshot "
+                    f"({last_snapshot or resume or 'none written yet'})")
+        if ada is not None:
+            if (ada.iterations + 1) % ada.interval == 0:
+                ada_signs.update()
+                num = ada_signs.num("Loss/signs/real")
+                if num:
+                    ada.accumulate_sums(ada_signs.mean("Loss/signs/real") * num, num)
+            ada.step(augment_pipe)
+
+        if bar is None:
+            bar = new_bar()
+        bar.update(batch)
+        done = cur_nimg >= total_nimg
+        if not done and not first_tick_pending and cur_nimg < tick_start_nimg + tick_nimg:
+            continue
+        first_tick_pending = False
+
+        # -------------------------------------------------------------- tick
+        bar.close()
+        bar = None
+        tick_end_time = time.time()
+        kimg = cur_nimg / 1000
+        sec_tick = tick_end_time - tick_start_time
+        sec_kimg = sec_tick / max(cur_nimg - tick_start_nimg, 1) * 1000
+        cpu_gb = _cpu_mem_gb()
+        gpu_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        p_now = float(augment_pipe.p) if augment_pipe is not None else 0.0
+        total_sec = tick_end_time - start_time
+        for name, value in (("Progress/tick", cur_tick), ("Progress/kimg", kimg), ("Progress/augment", p_now),
+                            ("Timing/total_sec", total_sec), ("Timing/sec_per_tick", sec_tick),
+                            ("Timing/sec_per_kimg", sec_kimg), ("Timing/maintenance_sec", maintenance_time),
+                            ("Timing/total_hours", total_sec / 3600), ("Timing/total_days", total_sec / 86400),
+                            ("Resources/cpu_mem_gb", cpu_gb), ("Resources/peak_gpu_mem_gb", gpu_gb)):
+            stats.report0(name, value)
+        say(f"tick {cur_tick:<5d} kimg {kimg:<9.3f} time {_fmt_time(total_sec):<12s} sec/tick {sec_tick:<7.1f} "
+            f"sec/kimg {sec_kimg:<8.2f} maintenance {maintenance_time:<6.1f} cpumem {cpu_gb:<6.2f} "
+            f"gpumem {gpu_gb:<6.2f} augment {p_now:.3f}")
+        tick_collector.update()
+        tick_stats = tick_collector.as_dict()
+        if is_main:
+            stats_file.write(stats.jsonl_line(tick_stats))
+            stats_file.flush()
+            if tb is not None:
+                for name, value in stats.scalar_items(tick_stats):
+                    tb.add_scalar(name, value, global_step=int(kimg * 1000))
+                tb.flush()
+
+        maintenance_start = time.time()
+        cur_tick += 1
+        if done or cur_tick % snap_ticks == 0:
+            tag = f"{int(cur_nimg // 1000):06d}"
+            if is_main:
+                save_image_grid(grid_fakes(), run_dir / f"fakes{tag}.png", drange=(-1, 1), grid_size=grid)
+            path = run_dir / f"network-snapshot-{tag}.pkl"
+            if is_main:
+                snap_io.save_snapshot(path, _snapshot_data(
+                    snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
+                    opts, training_set_kwargs, dataset))
+                say(f"Saved {path}")
+            last_snapshot = str(path)
+            distributed.barrier()
+            values = run_metrics(list(opts.get("metrics") or []), G_ema, path, run_dir, training_set_kwargs,
+                                 rank, world, device, audio=dataset.audio)
+            keep = opts.get("keep_best")
+            if is_main and keep and keep in values and (not best or values[keep] < best["value"]):
+                best = dict(metric=keep, value=values[keep], snapshot=path.name, kimg=kimg)
+                with atomic_path(run_dir / "best-snapshot.pkl") as tmp:
+                    shutil.copyfile(path, tmp)
+                atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
+                say(f"New best {keep} {values[keep]:.4g}: copied to best-snapshot.pkl")
+        tick_start_nimg, tick_start_time = cur_nimg, time.time()
+        maintenance_time = tick_start_time - maintenance_start
+
+    if bar is not None:
+        bar.close()
+    if stats_file is not None:
+        stats_file.close()
+    if tb is not None:
+        tb.close()
+    say("Exiting...")
+    return dict(cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx, snapshot=last_snapshot)
+
+
+def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
+                   opts, training_set_kwargs, dataset) -> dict:
+    """Everything needed to generate without the dataset and to resume exactly (DESIGN.md), as plain data."""
+    def plain_opt(opt):
+        state = opt.state_dict()
+        for group in state["param_groups"]:
+            group["betas"] = list(group["betas"])
+        return state
+    return dict(
+        G=snap_io.network_record(G), D=snap_io.network_record(D), G_ema=snap_io.network_record(G_ema),
+        opt_G=plain_opt(opt_G), opt_D=plain_opt(opt_D),
+        cur_nimg=int(cur_nimg), cur_tick=int(cur_tick), batch_idx=int(batch_idx),
+        augment=(dict(kwargs=dict(augment_pipe.init_kwargs), p=float(augment_pipe.p))
+                 if augment_pipe is not None else None),
+        ada_stats=ada.state_dict() if ada is not None else None,
+        pl_mean=loss.pl_mean.detach().cpu().clone(),
+        rng=snap_io.capture_rng_state(),
+        training_options=json.loads(json.dumps(opts, default=str)),
+        training_set_kwargs=dict(training_set_kwargs),
+        audio=copy.deepcopy(dataset.audio),
+    )
+
+
+def _cpu_mem_gb() -> float:
+    try:
+        import psutil
+        return psutil.Process(os.getpid()).memory_info().rss / 2 ** 30
+    except ImportError:
+        return 0.0
+
+
+def _fmt_time(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s // 60 % 60:02d}m"
+    return f"{s // 86400}d {s // 3600 % 24:02d}h"

@@ -1,0 +1,173 @@
+"""The training loop end to end on CPU at 16x16 with the tiny preset.
+
+A tiny PNG zip (with a dataset.json ``audio`` block) is written by the test. Runs are a handful of
+iterations of batch 4: enough for ticks, grids, snapshots, exact resume, seed reproducibility,
+the NaN abort, and a 2-process gloo run that must match a 1-process run with the same global batch.
+"""
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+from stylegan2 import distributed, stats
+from stylegan2.presets import resolve_config
+from stylegan2.snapshot import load_snapshot
+from stylegan2 import training_loop as tl
+
+RES = 16
+AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length": RES, "window": "hann",
+         "center": True, "eps": 1e-10, "mean": -3.0, "std": 4.0, "clip_sigma": 3.0, "target_bpm": 130,
+         "format_version": 1}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "stft.zip"
+    rng = np.random.RandomState(0)
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(12):
+            # Stripes along time with a level that falls towards the bottom rows: a toy spectrogram.
+            img = np.clip(np.linspace(60, 200, RES)[:, None] + rng.randn(RES, RES) * 30, 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            PIL.Image.fromarray(img, "L").save(buf, format="PNG")
+            z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
+        z.writestr("dataset.json", json.dumps({"labels": None, "audio": AUDIO, "clips": []}))
+    return path
+
+
+def options(**overrides):
+    base = dict(batch=4, batch_gpu=4, tick=0.004, snap=1, kimg=0.008, workers=0, grid_limit=8)
+    base.update(overrides)
+    return resolve_config("tiny", RES, 1, **base)
+
+
+def run(archive, run_dir, resume=None, **overrides):
+    return tl.training_loop(0, run_dir=str(run_dir), data=str(archive), resume=resume, progress=False,
+                            **options(**overrides))
+
+
+def stat_lines(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "stats.jsonl").read_text().splitlines()]
+
+
+def loss_entries(record):
+    return {k: v for k, v in record.items() if k.startswith("Loss/")}
+
+
+def params(snapshot, key):
+    return snapshot[key]["state_dict"]
+
+
+def test_smoke_run_writes_outputs_and_resume_continues_exactly(archive, tmp_path):
+    # Run A: 3 iterations of batch 4 straight. Run B: 2 iterations, then resumed (run C) for 1 more.
+    a = run(archive, tmp_path / "a", kimg=0.012)
+    b = run(archive, tmp_path / "b", kimg=0.008)
+    assert (a["cur_nimg"], b["cur_nimg"]) == (12, 8)
+    for name in ("reals.png", "fakes_init.png", "fakes000000.png", "log.txt", "training_options.json",
+                 "network-snapshot-000000.pkl"):
+        assert (tmp_path / "b" / name).is_file(), name
+    with PIL.Image.open(tmp_path / "b" / "fakes000000.png") as im:
+        assert im.mode == "L" and im.size[1] % RES == 0
+    lines = stat_lines(tmp_path / "b")
+    assert [r["Progress/kimg"]["mean"] for r in lines] == [0.004, 0.008]     # tick 0 right after iteration 1
+    assert {"Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/signs/real"} <= set(lines[0])
+    assert "tick 0" in (tmp_path / "b" / "log.txt").read_text()
+
+    snap_b = load_snapshot(b["snapshot"])
+    assert snap_b["cur_nimg"] == 8 and snap_b["batch_idx"] == 2 and snap_b["audio"] == AUDIO
+    assert snap_b["opt_G"]["state"] and float(snap_b["pl_mean"]) > 0
+
+    # Same seed: the first tick of two runs reports identical losses.
+    assert loss_entries(stat_lines(tmp_path / "a")[0]) == loss_entries(lines[0])
+
+    c = run(archive, tmp_path / "c", resume=b["snapshot"], kimg=0.012)
+    assert c["cur_nimg"] == 12
+    assert stat_lines(tmp_path / "c")[0]["Progress/kimg"]["mean"] == 0.012    # the kimg counter continued
+    assert not (tmp_path / "c" / "fakes_init.png").exists()
+    # Resumed == uninterrupted, bit for bit: networks, Adam moments, path-length mean.
+    snap_a, snap_c = load_snapshot(a["snapshot"]), load_snapshot(c["snapshot"])
+    assert snap_c["batch_idx"] == snap_a["batch_idx"] == 3
+    for key in ("G", "D", "G_ema"):
+        for name, tensor in params(snap_a, key).items():
+            torch.testing.assert_close(params(snap_c, key)[name], tensor, rtol=0, atol=0, msg=f"{key}.{name}")
+    for key in ("opt_G", "opt_D"):
+        for idx, state in snap_a[key]["state"].items():
+            for field, value in state.items():
+                torch.testing.assert_close(snap_c[key]["state"][idx][field], value, rtol=0, atol=0)
+    assert float(snap_c["pl_mean"]) == float(snap_a["pl_mean"])
+
+
+def test_nan_losses_abort_with_a_clear_message(archive, tmp_path, monkeypatch):
+    class PoisonedLoss(tl.StyleGAN2Loss):
+        def accumulate_gradients(self, phase, *args, **kwargs):
+            super().accumulate_gradients(phase, *args, **kwargs)
+            if phase == "Dmain":
+                stats.report("Loss/D/loss", float("nan"))
+    monkeypatch.setattr(tl, "StyleGAN2Loss", PoisonedLoss)
+    with pytest.raises(tl.TrainingDiverged, match=r"training diverged at kimg 0\.004: Loss/D/loss is nan"):
+        run(archive, tmp_path / "nan")
+    assert not list((tmp_path / "nan").glob("network-snapshot-*.pkl"))
+
+
+def test_block_shard_gives_each_rank_a_contiguous_block_of_the_global_batch():
+    base = list(range(100))
+    for world in (1, 2, 4):
+        per_rank = [list(__import__("itertools").islice(iter(tl.BlockShard(base, 8, r, world, skip=3)), 16 // world))
+                    for r in range(world)]
+        merged = [i for batch in range(2) for r in range(world) for i in per_rank[r][batch * 8 // world:(batch + 1) * 8 // world]]
+        assert merged == list(range(3, 19))
+
+
+def test_ema_half_life_is_in_kimg():
+    beta = tl._ema_beta(batch=32, cur_nimg=10 ** 6, ema_kimg=10, ema_rampup=None)
+    assert beta ** (10_000 / 32) == pytest.approx(0.5)            # after ema_kimg, half the weight is left
+    ramped = tl._ema_beta(batch=32, cur_nimg=1000, ema_kimg=10, ema_rampup=0.05)
+    assert ramped ** (50 / 32) == pytest.approx(0.5)              # ramp-up: half-life 0.05 x images seen
+
+
+def test_train_cli_dry_run_and_errors(archive, tmp_path):
+    import train
+    runner = CliRunner()
+    res = runner.invoke(train.main, ["--outdir", str(tmp_path), "--data", str(archive), "--cfg", "tiny",
+                                     "--gamma", "0.5", "--kimg", "0.5", "-n"])
+    assert res.exit_code == 0, res.output
+    assert "gamma              0.5" in res.output and "Dry run" in res.output
+    assert not list(tmp_path.iterdir())                              # a dry run writes nothing
+    res = runner.invoke(train.main, ["--outdir", str(tmp_path), "--data", str(archive), "--cfg", "tiny",
+                                     "--batch", "8", "--batch-gpu", "3"])
+    assert res.exit_code != 0 and "--batch 8 is not divisible by --gpus 1 x --batch-gpu 3" in res.output
+    res = runner.invoke(train.main, ["--outdir", str(tmp_path), "--data", str(archive), "--resume", "latest"])
+    assert res.exit_code != 0 and "--resume latest found no network-snapshot" in res.output
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"not a snapshot")
+    res = runner.invoke(train.main, ["--outdir", str(tmp_path), "--data", str(archive), "--resume", str(bad)])
+    assert res.exit_code != 0 and str(bad) in res.output
+
+
+def _distributed_run(rank, archive, run_dir, opts):
+    tl.training_loop(rank, run_dir=run_dir, data=archive, progress=False, **opts)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(archive, tmp_path):
+    common = dict(batch=4, batch_gpu=2, mbstd_group=2, kimg=0.004, snap=1, workers=0, grid_limit=8)
+    opts1 = resolve_config("tiny", RES, 1, **common)       # one process, two accumulation rounds
+    opts2 = resolve_config("tiny", RES, 2, **common)       # two processes, one round each
+    _distributed_run(0, str(archive), str(tmp_path / "one"), opts1)
+    distributed.launch(_distributed_run, 2, dict(archive=str(archive), run_dir=str(tmp_path / "two"), opts=opts2))
+    one = load_snapshot(tmp_path / "one" / "network-snapshot-000000.pkl")
+    two = load_snapshot(tmp_path / "two" / "network-snapshot-000000.pkl")
+    moved = 0
+    for key in ("G", "D"):
+        for name, tensor in params(one, key).items():
+            if name.endswith("w_avg"):      # a per-rank moving average of w (as upstream); not trained
+                continue
+            torch.testing.assert_close(params(two, key)[name], tensor, rtol=1e-5, atol=1e-5, msg=f"{key}.{name}")
+    assert float(two["pl_mean"]) == pytest.approx(float(one["pl_mean"]), rel=1e-5)
+    assert one["opt_G"]["state"] and one["opt_D"]["state"]             # both networks took a step

@@ -1,0 +1,109 @@
+"""Train ElectroGAN's StyleGAN2 on a spectrogram (or any 1/3-channel PNG) archive.
+
+    python train.py --outdir runs --data stft.zip --cfg audio1024 --gamma 10 --lr 0.001
+    python train.py --outdir runs --data stft.zip --cfg audio1024 --resume latest
+    torchrun --nnodes 2 --nproc-per-node 8 ... train.py --outdir runs --data stft.zip --cfg audio1024
+
+A thin wrapper: options are resolved by stylegan2.presets, the loop is stylegan2.training_loop.
+See docs/training.md.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import click
+
+from stylegan2 import distributed
+from stylegan2.presets import PRESETS, ConfigError, describe, resolve_config
+
+
+def _metrics_list(value: str):
+    return [] if value in (None, "", "none") else [m.strip() for m in value.split(",") if m.strip()]
+
+
+@click.command(context_settings=dict(help_option_names=["-h", "--help"]))
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where run folders are made")
+@click.option("--data", required=True, type=click.Path(exists=True), help="Training data: zip or folder of PNGs")
+@click.option("--cfg", default="auto", show_default=True, type=click.Choice(list(PRESETS)), help="Base configuration")
+@click.option("--gpus", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes (GPUs) on this machine; under torchrun the world size decides")
+@click.option("--batch", type=click.IntRange(min=1), help="Total batch size over all GPUs")
+@click.option("--batch-gpu", type=click.IntRange(min=1), help="Images per GPU per accumulation round")
+@click.option("--mbstd-group", type=click.IntRange(min=1), help="Minibatch-stddev group size")
+@click.option("--gamma", type=click.FloatRange(min=0), help="R1 regularisation weight")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate of G and D")
+@click.option("--glr", type=click.FloatRange(min=0, min_open=True), help="Generator learning rate (beats --lr)")
+@click.option("--dlr", type=click.FloatRange(min=0, min_open=True), help="Discriminator learning rate (beats --lr)")
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), help="Training length in thousands of real images (fractions allowed)")
+@click.option("--tick", type=click.FloatRange(min=0, min_open=True), help="kimg between progress lines")
+@click.option("--snap", type=click.IntRange(min=1), help="Ticks between snapshots (images and network)")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed")
+@click.option("--map", type=click.IntRange(min=1), help="Mapping network depth")
+@click.option("--cbase", type=click.IntRange(min=1), help="Channel base (fmaps x 32768)")
+@click.option("--cmax", type=click.IntRange(min=1), help="Maximum channels per layer")
+@click.option("--mirror/--no-mirror", default=False, show_default=True,
+              help="Add time-mirrored copies (plays audio backwards: off for spectrograms)")
+@click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), help="Augmentation mode")
+@click.option("--p", type=click.FloatRange(0, 1), help="Augmentation probability for --aug fixed")
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True), help="ADA target for E[sign(D(real))]")
+@click.option("--augpipe", help="Augmentation pipeline preset (audio, audio-nomask, audio-level, audio-shift)")
+@click.option("--cond/--no-cond", default=False, show_default=True, help="Condition on dataset labels")
+@click.option("--subset", type=click.IntRange(min=1), help="Train on a random subset of this many images")
+@click.option("--metrics", default="none", show_default=True, help="Comma-separated metrics after each snapshot, or none")
+@click.option("--keep-best", help="Keep best-snapshot.pkl by this metric (one of --metrics)")
+@click.option("--resume", help="Snapshot to continue exactly, or 'latest' (newest in --outdir)")
+@click.option("--fp32/--no-fp32", default=None, help="Disable mixed precision")
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes")
+@click.option("--ops", type=click.Choice(["auto", "reference", "cuda"]), help="CUDA kernels or reference ops")
+@click.option("--desc", help="Extra text for the run folder name")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the options and exit")
+@click.option("--no-progress", is_flag=True, help="No per-iteration progress bar between ticks")
+def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, mirror, cond, **flags):
+    """Train a StyleGAN2 on DATA and write snapshots, grids and logs under OUTDIR."""
+    from stylegan2.dataset import DatasetError, ImageFolderDataset
+    from stylegan2 import snapshot as snap_io
+    from stylegan2.training_loop import run_training
+
+    world = distributed.torchrun_world_size() or gpus
+    try:
+        probe = ImageFolderDataset(data, use_labels=cond, max_size=flags.get("subset"), xflip=mirror)
+    except DatasetError as e:
+        raise click.ClickException(str(e))
+    try:
+        opts = resolve_config(cfg, probe.resolution, world, mirror=mirror, cond=cond,
+                              metrics=_metrics_list(metrics), **flags)
+    except ConfigError as e:
+        raise click.ClickException(str(e))
+
+    if resume == "latest":
+        found = snap_io.find_latest_snapshot(outdir)
+        if found is None:
+            raise click.ClickException(f"{outdir}: --resume latest found no network-snapshot-*.pkl")
+        resume = str(found)
+    elif resume is not None:
+        try:
+            snap_io.load_snapshot(resume)          # fail now, with the file named, not inside N processes
+        except snap_io.SnapshotError as e:
+            raise click.ClickException(str(e))
+
+    name = f"{probe.name}-{cfg}-gpus{world}-batch{opts['batch']}-gamma{opts['gamma']:g}"
+    if desc:
+        name += "-" + re.sub(r"[^\w.+-]", "_", desc)
+    if os.environ.get("RANK", "0") == "0":                 # torchrun starts this script on every rank
+        print("Training options:")
+        print(describe(opts))
+        print(f"  data  {probe.path} ({len(probe)} images, {probe.num_channels} x {probe.resolution}^2)")
+        print(f"  run   {outdir}/<next>-{name}")
+        if resume:
+            print(f"  resume  {resume}")
+    if dry_run:
+        print("Dry run; exiting.")
+        return
+    probe.close()
+    kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress)
+    distributed.launch(run_training, world, kwargs)
+
+
+if __name__ == "__main__":
+    main()
