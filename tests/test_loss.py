@@ -115,7 +115,7 @@ def test_discriminator_main_loss_is_softplus_of_fake_plus_softplus_of_negated_re
     by_hand = torch.log1p(torch.exp(fake_logits)) + torch.log1p(torch.exp(-real_logits))
     assert_all_close(grads(D), reference_grads(D, by_hand.mean()))
     assert collector.mean("Loss/D/loss") == pytest.approx(float(by_hand.mean().detach()), rel=1e-12)
-    assert collector.mean("Loss/signs/real") == pytest.approx(float(real_logits.sign().mean()))
+    assert collector.mean("Loss/signs/real") == pytest.approx(float(real_logits.detach().sign().mean()))
     # The fake pass of the D phase is the one that updates the mapping network's moving averages.
     assert True in G.mapping.calls
 
