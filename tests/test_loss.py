@@ -183,7 +183,7 @@ def test_path_length_penalty_matches_explicit_jacobian_and_pl_mean_update():
         jac = jac.reshape(RES * RES, NUM_WS * W)
         g = (jac.T @ y[i].flatten()).view(NUM_WS, W)
         a = torch.sqrt(g.square().sum(dim=1).mean())
-        lengths.append(float(a))
+        lengths.append(float(a.detach()))
         total = total + 2.0 * (a - 0.3) ** 2
     assert_all_close(got, reference_grads(G, total / n * 4.0))
 
