@@ -20,7 +20,6 @@ STFT itself rewards satisfying fewer constraints (see docs/audio.md).
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import math
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
@@ -161,48 +160,25 @@ def _phase_derivatives(mag: np.ndarray, geometry: StftGeometry, tol: float) -> t
     return dphi_t, dphi_f
 
 
-def _integrate_python(mag, dphi_t, dphi_f, phase, done):
-    """Heap integration (Průša et al. 2017, Algorithm 1) in plain Python; used when numba is missing."""
-    F, N = mag.shape
-    order = np.argsort(-mag, axis=None, kind="stable")
-    pos = 0
-    heap: list = []
-    remaining = int((~done).sum())
-    while remaining > 0:
-        if not heap:
-            while done.flat[order[pos]]:
-                pos += 1
-            i = int(order[pos])
-            m, n = divmod(i, N)
-            done[m, n] = True
-            phase[m, n] = 0.0
-            remaining -= 1
-            heapq.heappush(heap, (-mag[m, n], m, n))
-        _, m, n = heapq.heappop(heap)
-        p = phase[m, n]
-        for mm, nn, inc in ((m, n + 1, 1), (m, n - 1, -1), (m + 1, n, 2), (m - 1, n, -2)):
-            if 0 <= mm < F and 0 <= nn < N and not done[mm, nn]:
-                if inc == 1:
-                    phase[mm, nn] = p + 0.5 * (dphi_t[m, n] + dphi_t[mm, nn])
-                elif inc == -1:
-                    phase[mm, nn] = p - 0.5 * (dphi_t[m, n] + dphi_t[mm, nn])
-                elif inc == 2:
-                    phase[mm, nn] = p + 0.5 * (dphi_f[m, n] + dphi_f[mm, nn])
-                else:
-                    phase[mm, nn] = p - 0.5 * (dphi_f[m, n] + dphi_f[mm, nn])
-                done[mm, nn] = True
-                remaining -= 1
-                heapq.heappush(heap, (-mag[mm, nn], mm, nn))
-    return phase
+#: Loudness levels of the bucket queue that orders the integration (see :func:`_integrate`).
+N_LEVELS = 4096
 
 
-def _integrate_numba_source(mag, dphi_t, dphi_f, phase, done):  # pragma: no cover - compiled by numba
-    """The same algorithm as :func:`_integrate_python` with an explicit binary max-heap on arrays."""
-    F, N = mag.shape
-    total = F * N
-    order = np.argsort(-mag.reshape(-1), kind="mergesort")
-    heap_key = np.empty(total, dtype=np.float64)
-    heap_idx = np.empty(total, dtype=np.int64)
+def _integrate(levels, order, dphi_t, dphi_f, phase, done, n_levels):  # compiled by numba when available
+    """Heap integration of Průša et al. 2017 (Algorithm 1) with a bucket queue instead of a heap.
+
+    ``levels`` (flat, C order) is each coefficient's log-magnitude quantised to ``n_levels`` steps;
+    ``order`` lists the coefficients loudest level first. The loudest known coefficient is always
+    expanded next: its four neighbours in time and frequency get their phase by trapezoidal
+    integration of ``dphi_t`` (radians per frame) or ``dphi_f`` (radians per bin). When the queue
+    runs dry, the loudest untouched coefficient starts a new island with phase 0. Within one level
+    the last pushed comes first. Every operation is O(1), so a 1025 x 1025 clip takes ~0.1 s compiled.
+    ``phase`` is filled in place where ``done`` is False and returned.
+    """
+    F, N = phase.shape
+    head = np.full(n_levels, -1, dtype=np.int64)
+    nxt = np.empty(F * N, dtype=np.int64)
+    top = -1
     size = 0
     pos = 0
     remaining = 0
@@ -211,40 +187,26 @@ def _integrate_numba_source(mag, dphi_t, dphi_f, phase, done):  # pragma: no cov
             if not done[m, n]:
                 remaining += 1
     while remaining > 0:
-        if size == 0:
+        if size == 0:  # start a new island at the loudest coefficient not yet reached
             while done[order[pos] // N, order[pos] % N]:
                 pos += 1
             i = order[pos]
-            m = i // N
-            n = i % N
-            done[m, n] = True
-            phase[m, n] = 0.0
+            done[i // N, i % N] = True
+            phase[i // N, i % N] = 0.0
             remaining -= 1
-            heap_key[0] = mag[m, n]
-            heap_idx[0] = i
-            size = 1
-        # pop the loudest coefficient
-        top = heap_idx[0]
+            lev = levels[i]
+            nxt[i] = head[lev]
+            head[lev] = i
+            size += 1
+            if lev > top:
+                top = lev
+        while head[top] < 0:
+            top -= 1
+        i = head[top]
+        head[top] = nxt[i]
         size -= 1
-        if size > 0:
-            key = heap_key[size]
-            idx = heap_idx[size]
-            j = 0
-            while True:
-                c = 2 * j + 1
-                if c >= size:
-                    break
-                if c + 1 < size and heap_key[c + 1] > heap_key[c]:
-                    c += 1
-                if heap_key[c] <= key:
-                    break
-                heap_key[j] = heap_key[c]
-                heap_idx[j] = heap_idx[c]
-                j = c
-            heap_key[j] = key
-            heap_idx[j] = idx
-        m = top // N
-        n = top - m * N
+        m = i // N
+        n = i - m * N
         p = phase[m, n]
         for k in range(4):
             if k == 0:
@@ -267,35 +229,32 @@ def _integrate_numba_source(mag, dphi_t, dphi_f, phase, done):  # pragma: no cov
                 phase[mm, nn] = p - 0.5 * (dphi_f[m, n] + dphi_f[mm, nn])
             done[mm, nn] = True
             remaining -= 1
-            # push
-            key = mag[mm, nn]
-            j = size
+            j = mm * N + nn
+            lev = levels[j]
+            nxt[j] = head[lev]
+            head[lev] = j
             size += 1
-            while j > 0:
-                parent = (j - 1) // 2
-                if heap_key[parent] >= key:
-                    break
-                heap_key[j] = heap_key[parent]
-                heap_idx[j] = heap_idx[parent]
-                j = parent
-            heap_key[j] = key
-            heap_idx[j] = mm * N + nn
+            if lev > top:
+                top = lev
     return phase
 
 
-_INTEGRATOR: Optional[Callable] = None
+_COMPILED: Optional[Callable] = None
 
 
-def _integrator() -> Callable:
-    """The numba-compiled heap integration when numba imports (a librosa dependency), else plain Python."""
-    global _INTEGRATOR
-    if _INTEGRATOR is None:
+def _integrator(backend: str = "auto") -> Callable:
+    """numba-compiled :func:`_integrate` (numba comes with librosa); the same function uncompiled for
+    ``backend='python'`` or when numba cannot be imported (identical phases, ~100x slower)."""
+    global _COMPILED
+    if backend == "python":
+        return _integrate
+    if _COMPILED is None:
         try:
             import numba
-            _INTEGRATOR = numba.njit(cache=True, nogil=True)(_integrate_numba_source)
-        except Exception:  # numba missing or broken: the pure-Python heap gives the same phases
-            _INTEGRATOR = _integrate_python
-    return _INTEGRATOR
+            _COMPILED = numba.njit(cache=True, nogil=True)(_integrate)
+        except Exception:  # numba missing or broken
+            _COMPILED = _integrate
+    return _COMPILED
 
 
 def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
@@ -304,26 +263,36 @@ def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
 
     Coefficients quieter than ``tol`` times the clip's loudest get a random phase (drawn with
     ``generator``); the rest are integrated from the phase gradients of :func:`_phase_derivatives`,
-    always extending from the loudest coefficient already known. ``backend`` 'auto' uses numba when
-    available, 'python' forces the pure-Python heap (same result, slower). Runs on the CPU; tensors
-    on a GPU are copied there and back.
+    always extending from the loudest coefficient already known (to within 1/N_LEVELS of the clip's
+    log-magnitude range). ``backend`` 'auto' uses numba when available, 'python' the uncompiled
+    function (same result, slower). Runs on the CPU; tensors on a GPU are copied there and back.
     """
     if not (0 < tol < 1):
         raise ValueError(f"pghi: tol must be in (0, 1), got {tol!r}")
-    S, lead, was_numpy = _as_mag(mag, geometry)
-    integrate = _integrate_python if backend == "python" else _integrator()
     if backend not in ("auto", "python"):
         raise ValueError(f"pghi: backend must be 'auto' or 'python', got {backend!r}")
+    S, lead, was_numpy = _as_mag(mag, geometry)
+    integrate = _integrator(backend)
     mags = S.detach().to("cpu", torch.float64).numpy()
     rand = torch.rand(mags.shape, generator=generator, dtype=torch.float64,
                       device=generator.device if generator is not None else "cpu").cpu().numpy()
     phases = np.empty_like(mags)
     for b in range(mags.shape[0]):
         m = np.ascontiguousarray(mags[b])
+        phase = np.ascontiguousarray(2 * np.pi * rand[b])
+        peak = float(m.max())
+        if peak <= 0:  # silence: any phase will do
+            phases[b] = phase
+            continue
         dphi_t, dphi_f = _phase_derivatives(m, geometry, tol)
-        phase = 2 * np.pi * rand[b]
-        done = m <= tol * m.max() if m.max() > 0 else np.ones(m.shape, dtype=bool)
-        phases[b] = integrate(m, dphi_t, dphi_f, phase, done)
+        done = m <= tol * peak
+        # quantise ln|X| over [ln(tol * peak), ln(peak)] to N_LEVELS levels; int16 sorts by radix in O(n)
+        span = -math.log(tol)
+        lev = np.log(np.maximum(m, tol * peak) / peak) / span + 1.0
+        levels = np.clip(np.floor(lev * (N_LEVELS - 1)), 0, N_LEVELS - 1).astype(np.int16).reshape(-1)
+        order = np.argsort(-levels, kind="stable").astype(np.int64)
+        phases[b] = integrate(levels.astype(np.int64), order, np.ascontiguousarray(dphi_t),
+                              np.ascontiguousarray(dphi_f), phase, np.ascontiguousarray(done), N_LEVELS)
     ph = torch.from_numpy(phases).to(device=S.device, dtype=S.dtype)
     out = torch.polar(S, ph).reshape(*lead, *S.shape[-2:])
     return out.detach().cpu().numpy() if was_numpy else out
