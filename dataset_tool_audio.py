@@ -26,6 +26,8 @@ from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, ST
               help="Clips sampled to compute the dataset mean/std of ln power.")
 @click.option("--stats", "stats_path", metavar="JSON", default=None,
               help="Reuse statistics (mean, std) from this file instead of sampling (e.g. another shard's .stats.json).")
+@click.option("--stats-only", is_flag=True,
+              help="Only sample the statistics and write them as JSON to --dest (for --stats on every shard).")
 @click.option("--shard", default=None, metavar="I/N", help="Build only shard I of N (files split by a hash of their name).")
 @click.option("--labels", default=None, metavar="CSV|folders",
               help="Class labels: a CSV of file,label rows, or 'folders' for one class per top-level folder.")
@@ -41,7 +43,7 @@ from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, ST
 @click.option("--overwrite", is_flag=True, help="Replace an existing --dest.")
 @click.option("--keep-work", is_flag=True, help="Keep the <dest>.partial work folder after success.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. in logs).")
-def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample, stats_path, shard, labels,
+def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample, stats_path, stats_only, shard, labels,
          target_bpm, min_bpm, max_bpm, stride_beats, segment_seconds, silence_db, stretcher, overwrite,
          keep_work, no_progress):
     """Slice audio into beat-aligned 130 BPM clips and write their STFT images to an archive."""
@@ -51,7 +53,7 @@ def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample,
         options = BuildOptions(resolution=resolution, hop_length=hop_length, workers=workers, max_clips=max_clips,
                                stats_sample=stats_sample, stats_path=stats_path, shard=parse_shard(shard),
                                labels=labels, slicing=slicing, overwrite=overwrite, keep_work=keep_work,
-                               progress=not no_progress)
+                               progress=not no_progress, stats_only=stats_only)
         build_archive(source, dest, options, log=lambda line: click.echo(line, err=True))
     except (ArchiveError, ValueError) as e:
         click.echo(f"error: {e}", err=True)

@@ -498,6 +498,7 @@ class BuildOptions:
     work_dir: Optional[str] = None
     keep_work: bool = False
     progress: bool = True
+    stats_only: bool = False
 
 
 @dataclasses.dataclass
@@ -574,6 +575,8 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
     """
     t_start = time.perf_counter()
     opts = options
+    if opts.stats_only:
+        return _stats_only(source, dest, opts, log)
     dest = check_destination(dest, opts.overwrite)
     geometry = StftGeometry(opts.resolution, opts.hop_length)
     params = opts.slicing
@@ -696,6 +699,24 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     _write_log(dest, summary, log)
+    return summary
+
+
+def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Callable[[str], None]) -> BuildSummary:
+    """Sample the statistics of ``source`` (all shards alike) and write them to the JSON file ``dest``."""
+    dest = check_destination(dest, opts.overwrite)
+    geometry = StftGeometry(opts.resolution, opts.hop_length)
+    sources, ignored = gather_sources(source)
+    if not sources:
+        raise ArchiveError(f"{source}: no audio files found")
+    with tempfile.TemporaryDirectory(prefix=".stats-", dir=dest.parent) as work:
+        mean, std = _sampled_stats(sources, geometry, opts.slicing, opts, Path(work), log)
+    summary = BuildSummary(dest=str(dest), files_found=len(sources), ignored=ignored, mean=mean, std=std,
+                           stats_source=f"sampled from up to {opts.stats_sample} clips")
+    atomic_write_text(dest, json.dumps({"mean": mean, "std": std, "source": summary.stats_source,
+                                        "resolution": geometry.resolution, "hop_length": geometry.hop_length},
+                                       indent=1))
+    log(f"statistics: mean {mean:.4f}, std {std:.4f} ({summary.stats_source}) -> {dest}")
     return summary
 
 

@@ -229,3 +229,37 @@ def test_folder_labels_max_clips_and_half_hop(music, tmp_path, stats_file):
 def test_too_short_segments_for_the_resolution_are_refused(music, tmp_path):
     with pytest.raises(ArchiveError, match="--segment-seconds 6 is too short"):
         build_archive(music, tmp_path / "x.zip", BuildOptions(resolution=512, slicing=PARAMS, progress=False))
+
+
+def test_stats_only_writes_the_sampled_statistics_that_a_build_then_reuses(music, tmp_path):
+    stats = tmp_path / "stats.json"
+    result = CliRunner().invoke(main, ["--source", str(music), "--dest", str(stats), "--stats-only",
+                                       "--stats-sample", "3", *SLICE_FLAGS])
+    assert result.exit_code == 0, result.output
+    d = json.loads(stats.read_text())
+    assert d["std"] > 0 and d["resolution"] == R
+    summary = build_archive(music, tmp_path / "s.zip", BuildOptions(resolution=R, stats_path=str(stats), max_clips=1,
+                                                                    slicing=PARAMS, progress=False), log=lambda s: None)
+    assert (summary.mean, summary.std) == (d["mean"], d["std"])
+    assert read_dataset_json(tmp_path / "s.zip")["audio"]["mean"] == d["mean"]
+
+
+def test_sampled_statistics_equal_numpy_over_the_same_clips(music, tmp_path):
+    import librosa
+    from audio_ext.geometry import StftGeometry
+    from audio_ext.slicing import slice_track
+    stats = tmp_path / "all.json"
+    # A sample larger than the set: every clip of every file is used.
+    build_archive(music, stats, BuildOptions(resolution=R, stats_sample=1000, stats_only=True, slicing=PARAMS,
+                                             progress=False), log=lambda s: None)
+    d = json.loads(stats.read_text())
+    values = []
+    for name in ("house/a.wav", "house/b.flac", "techno/c.wav"):
+        clips, _, _ = slice_track(music / name, StftGeometry(R), PARAMS)
+        for c in clips:
+            p = np.abs(librosa.stft(c.astype(np.float64), n_fft=2 * R, hop_length=R, center=True,
+                                    pad_mode="reflect")) ** 2
+            values.append(np.log(p[:R, :R] + 1e-10))
+    values = np.concatenate([v.ravel() for v in values])
+    assert d["mean"] == pytest.approx(values.mean(), rel=1e-6)
+    assert d["std"] == pytest.approx(values.std(), rel=1e-6)
