@@ -76,6 +76,12 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
     except ConfigError as e:
         raise click.ClickException(str(e))
 
+    if opts["metrics"]:
+        from stylegan2.metrics import registry
+        unknown = [m for m in opts["metrics"] if not registry.is_valid_metric(m)]
+        if unknown:
+            raise click.ClickException(f"unknown metric(s) {', '.join(unknown)}; valid: "
+                                       f"{', '.join(registry.list_metrics())}")
     if resume == "latest":
         found = snap_io.find_latest_snapshot(outdir)
         if found is None:

@@ -112,6 +112,8 @@ def launch(fn: Callable, world_size: int, kwargs: Optional[Dict[str, Any]] = Non
         finally:
             shutdown()
         return
+    if torch.cuda.is_available() and world_size > torch.cuda.device_count():
+        raise ValueError(f"--gpus {world_size} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if world_size == 1:
         stats.init_multiprocessing(0, None)
         fn(0, **kwargs)

@@ -99,12 +99,12 @@ class _Tee:
 
 
 def run_metrics(names: List[str], G_ema, snapshot_path: Optional[Path], run_dir: Path,
-                training_set_kwargs: dict, rank: int, world: int, device, audio=None) -> Dict[str, float]:
+                training_set_kwargs: dict, rank: int, world: int, device, audio=None) -> Dict[str, tuple]:
     """Compute the registered metrics ``names`` for ``G_ema`` after a snapshot; no-op for an empty list.
 
-    Imports :mod:`stylegan2.metrics.registry` lazily (it pulls in the detector code), and appends
-    each result to ``metric-<name>.jsonl`` in the run dir (rank 0). Returns ``{name: value}`` of
-    the first number each metric reports, for the optional best-snapshot copy.
+    Imports :mod:`stylegan2.metrics.registry` lazily (it pulls in the detector code); all ranks
+    take part, rank 0 appends each result to ``metric-<name>.jsonl`` in the run dir. Returns
+    ``{name: (headline value, higher_is_better)}`` for the optional best-snapshot copy.
     """
     if not names:
         return {}
@@ -116,11 +116,17 @@ def run_metrics(names: List[str], G_ema, snapshot_path: Optional[Path], run_dir:
         if rank == 0:
             registry.report_metric(result, run_dir=str(run_dir),
                                    snapshot_pkl=snapshot_path.name if snapshot_path else None)
-            res = result.get("results", {}) if isinstance(result, dict) else {}
-            first = next((v for v in res.values() if isinstance(v, (int, float))), None)
-            if first is not None:
-                values[name] = float(first)
+        value = result.get("results", {}).get(result.get("key", name))
+        if isinstance(value, (int, float)):
+            values[name] = (float(value), bool(result.get("higher_is_better", False)))
     return values
+
+
+def is_better(value: float, best: Optional[float], higher_is_better: bool) -> bool:
+    """True when ``value`` beats ``best`` (None = nothing yet) in the metric's direction."""
+    if best is None:
+        return math.isfinite(value)
+    return value > best if higher_is_better else value < best
 
 
 def _ema_beta(batch: int, cur_nimg: int, ema_kimg: float, ema_rampup: Optional[float]) -> float:
@@ -465,12 +471,12 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             values = run_metrics(list(opts.get("metrics") or []), G_ema, path, run_dir, training_set_kwargs,
                                  rank, world, device, audio=dataset.audio)
             keep = opts.get("keep_best")
-            if is_main and keep and keep in values and (not best or values[keep] < best["value"]):
-                best = dict(metric=keep, value=values[keep], snapshot=path.name, kimg=kimg)
+            if is_main and keep in values and is_better(values[keep][0], best.get("value"), values[keep][1]):
+                best = dict(metric=keep, value=values[keep][0], snapshot=path.name, kimg=kimg)
                 with atomic_path(run_dir / "best-snapshot.pkl") as tmp:
                     shutil.copyfile(path, tmp)
                 atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
-                say(f"New best {keep} {values[keep]:.4g}: copied to best-snapshot.pkl")
+                say(f"New best {keep} {values[keep][0]:.4g}: copied {path.name} to best-snapshot.pkl")
         tick_start_nimg, tick_start_time = cur_nimg, time.time()
         maintenance_time = tick_start_time - maintenance_start
 

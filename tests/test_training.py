@@ -64,10 +64,22 @@ def params(snapshot, key):
     return snapshot[key]["state_dict"]
 
 
-def test_smoke_run_writes_outputs_and_resume_continues_exactly(archive, tmp_path):
+def toy_metric_level(opts):
+    """Mean pixel of 4 generated images: a stand-in metric that needs no detector."""
+    with torch.no_grad():
+        img = opts.G(torch.randn([4, opts.G.z_dim], generator=torch.Generator().manual_seed(0)),
+                     torch.zeros([4, 0]), noise_mode="const")
+    return {"level": float(img.mean())}
+
+
+def test_smoke_run_writes_outputs_and_resume_continues_exactly(archive, tmp_path, monkeypatch):
+    from stylegan2.metrics import registry
+    registry.list_metrics()                      # load the plugins first, then add a toy metric
+    monkeypatch.setitem(registry._REGISTRY, "toy_level",
+                        registry.MetricSpec("toy_level", toy_metric_level, "level", True, "toy"))
     # Run A: 3 iterations of batch 4 straight. Run B: 2 iterations, then resumed (run C) for 1 more.
     a = run(archive, tmp_path / "a", kimg=0.012)
-    b = run(archive, tmp_path / "b", kimg=0.008)
+    b = run(archive, tmp_path / "b", kimg=0.008, metrics=["toy_level"], keep_best="toy_level")
     assert (a["cur_nimg"], b["cur_nimg"]) == (12, 8)
     for name in ("reals.png", "fakes_init.png", "fakes000000.png", "log.txt", "training_options.json",
                  "network-snapshot-000000.pkl"):
@@ -78,6 +90,12 @@ def test_smoke_run_writes_outputs_and_resume_continues_exactly(archive, tmp_path
     assert [r["Progress/kimg"]["mean"] for r in lines] == [0.004, 0.008]     # tick 0 right after iteration 1
     assert {"Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/signs/real"} <= set(lines[0])
     assert "tick 0" in (tmp_path / "b" / "log.txt").read_text()
+    # The metric hook ran after each of the two snapshots; the better one was kept.
+    records = [json.loads(l) for l in (tmp_path / "b" / "metric-toy_level.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["snapshot_pkl"] == "network-snapshot-000000.pkl" for r in records)
+    best = json.loads((tmp_path / "b" / "best.json").read_text())
+    assert best["value"] == max(r["results"]["level"] for r in records)
+    assert load_snapshot(tmp_path / "b" / "best-snapshot.pkl")["cur_nimg"] == (4 if best["kimg"] == 0.004 else 8)
 
     snap_b = load_snapshot(b["snapshot"])
     assert snap_b["cur_nimg"] == 8 and snap_b["batch_idx"] == 2 and snap_b["audio"] == AUDIO
