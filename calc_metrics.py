@@ -33,7 +33,8 @@ def _progress():
     def update(stage, done, total):
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="img", leave=False, file=sys.stderr)
+            unit = dict(unit="B", unit_scale=True) if stage == "download" else dict(unit="img")
+            bar = bars[stage] = tqdm(total=total, desc=stage, leave=False, file=sys.stderr, **unit)
         bar.n = min(done, total)
         bar.refresh()
         if done >= total:

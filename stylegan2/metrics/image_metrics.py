@@ -18,7 +18,8 @@ from .registry import register
 def detector_extractor(opts: MetricOptions, spec=None, default_url: str = INCEPTION_URL) -> FeatureExtractor:
     """Wrap a loaded TorchScript detector as a feature extractor named after its file and md5."""
     det = load_detector(opts.detector_path if spec is None else spec, device=opts.device,
-                        default_url=default_url, num_gpus=opts.num_gpus, rank=opts.rank)
+                        default_url=default_url, num_gpus=opts.num_gpus, rank=opts.rank,
+                        progress=lambda done, total: opts.report("download", done, total or done))
     return FeatureExtractor(name=det.name, identity=f"{det.name}:{det.identity}", fn=det.features)
 
 
