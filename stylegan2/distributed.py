@@ -144,6 +144,26 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def average_buffers_(module: torch.nn.Module) -> None:
+    """Average the floating-point buffers of ``module`` over ranks in place (no-op alone).
+
+    Used for G's moving average of w (``w_avg``), which each rank updates from its own chunk;
+    averaging keeps every rank, and so rank 0's snapshot, on the global-batch statistic.
+    """
+    if get_world_size() == 1:
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().flatten() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= get_world_size()
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()
+
+
 def all_reduce_grads(params: Iterable[torch.nn.Parameter], clean: bool = True) -> None:
     """Average the gradients of ``params`` over ranks with one flattened all-reduce.
 

@@ -396,6 +396,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             phase["module"].requires_grad_(False)
             phase["opt"].step()
 
+        distributed.average_buffers_(G)
         update_ema(G_ema, G, _ema_beta(batch, cur_nimg, opts["ema_kimg"], opts["ema_rampup"]))
         cur_nimg += batch
         batch_idx += 1

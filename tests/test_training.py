@@ -184,7 +184,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(archive
     moved = 0
     for key in ("G", "D"):
         for name, tensor in params(one, key).items():
-            if name.endswith("w_avg"):      # a per-rank moving average of w (as upstream); not trained
+            if name.endswith("w_avg"):
+                # The moving average of w (only used for truncation) takes one step per forward
+                # pass: two chained steps in one process, one averaged step over two ranks.
                 continue
             torch.testing.assert_close(params(two, key)[name], tensor, rtol=1e-5, atol=1e-5, msg=f"{key}.{name}")
     assert float(two["pl_mean"]) == pytest.approx(float(one["pl_mean"]), rel=1e-5)
