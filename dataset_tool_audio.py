@@ -10,13 +10,13 @@ import sys
 
 import click
 
-from audio_ext.archive import ArchiveError, BuildOptions, build_archive, parse_shard
+from audio_ext.archive import ArchiveError, BuildOptions, build_archive, merge_archives, parse_shard
 from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, STRETCH_CHOICES, STRIDE_BEATS,
                                TARGET_BPM, SliceParams)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--source", required=True, metavar="PATH", help="Folder of audio (searched recursively) or a .txt list of files.")
+@click.option("--source", metavar="PATH", help="Folder of audio (searched recursively) or a .txt list of files.")
 @click.option("--dest", required=True, metavar="PATH", help="Output archive: a .zip file or a folder.")
 @click.option("--resolution", type=int, default=1024, show_default=True, help="Image size R (power of two); n_fft = 2R.")
 @click.option("--hop", "hop_length", type=int, default=None, help="STFT hop in samples: R (default, the thesis) or R/2.")
@@ -40,14 +40,24 @@ from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, ST
 @click.option("--silence-db", type=float, default=SILENCE_DB, show_default=True, help="Clips below this RMS level (dBFS) are skipped.")
 @click.option("--stretcher", type=click.Choice(STRETCH_CHOICES), default="auto", show_default=True,
               help="Time-stretcher: Rubber Band where installed, else the beat-locked phase vocoder.")
+@click.option("--merge", multiple=True, metavar="ARCHIVE",
+              help="Instead of building: concatenate these archives (shards built with the same --stats) into --dest.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --dest.")
 @click.option("--keep-work", is_flag=True, help="Keep the <dest>.partial work folder after success.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. in logs).")
 def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample, stats_path, stats_only, shard, labels,
-         target_bpm, min_bpm, max_bpm, stride_beats, segment_seconds, silence_db, stretcher, overwrite,
+         target_bpm, min_bpm, max_bpm, stride_beats, segment_seconds, silence_db, stretcher, merge, overwrite,
          keep_work, no_progress):
     """Slice audio into beat-aligned 130 BPM clips and write their STFT images to an archive."""
     try:
+        if merge:
+            if source:
+                raise ArchiveError("--merge and --source do not go together: merge first, or build first")
+            n = merge_archives(merge, dest, overwrite=overwrite)
+            click.echo(f"merged {len(merge)} archive(s), {n} clips -> {dest}", err=True)
+            return
+        if not source:
+            raise ArchiveError("--source is required (a folder of audio or a .txt list of files)")
         slicing = SliceParams(target_bpm=target_bpm, min_bpm=min_bpm, max_bpm=max_bpm, stride_beats=stride_beats,
                               segment_seconds=segment_seconds, silence_db=silence_db, stretcher=stretcher)
         options = BuildOptions(resolution=resolution, hop_length=hop_length, workers=workers, max_clips=max_clips,

@@ -137,10 +137,14 @@ class ArchiveWriter:
 
     def add(self, image: np.ndarray, record: Optional[dict] = None, label: Optional[int] = None) -> str:
         """Append one uint8 ``[R, R]`` image; returns its archive name. ``record`` goes into ``clips``."""
+        return self.add_png(png_bytes(image), record, label)
+
+    def add_png(self, png: bytes, record: Optional[dict] = None, label: Optional[int] = None) -> str:
+        """Append an already encoded PNG (as :meth:`add`, without decoding it)."""
         if self._closed:
             raise ArchiveError(f"{self.dest}: archive already closed")
         name = clip_name(self._count)
-        self._write(name, png_bytes(image))
+        self._write(name, png)
         self._records.append({"file": name, **(record or {})})
         if label is not None:
             self._labels.append([name, int(label)])
@@ -234,6 +238,58 @@ def read_audio_block(path: PathLike) -> dict:
     except ValueError as e:
         raise ArchiveError(f"{path}: {e}") from None
     return block
+
+
+def _archive_files(path: Path) -> Tuple[Callable[[str], bytes], Callable[[], None]]:
+    """(read(name) -> bytes, close()) for a zip or folder archive."""
+    if path.is_dir():
+        return (lambda name: (path / name).read_bytes()), (lambda: None)
+    z = zipfile.ZipFile(path)
+    return z.read, z.close
+
+
+def merge_archives(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = False) -> int:
+    """Concatenate archives built with the same audio block (e.g. the shards of one set) into ``dest``.
+
+    PNGs are copied as they are (renumbered in the order given), clip records and labels follow;
+    class labels are re-indexed by name when the shards saw different classes. Refuses archives
+    whose ``audio`` blocks differ (another geometry or other statistics would make the images
+    incomparable). Returns the number of clips written.
+    """
+    if not paths:
+        raise ArchiveError("merge: no archives given")
+    metas = [(Path(p), read_dataset_json(p)) for p in paths]
+    first_path, first = metas[0]
+    for p, m in metas[1:]:
+        if m.get("audio") != first.get("audio"):
+            raise ArchiveError(f"{p}: its audio block differs from {first_path}'s (geometry or statistics); "
+                               "build every shard with the same --stats")
+    labelled = [m.get("labels") is not None for _, m in metas]
+    if any(labelled) and not all(labelled):
+        raise ArchiveError(f"{metas[labelled.index(False)][0]}: has no labels while other archives have")
+    names = sorted({n for _, m in metas for n in (m.get("label_names") or [])})
+    with ArchiveWriter(dest, overwrite=overwrite) as writer:
+        for p, m in metas:
+            read, close = _archive_files(p)
+            try:
+                label_of = {f: c for f, c in (m.get("labels") or [])}
+                own = m.get("label_names") or []
+                for rec in m.get("clips") or []:
+                    rec = dict(rec)
+                    name = rec.pop("file")
+                    label = label_of.get(name)
+                    if label is not None and own and names:
+                        label = names.index(own[label])
+                    writer.add_png(read(name), rec, label)
+            except (KeyError, OSError) as e:
+                raise ArchiveError(f"{p}: cannot read a clip ({e})") from None
+            finally:
+                close()
+        extra = {k: v for k, v in first.items() if k not in ("labels", "audio", "clips", "shard")}
+        extra["label_names"] = names or first.get("label_names")
+        extra["merged_from"] = [str(p) for p, _ in metas]
+        writer.close(first["audio"], extra)
+        return len(writer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,8 +522,15 @@ def _pool(workers: int):
 def _ordered_map(fn: Callable, tasks: Sequence, workers: int) -> Iterable:
     """``map(fn, tasks)`` in task order, in-process for one worker, else across a process pool."""
     if workers <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            yield fn(t)
+        # Same thread count as a pool worker, so that results cannot depend on --workers.
+        import torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for t in tasks:
+                yield fn(t)
+        finally:
+            torch.set_num_threads(threads)
         return
     pool = _pool(min(workers, len(tasks)))
     try:
@@ -676,12 +739,12 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
                 continue
             summary.files_ok += 1
             r = geometry.resolution
-            raw = np.fromfile(work / f"{_cache_key(s.name)}.u8", dtype=np.uint8)
-            images = raw.reshape(-1, r, r)
+            images = np.memmap(work / f"{_cache_key(s.name)}.u8", dtype=np.uint8, mode="r").reshape(-1, r, r)
             for image, rec in zip(images, meta["records"]):
                 if opts.max_clips is not None and len(writer) >= opts.max_clips:
                     break
                 writer.add(image, rec, label_of.get(s.name) if opts.labels is not None else None)
+            del images  # release the memory map before the work folder is removed
             if opts.max_clips is not None and len(writer) >= opts.max_clips:
                 break
         summary.clips_written = len(writer)

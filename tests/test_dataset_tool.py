@@ -263,3 +263,35 @@ def test_sampled_statistics_equal_numpy_over_the_same_clips(music, tmp_path):
     values = np.concatenate([v.ravel() for v in values])
     assert d["mean"] == pytest.approx(values.mean(), rel=1e-6)
     assert d["std"] == pytest.approx(values.std(), rel=1e-6)
+
+
+def test_shards_merge_into_one_archive_with_labels_reindexed(music, tmp_path, stats_file):
+    from audio_ext.archive import merge_archives
+    parts = []
+    for i, folder in enumerate(["house", "techno"]):
+        # Two "shards" that saw different classes: house only, techno only.
+        src = tmp_path / f"src{i}"
+        (src / folder).mkdir(parents=True)
+        for f in (music / folder).iterdir():
+            (src / folder / f.name).symlink_to(f)
+        dest = tmp_path / f"part{i}.zip"
+        build_archive(src, dest, BuildOptions(resolution=R, stats_path=str(stats_file), labels="folders",
+                                              slicing=PARAMS, progress=False), log=lambda s: None)
+        parts.append(dest)
+    out = tmp_path / "merged.zip"
+    result = CliRunner().invoke(main, ["--merge", str(parts[0]), "--merge", str(parts[1]), "--dest", str(out)])
+    assert result.exit_code == 0, result.output
+    meta, a, b = (read_dataset_json(p) for p in (out, *parts))
+    assert len(meta["clips"]) == len(a["clips"]) + len(b["clips"])
+    assert meta["label_names"] == ["house", "techno"]
+    src_of = {c["file"]: c["source"] for c in meta["clips"]}
+    assert all(label == (0 if src_of[f].startswith("house/") else 1) for f, label in meta["labels"])
+    pngs, pa, pb = _zip_pngs(out), _zip_pngs(parts[0]), _zip_pngs(parts[1])
+    assert list(pngs.values()) == list(pa.values()) + list(pb.values())  # images copied unchanged
+    # Archives with other statistics are refused.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"mean": 0.0, "std": 1.0}))
+    build_archive(music, tmp_path / "o.zip", BuildOptions(resolution=R, stats_path=str(other), max_clips=1,
+                                                          slicing=PARAMS, progress=False), log=lambda s: None)
+    with pytest.raises(ArchiveError, match="audio block differs"):
+        merge_archives([out, tmp_path / "o.zip"], tmp_path / "bad.zip")
