@@ -23,6 +23,10 @@ def _echo(record: dict) -> None:
     click.echo(f"{values}  ({record['total_time_str']})")
 
 
+def _echo_json(record: dict) -> None:
+    click.echo(json.dumps(record, sort_keys=True))
+
+
 def _progress():
     try:
         from tqdm import tqdm
@@ -65,7 +69,7 @@ def main(network, metrics, data, mirror, gpus, device, detector, pr_detector, nu
          no_report, as_json):
     """Compute metrics for a snapshot."""
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    echo = (lambda r: click.echo(json.dumps(r, sort_keys=True))) if as_json else _echo
+    echo = _echo_json if as_json else _echo  # module-level functions: they travel to spawned ranks
     try:
         evaluate_snapshot(network, names, data=data, gpus=gpus, detector=detector, pr_detector=pr_detector,
                           mirror=mirror, device=device, num_gen=num_gen, max_real=max_real, batch_size=batch,
