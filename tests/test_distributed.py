@@ -22,6 +22,10 @@ def _worker(rank, outdir):
     if rank == 1:
         net.bias.grad[0] = float("nan")                # one rank's bad value is cleaned after the sum
     distributed.all_reduce_grads(net.parameters())
+    holder = torch.nn.Module()
+    holder.register_buffer("w_avg", torch.full([3], float(rank + 1)))   # 1 on rank 0, 2 on rank 1
+    holder.register_buffer("count", torch.tensor([rank], dtype=torch.int64))  # integers are left alone
+    distributed.average_buffers_(holder)
     stats.reset()
     stats.report("v", torch.tensor([1.0, 2.0, 3.0]) * (rank + 1))
     stats.report0("only0", 5.0)
@@ -29,7 +33,8 @@ def _worker(rank, outdir):
     collector.update()
     result = dict(rank=rank, world=distributed.get_world_size(),
                   weight=net.weight.tolist(), bias=net.bias.tolist(),
-                  wgrad=net.weight.grad.tolist(), bgrad=net.bias.grad.tolist(), stats=collector.as_dict())
+                  wgrad=net.weight.grad.tolist(), bgrad=net.bias.grad.tolist(), stats=collector.as_dict(),
+                  w_avg=holder.w_avg.tolist(), count=holder.count.tolist())
     (outdir / f"rank{rank}.json").write_text(json.dumps(result))
 
 
@@ -53,6 +58,9 @@ def test_two_gloo_processes_broadcast_average_gradients_and_merge_stats(tmp_path
     np.testing.assert_allclose(r0["wgrad"], ((grads[0][0] + grads[1][0]) / 2).numpy(), rtol=1e-6)
     assert r0["bgrad"][0] == 0.0                                             # NaN -> 0 after averaging
     assert r0["bgrad"][1] == pytest.approx(float((grads[0][1][1] + grads[1][1][1]) / 2), rel=1e-6)
+
+    assert r0["w_avg"] == r1["w_avg"] == [1.5, 1.5, 1.5]
+    assert (r0["count"], r1["count"]) == ([0], [1])
 
     values = np.array([1, 2, 3, 2, 4, 6], dtype=np.float64)                 # both ranks' reports
     for r in (r0, r1):

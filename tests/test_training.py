@@ -42,7 +42,8 @@ def archive(tmp_path_factory):
 
 
 def options(**overrides):
-    base = dict(batch=4, batch_gpu=4, tick=0.004, snap=1, kimg=0.008, workers=0, grid_limit=8)
+    # Fixed augmentation so that R1 is taken through the audio-safe pipe inside the loop.
+    base = dict(batch=4, batch_gpu=4, tick=0.004, snap=1, kimg=0.008, workers=0, grid_limit=8, aug="fixed", p=0.3)
     base.update(overrides)
     return resolve_config("tiny", RES, 1, **base)
 
@@ -100,6 +101,7 @@ def test_smoke_run_writes_outputs_and_resume_continues_exactly(archive, tmp_path
     snap_b = load_snapshot(b["snapshot"])
     assert snap_b["cur_nimg"] == 8 and snap_b["batch_idx"] == 2 and snap_b["audio"] == AUDIO
     assert snap_b["opt_G"]["state"] and float(snap_b["pl_mean"]) > 0
+    assert snap_b["augment"]["p"] == pytest.approx(0.3) and snap_b["training_set_kwargs"]["path"] == str(archive)
 
     # Same seed: the first tick of two runs reports identical losses.
     assert loss_entries(stat_lines(tmp_path / "a")[0]) == loss_entries(lines[0])
@@ -119,6 +121,20 @@ def test_smoke_run_writes_outputs_and_resume_continues_exactly(archive, tmp_path
             for field, value in state.items():
                 torch.testing.assert_close(snap_c[key]["state"][idx][field], value, rtol=0, atol=0)
     assert float(snap_c["pl_mean"]) == float(snap_a["pl_mean"])
+
+
+def test_resume_from_a_snapshot_that_does_not_fit_names_the_file(archive, tmp_path):
+    from stylegan2 import networks, snapshot
+    from stylegan2.presets import discriminator_kwargs, generator_kwargs
+    other = options(cbase=512)                                   # narrower networks than the run
+    G = networks.Generator(**generator_kwargs(other, 0, 1))
+    D = networks.Discriminator(**discriminator_kwargs(other, 0, 1))
+    path = tmp_path / "network-snapshot-000004.pkl"
+    snapshot.save_snapshot(path, dict(G=snapshot.network_record(G), D=snapshot.network_record(D),
+                                      G_ema=snapshot.network_record(G), cur_nimg=4))
+    with pytest.raises(snapshot.SnapshotError, match=r"network-snapshot-000004\.pkl: its G does not fit"):
+        run(archive, tmp_path / "run", resume=str(path))
+    assert not list((tmp_path / "run").glob("*.pkl"))
 
 
 def test_nan_losses_abort_with_a_clear_message(archive, tmp_path, monkeypatch):
