@@ -58,14 +58,35 @@ def test_content_hash_ignores_path_and_sees_changes(tmp_path):
     assert archive_content_hash(c) != archive_content_hash(a)
 
 
-def test_folder_hash_sees_changed_file(tmp_path):
+def test_folder_hash_sees_changed_file_and_matches_a_zip_of_the_same_files(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i, img in enumerate(random_images(3, 1)):
         PIL.Image.fromarray(img).save(folder / f"{i}.png")
-    before = archive_content_hash(folder)
+    before = archive_content_hash(folder, root=tmp_path / "cache")
+    with zipfile.ZipFile(tmp_path / "same.zip", "w") as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f.name)
+    assert archive_content_hash(tmp_path / "same.zip") == before  # the same content, however it is packed
     PIL.Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "1.png")
-    assert archive_content_hash(folder) != before
+    assert archive_content_hash(folder, root=tmp_path / "cache") != before
+
+
+def test_folder_crc_memo_rereads_only_touched_files(tmp_path, monkeypatch):
+    from stylegan2.metrics import dataset_cache
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.bin").write_bytes(bytes([i]) * 100)
+    first = archive_content_hash(folder, root=tmp_path / "cache")
+    read = []
+    real_crc = dataset_cache._crc32_file
+    monkeypatch.setattr(dataset_cache, "_crc32_file", lambda p: read.append(p.name) or real_crc(p))
+    assert archive_content_hash(folder, root=tmp_path / "cache") == first
+    assert read == []
+    (folder / "2.bin").write_bytes(b"changed content")
+    assert archive_content_hash(folder, root=tmp_path / "cache") != first
+    assert read == ["2.bin"]
 
 
 def test_cache_reused_for_copy_and_invalidated_by_content(tmp_path):

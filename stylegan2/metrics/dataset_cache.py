@@ -37,14 +37,47 @@ def _crc32_file(path: Path, chunk: int = 1 << 20) -> int:
     return crc
 
 
-def archive_content_hash(path: PathLike) -> str:
-    """sha256 over (member name, size, CRC-32) of a zip's members or a folder's files, sorted by name."""
+def _folder_entries(path: Path, root: Optional[PathLike]) -> list:
+    """(relative name, size, CRC-32) of every file under ``path``.
+
+    Reading every byte of a large folder at each evaluation would be slow, so CRCs are memoised in
+    ``<cache>/content-crcs/<md5 of the folder path>.json`` against each file's size and mtime: only
+    new or touched files are read again. The memo is an optimisation only; the hash stays one of content.
+    """
+    memo_path = (Path(root) if root is not None else cache_dir()) / "content-crcs" / \
+        (hashlib.md5(str(path.resolve()).encode("utf-8")).hexdigest() + ".json")
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    entries, fresh = [], {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        name, st = f.relative_to(path).as_posix(), f.stat()
+        known = memo.get(name)
+        if isinstance(known, list) and len(known) == 3 and known[:2] == [st.st_size, st.st_mtime_ns]:
+            crc = int(known[2])
+        else:
+            crc = _crc32_file(f)
+        fresh[name] = [st.st_size, st.st_mtime_ns, crc]
+        entries.append((name, st.st_size, crc))
+    if fresh != memo:
+        try:
+            with atomic_path(memo_path, suffix=".json") as tmp:
+                tmp.write_text(json.dumps(fresh), encoding="utf-8")
+        except OSError:  # a read-only cache only costs speed
+            pass
+    return entries
+
+
+def archive_content_hash(path: PathLike, root: Optional[PathLike] = None) -> str:
+    """sha256 over (member name, size, CRC-32) of a zip's members or a folder's files, sorted by name.
+
+    ``root``: cache folder for the folder CRC memo (default: the ElectroGAN cache).
+    """
     path = Path(path)
     h = hashlib.sha256()
     if path.is_dir():
-        entries = []
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            entries.append((f.relative_to(path).as_posix(), f.stat().st_size, _crc32_file(f)))
+        entries = _folder_entries(path, root)
     elif path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             entries = sorted((i.filename, i.file_size, i.CRC) for i in z.infolist() if not i.is_dir())
@@ -95,7 +128,7 @@ def cached_stats(compute: Callable[[], FeatureStats], dataset_path: PathLike, da
                  items_signature: str, feature_name: str, feature_id: str, options: Dict[str, Any],
                  root: Optional[PathLike] = None, write: bool = True) -> FeatureStats:
     """Return cached statistics for this (content, items, features, options), computing them once."""
-    key = stats_cache_key(archive_content_hash(dataset_path), items_signature, feature_id, options)
+    key = stats_cache_key(archive_content_hash(dataset_path, root), items_signature, feature_id, options)
     path = stats_cache_path(dataset_name, feature_name, key, root)
     stats = load_cached_stats(path)
     if stats is None:
