@@ -1,10 +1,14 @@
 """Speed of our CUDA kernels against the reference PyTorch ops (bias_act, upfirdn2d) on a GPU.
 
     python benchmarks/ops_speed.py [--resolution 256] [--batch 8] [--repeats 50] [--no-write]
+                                   [--training 256,512,1024 | --training none]
 
 For each op and shape (StyleGAN2-like layers: batch x channels x R x R for R up to --resolution)
-it times forward and forward+backward with CUDA events and writes the table into
-docs/benchmarks.md (section ``ops-speed``). Without a GPU it says so and exits 0.
+it times forward and forward+backward with CUDA events. With ``--training`` it also measures the
+training speed of the ``audio<R>`` presets in sec/kimg (seconds per thousand images on one GPU:
+G and D main phases every step, their lazy regularisation weighted by 1/4 and 1/16) with the
+reference ops and with the kernels. Both tables go into docs/benchmarks.md (sections
+``ops-speed`` and ``ops-training-speed``). Without a GPU it says so and exits 0.
 """
 from __future__ import annotations
 
@@ -56,12 +60,56 @@ def _cases(resolution: int, batch: int):
         res *= 4
 
 
+def training_sec_per_kimg(cfg: str, resolution: int, device, mode: str, steps: int = 5) -> float:
+    """Seconds per 1000 training images of preset ``cfg`` at ``resolution`` with ops ``mode``.
+
+    One chunk of ``batch_gpu`` images per phase; Gmain and Dmain run every step, Greg and Dreg every
+    4th and 16th (upstream lazy regularisation), so their times are weighted accordingly. Optimizer
+    steps and data loading are left out: they do not depend on the ops.
+    """
+    import time
+    import torch
+    from stylegan2 import networks
+    from stylegan2.loss import StyleGAN2Loss
+    from stylegan2.ops import backend
+    from stylegan2.presets import discriminator_kwargs, generator_kwargs, resolve_config
+
+    opts = resolve_config(cfg, resolution, 1)
+    batch = int(opts["batch_gpu"])
+    backend.set_mode(mode)
+    try:
+        G = networks.Generator(**generator_kwargs(opts, 0, 1)).train().to(device)
+        D = networks.Discriminator(**discriminator_kwargs(opts, 0, 1)).train().to(device)
+        loss = StyleGAN2Loss(G, D, r1_gamma=opts["gamma"], pl_batch_shrink=opts["pl_batch_shrink"])
+        real = torch.rand(batch, 1, resolution, resolution, device=device) * 2 - 1
+        c = torch.zeros(batch, 0, device=device)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+        def run(phase: str) -> float:
+            z = torch.randn(batch, G.z_dim, device=device)
+            sync()
+            start = time.perf_counter()
+            loss.accumulate_gradients(phase, real, c, z, c, gain=1.0, cur_nimg=0)
+            sync()
+            return time.perf_counter() - start
+
+        weights = {"Gmain": 1.0, "Dmain": 1.0, "Greg": 1 / opts["G_reg_interval"], "Dreg": 1 / opts["D_reg_interval"]}
+        for phase in weights:  # warm-up (kernel builds, cuDNN autotuning)
+            run(phase)
+        per_step = sum(w * sorted(run(p) for _ in range(steps))[steps // 2] for p, w in weights.items())
+        return per_step / batch * 1000
+    finally:
+        backend.set_mode(None)
+
+
 @click.command()
 @click.option("--resolution", default=256, show_default=True, help="largest image side (pixels)")
 @click.option("--batch", default=8, show_default=True)
 @click.option("--repeats", default=50, show_default=True, help="timed runs per case (median reported)")
+@click.option("--training", default="256,512,1024", show_default=True,
+              help="resolutions whose audio<R> training speed to measure ('none' to skip)")
 @click.option("--write/--no-write", default=True, show_default=True, help="update docs/benchmarks.md")
-def main(resolution: int, batch: int, repeats: int, write: bool) -> None:
+def main(resolution: int, batch: int, repeats: int, training: str, write: bool) -> None:
     import torch
     if not torch.cuda.is_available():
         click.echo("ops_speed: no CUDA GPU present; nothing to measure (the kernels only run on GPUs).")
@@ -90,6 +138,22 @@ def main(resolution: int, batch: int, repeats: int, write: bool) -> None:
         write_section("ops-speed", "CUDA kernels vs reference ops",
                       f"`python benchmarks/ops_speed.py --resolution {resolution} --batch {batch}`; median of "
                       f"{repeats} runs, CUDA events.\n\n{table}")
+    resolutions = [] if training.strip().lower() == "none" else [int(r) for r in training.split(",") if r.strip()]
+    rows = []
+    for res in resolutions:
+        ref = training_sec_per_kimg(f"audio{res}", res, torch.device("cuda"), "reference")
+        ker = training_sec_per_kimg(f"audio{res}", res, torch.device("cuda"), "cuda")
+        rows.append([f"audio{res}", res, ref, ker, f"{ref / ker:.2f}x"])
+        click.echo(f"audio{res}: {ref:.1f} sec/kimg reference, {ker:.1f} sec/kimg kernels")
+        torch.cuda.empty_cache()
+    if rows:
+        table = markdown_table(["cfg", "resolution", "reference sec/kimg", "kernels sec/kimg", "speed-up"], rows)
+        click.echo(table)
+        if write:
+            write_section("ops-training-speed", "Training speed with and without the CUDA kernels",
+                          "`python benchmarks/ops_speed.py --training " + ",".join(map(str, resolutions)) +
+                          "`; one GPU, one batch_gpu chunk per phase, lazy regularisation weighted, "
+                          "optimizer steps and data loading excluded.\n\n" + table)
 
 
 if __name__ == "__main__":
