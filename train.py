@@ -13,6 +13,7 @@ import os
 import re
 
 import click
+import torch
 
 from stylegan2 import distributed
 from stylegan2.presets import PRESETS, ConfigError, describe, resolve_config
@@ -108,7 +109,14 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         return
     probe.close()
     kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress)
-    distributed.launch(run_training, world, kwargs)
+    from stylegan2.training_loop import TrainingDiverged
+    try:
+        distributed.launch(run_training, world, kwargs)
+    except (TrainingDiverged, snap_io.SnapshotError, DatasetError, ValueError) as e:
+        raise click.ClickException(str(e))
+    except torch.multiprocessing.ProcessRaisedException as e:   # a spawned rank failed: show its last line
+        lines = [l for l in str(e).splitlines() if l.strip()]
+        raise click.ClickException(lines[-1] if lines else repr(e))
 
 
 if __name__ == "__main__":
