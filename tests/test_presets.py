@@ -89,6 +89,9 @@ def test_resolved_options_are_json_serialisable():
     (dict(cfg="auto", resolution=64, gpus=1, lr=-1), "--glr must be a positive number"),
     (dict(cfg="auto", resolution=64, gpus=1, gamma=-1), "--gamma must be >= 0"),
     (dict(cfg="auto", resolution=64, gpus=1, bogus=3), "unknown option(s) bogus"),
+    (dict(cfg="auto", resolution=64, gpus=1, augpipe="bgc"), "--augpipe must be one of audio"),
+    (dict(cfg="auto", resolution=64, gpus=1, keep_best="fid50k_full"), "--keep-best fid50k_full is not among --metrics"),
+    (dict(cfg="tiny", resolution=32, gpus=1, batch_gpu=6, batch=12), "not divisible by the minibatch-stddev group 4"),
 ])
 def test_invalid_combinations_raise_one_line_errors(kwargs, message):
     with pytest.raises(ConfigError) as info:
