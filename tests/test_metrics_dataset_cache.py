@@ -146,3 +146,12 @@ def test_cache_file_name_is_safe():
 def test_missing_archive_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no such folder or zip archive"):
         archive_content_hash(tmp_path / "nope.zip")
+
+
+def test_unwritable_cache_warns_but_still_returns_statistics(tmp_path):
+    a = write_zip(tmp_path / "a.zip", random_images(4, 5))
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="metric cache not written"):
+        mean, _ = stats_for(a, blocked, CountingExtractor()).get_mean_cov()
+    assert mean.shape == (2,)

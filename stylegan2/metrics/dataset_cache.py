@@ -134,5 +134,8 @@ def cached_stats(compute: Callable[[], FeatureStats], dataset_path: PathLike, da
     if stats is None:
         stats = compute()
         if write:
-            save_cached_stats(path, stats)
+            try:
+                save_cached_stats(path, stats)
+            except OSError as e:  # an unwritable cache costs time on the next run, not this result
+                warnings.warn(f"{path}: metric cache not written ({e})")
     return stats

@@ -69,9 +69,10 @@ def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] 
 
 def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device: str, num_gpus: int,
          detector, pr_detector, num_gen, max_real, batch_size: int, seed: int, report: bool,
-         progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None) -> List[dict]:
+         progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None,
+         prepared=None) -> List[dict]:
     from ..snapshot import SnapshotError, build_networks
-    snap, gname, dataset_kwargs = prepare(network, metrics, data, mirror)
+    snap, gname, dataset_kwargs = prepared or prepare(network, metrics, data, mirror)
     dev = _device(device, rank)
     try:
         G = build_networks(snap, device=dev, names=[gname])[gname]
@@ -106,12 +107,12 @@ def evaluate_snapshot(network: PathLike, metrics: Sequence[str], data: Optional[
     reports through ``echo`` and the log files, and the returned list is empty.
     """
     metrics = list(metrics)
-    prepare(network, metrics, data, mirror)  # fail fast, before spawning anything
+    prepared = prepare(network, metrics, data, mirror)  # fail fast, before spawning anything
     kwargs = dict(network=str(network), metrics=metrics, data=data, mirror=mirror, device=device, num_gpus=gpus,
                   detector=detector, pr_detector=pr_detector, num_gen=num_gen, max_real=max_real,
                   batch_size=batch_size, seed=seed, report=report)
     if gpus == 1:
-        return _run(0, progress=progress, echo=echo, **kwargs)
+        return _run(0, progress=progress, echo=echo, prepared=prepared, **kwargs)
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         if torch.cuda.device_count() < gpus:
             raise EvaluationError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
