@@ -383,3 +383,29 @@ def test_an_unreadable_arch_override_is_diagnosed(monkeypatch):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "Hopper")
     with pytest.raises(backend.KernelUnavailable, match=r"TORCH_CUDA_ARCH_LIST='Hopper' is not understood"):
         plugin.load("bias_act", torch.device("cuda", 0))
+
+
+def test_arch_list_coverage_follows_cuda_binary_compatibility():
+    assert plugin.arch_list_covers("8.0", (8, 6))          # same major, older minor: runs
+    assert not plugin.arch_list_covers("8.6", (8, 0))      # newer minor: does not
+    assert not plugin.arch_list_covers("8.0;8.6", (9, 0))  # other major: does not
+    assert plugin.arch_list_covers("8.0+PTX", (9, 0))      # PTX is compiled by the driver
+    assert plugin.arch_list_covers("9.0a", (9, 0)) and not plugin.arch_list_covers("9.0a", (10, 0))
+
+
+def test_an_arch_override_without_this_gpu_is_diagnosed(monkeypatch):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "7.5;8.0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    with pytest.raises(backend.KernelUnavailable, match=r"has no code for this GPU \(sm_90\); fix: add 9.0"):
+        plugin.load("bias_act", torch.device("cuda", 0))
+
+
+def test_rocm_torch_and_old_host_compilers_get_their_own_advice(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.version, "hip", "6.2", raising=False)
+    with pytest.raises(backend.KernelUnavailable, match="ROCm build .* fix: use ELECTROGAN_OPS=reference"):
+        plugin.diagnose("bias_act", "8.0")
+    err = RuntimeError("Error building extension 'x':\n"
+                       "crt/host_config.h:143:2: error: #error -- unsupported GNU version! gcc versions later "
+                       "than 14 are not supported!\n")
+    message = str(plugin._explain_build_error("bias_act", err, tmp_path / "log"))
+    assert "unsupported GNU version" in message and "-ccbin" in message

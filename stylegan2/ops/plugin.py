@@ -274,6 +274,21 @@ def arch_for_device(device, archs: Sequence[int] = ()) -> str:
     return f"{major}.{minor}"
 
 
+def arch_list_covers(arch_list: str, capability) -> bool:
+    """Whether code built for ``arch_list`` runs on a GPU of compute ``capability`` ``(major, minor)``:
+    an exact (or same-major, lower-minor) binary, or PTX of an architecture not newer than it."""
+    number = capability[0] * 10 + capability[1]
+    for arch in normalize_arch_list(arch_list).split(";"):
+        built = _arch_number(arch)
+        if arch.endswith("+PTX") and built <= number:
+            return True
+        if built // 10 == number // 10 and built <= number and not re.search(r"[af](\+PTX)?$", arch):
+            return True
+        if re.search(r"[af](\+PTX)?$", arch) and built == number:
+            return True
+    return False
+
+
 # ----------------------------------------------------------------------------------------------
 # Build, publish, load
 
@@ -453,6 +468,10 @@ def load(name: str, device=None):
                 except ValueError as err:
                     raise _fail(name, f"TORCH_CUDA_ARCH_LIST={override!r} is not understood ({err})",
                                 "list numbers such as '8.6' or '9.0+PTX', or unset it to build for this GPU")
+                if not arch_list_covers(arch_list, torch.cuda.get_device_capability(index)):
+                    major, minor = torch.cuda.get_device_capability(index)
+                    raise _fail(name, f"TORCH_CUDA_ARCH_LIST={override!r} has no code for this GPU (sm_{major}{minor})",
+                                f"add {major}.{minor} to it, or unset it to build for this GPU")
             else:
                 cuda_home = find_cuda_home()
                 archs = nvcc_archs(cuda_home / "bin" / _exe("nvcc")) if cuda_home else []
