@@ -81,11 +81,12 @@ def audio_to_logpower(audio: ArrayLike, geometry: StftGeometry) -> ArrayLike:
 
     This is the quantity whose dataset mean and std go into the audio block.
     """
-    spec = stft(audio if isinstance(audio, torch.Tensor) else _to_tensor(audio, "audio")[0], geometry)
+    t, was_numpy = _to_tensor(audio, "audio")
+    spec = stft(t, geometry)
     r = geometry.resolution
     kept = spec[..., :r, :r]
     v = torch.log(kept.real.square() + kept.imag.square() + geometry.eps)
-    return _back(v, isinstance(audio, np.ndarray))
+    return _back(v, was_numpy)
 
 
 def logpower_to_image(logpower: ArrayLike, geometry: StftGeometry, mean: float, std: float) -> ArrayLike:
