@@ -8,7 +8,7 @@
 
 The parameters below are the demo's; each is also a flag (``python demo.py --help``), so the same
 script scales up: a larger ``--resolution`` (clip = R x R samples: 64 -> 0.09 s, 512 -> 5.9 s), more
-``--seconds`` of source per tempo, more ``--kimg``. ``--quick`` is a one-minute version for tests.
+``--seconds`` of source per tempo, more ``--kimg``. ``--quick`` is a short version (3 tempi x 20 s, a few training steps) that tests run.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ OUT = "demo-out"
 TEMPI = (122, 126, 130, 134, 138)   # BPM of the synthetic source loops; all inside the 120..145 window
 SECONDS = 60.0                      # seconds of audio per tempo
 RESOLUTION = 64                     # image side R; hop R; a clip is R*R samples (0.093 s at 44.1 kHz)
-KIMG = 4.0                          # training length, thousands of real images shown to D
+STRIDE_BEATS = 1.0                  # beats between clip starts (the thesis: 8); 1 gives ~2 clips per second
+KIMG = 1.0                          # training length, thousands of real images shown to D
 SEEDS = "0-7"                       # clips to generate
 METRIC = "sfd1k"                    # spectral-feature Frechet distance, no downloaded model
-QUICK = dict(tempi=(126, 130, 134), seconds=20.0, kimg=0.1, seeds="0-3", metric=None)
+QUICK = dict(tempi=(126, 130, 134), seconds=20.0, kimg=0.02, seeds="0-3", metric=None)
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -78,12 +79,13 @@ def _run_cli(module_name: str, args) -> None:
 
 
 @stage("2. build the spectrogram archive")
-def build_archive(source, dest: Path, resolution: int) -> Path:
+def build_archive(source, dest: Path, resolution: int, stride_beats: float) -> Path:
     if source is None:
         raise Skip("no source audio")
     if dest.exists():
         dest.unlink() if dest.is_file() else shutil.rmtree(dest)
-    _run_cli("dataset_tool_audio", ["--source", source, "--dest", dest, "--resolution", resolution])
+    _run_cli("dataset_tool_audio", ["--source", source, "--dest", dest, "--resolution", resolution,
+                                    "--stride-beats", stride_beats, "--no-progress"])
     if not dest.exists():
         raise SystemExit(f"demo: dataset_tool_audio.py wrote no archive at {dest}")
     return dest
@@ -141,11 +143,13 @@ def metric(snapshot, archive, name):
 @click.option("--tempi", default=",".join(f"{t:g}" for t in TEMPI), show_default=True, help="Source tempi, BPM.")
 @click.option("--seconds", type=float, default=SECONDS, show_default=True, help="Seconds of source per tempo.")
 @click.option("--resolution", type=int, default=RESOLUTION, show_default=True, help="Image side R (power of two).")
+@click.option("--stride-beats", type=float, default=STRIDE_BEATS, show_default=True,
+              help="Beats between consecutive clips in the archive.")
 @click.option("--kimg", type=float, default=KIMG, show_default=True, help="Training length (kimg).")
 @click.option("--seeds", default=SEEDS, show_default=True, help="Seeds to generate.")
 @click.option("--metric", "metric_name", default=METRIC, show_default=True, help="Metric to compute ('none' to skip).")
-@click.option("--quick", is_flag=True, help="About a minute: fewer tempi and seconds, 0.1 kimg, no metric.")
-def main(out, tempi, seconds, resolution, kimg, seeds, metric_name, quick):
+@click.option("--quick", is_flag=True, help="A few minutes at most: 3 tempi x 20 s, 0.02 kimg, no metric.")
+def main(out, tempi, seconds, resolution, stride_beats, kimg, seeds, metric_name, quick):
     """Run the ElectroGAN pipeline end to end on synthetic techno (see the module docstring)."""
     tempi = tuple(float(t) for t in tempi.split(","))
     if quick:
@@ -163,7 +167,7 @@ def main(out, tempi, seconds, resolution, kimg, seeds, metric_name, quick):
         elif p.exists():
             p.unlink()
     source = synthesise(out / "source", tempi, seconds)
-    archive = build_archive(source, out / "stft.zip", resolution)
+    archive = build_archive(source, out / "stft.zip", resolution, stride_beats)
     snapshot = train(archive, out / "runs", kimg)
     result = generate(snapshot, out / "clips", seeds)
     metric(snapshot, archive, metric_name)

@@ -319,8 +319,8 @@ def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: floa
 def _walk_ws(G, seeds: Sequence[int], c: torch.Tensor, trunc: float, steps: int, device) -> torch.Tensor:
     """W-space path through ``seeds``: linear interpolation with ``steps`` points between neighbours."""
     z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
-    with torch.no_grad():
-        ws = G.mapping(z, c[:len(seeds)], truncation_psi=trunc)
+    with torch.no_grad():  # one seed at a time: a walk's end points are bit-identical to the seeds' clips
+        ws = torch.cat([G.mapping(z[i:i + 1], c[i:i + 1], truncation_psi=trunc) for i in range(len(seeds))])
     path = []
     for a, b in zip(ws[:-1], ws[1:]):
         for j in range(steps + 1):
