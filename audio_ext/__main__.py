@@ -4,7 +4,8 @@
 
 Reads ``dataset.json`` (its ``audio`` block) and the PNGs of a ``stft.zip`` or of a folder with the
 same layout (DESIGN.md); clips are numbered by the sorted archive paths of the PNGs. Each clip is
-written as ``clipNNNNNN.wav`` (16-bit PCM at the archive's sample rate) atomically; an unreadable or
+written as ``clipNNNNNN.wav`` (16-bit PCM at the archive's sample rate, scaled down if it would clip)
+atomically; an unreadable or
 malformed image is skipped and reported, and the command fails only when nothing could be decoded.
 """
 from __future__ import annotations
@@ -114,9 +115,14 @@ class ArchiveImages:
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM mono WAV written atomically; samples beyond [-1, 1] are clipped (hard limit)."""
+    """16-bit PCM mono WAV written atomically; a clip whose peak exceeds full scale is scaled down
+    as a whole (never clipped, which would add distortion that is not in the reconstruction)."""
     import soundfile as sf
-    pcm = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    pcm = np.asarray(audio, dtype=np.float32)
+    peak = float(np.max(np.abs(pcm))) if pcm.size else 0.0
+    full = 32767 / 32768
+    if peak > full:
+        pcm = pcm * (full / peak)
     with atomic_path(path) as tmp:
         sf.write(str(tmp), pcm, sample_rate, subtype="PCM_16", format="WAV")
 

@@ -1,5 +1,6 @@
 """`python -m audio_ext decode` turns archive images back into WAVs and fails clearly on bad input."""
 import io
+import os
 import json
 import zipfile
 
@@ -114,3 +115,15 @@ def test_missing_or_foreign_archives_are_named_in_the_error(tmp_path):
     (tmp_path / "junk.zip").write_bytes(b"garbage")
     res = run("--data", tmp_path / "junk.zip", "--outdir", tmp_path / "out")
     assert res.exit_code != 0 and "not a readable zip archive" in res.output
+
+
+def test_loud_reconstructions_are_scaled_down_not_clipped(tmp_path):
+    from audio_ext.__main__ import write_wav
+    t = np.arange(4410) / 44100
+    loud = 1.6 * np.sin(2 * np.pi * 441 * t)
+    write_wav(tmp_path / "loud.wav", loud, 44100)
+    y, sr = sf.read(tmp_path / "loud.wav")
+    assert sr == 44100 and np.abs(y).max() <= 1.0
+    # the shape survives: a scaled sine, no flattened tops
+    np.testing.assert_allclose(y, loud / np.abs(loud).max() * np.abs(y).max(), atol=2 / 32768)
+    assert os.listdir(tmp_path) == ["loud.wav"]
