@@ -108,6 +108,7 @@ def main(source, minutes, resolution, write):
             what = f"synthetic {minutes}-minute MP3 set (stereo, 44.1 kHz)"
         # Warm-up: librosa/numba compile on first use; a long build pays that once per worker.
         stage_times(paths[:1], geometry, params, 1.0)
+        load_before = os.getloadavg()[0]
         r = stage_times(paths, geometry, params, minutes * 60.0)
         total = sum(r["times"].values())
         rate = r["audio_s"] / total
@@ -125,10 +126,13 @@ def main(source, minutes, resolution, write):
                                 log=lambda s: None)
         wall = time.perf_counter() - t0
         tool_rate = summary.counts.seconds / wall
+    load = (load_before + os.getloadavg()[0]) / 2
     hours = THESIS_HOURS * 3600 / (tool_rate * CORES) / 3600
     table = markdown_table(["stage (1 worker)", "seconds", "share"], rows)
     body = (f"Input: {what}; {r['audio_s']:.0f} s of audio, {r['clips']} clips at R={resolution} "
-            f"(hop {geometry.hop_length}), stretcher {params.stretcher}.\n\n{table}\n\n"
+            f"(hop {geometry.hop_length}), stretcher {summary.counts.stretcher}. System load average during "
+            f"the run: {load:.1f} on {os.cpu_count()} cores (above the core count, other jobs shared the CPU "
+            f"and every number here is pessimistic).\n\n{table}\n\n"
             f"- stages alone: **{rate:.1f} s of audio per second per worker**\n"
             f"- whole `build_archive` (1 worker, given statistics, incl. PNG + zip): **{tool_rate:.1f} s/s** "
             f"({summary.clips_written} clips)\n"

@@ -188,3 +188,18 @@ def test_statistics_files_in_every_accepted_form(tmp_path):
         load_stats(tmp_path / "bad.json")
     with pytest.raises(ArchiveError, match="none.json: no such statistics file"):
         load_stats(tmp_path / "none.json")
+
+
+def test_dataset_json_has_one_record_per_line_and_round_trips(tmp_path):
+    odd = "näme\udcff.wav"  # a name with an undecodable byte, as os.listdir gives it
+    with ArchiveWriter(tmp_path / "j.zip") as w:
+        for i, im in enumerate(_images(3)):
+            w.add(im, {"source": odd if i == 1 else f"{i}.wav", "clip_start_s": i * 0.5}, label=i)
+        w.close(_block(), {"slicing": {"stride_beats": 8}})
+    with zipfile.ZipFile(tmp_path / "j.zip") as z:
+        text = z.read("dataset.json").decode("ascii")
+    lines = text.splitlines()
+    assert sum('"file":' in line for line in lines) == 3
+    meta = json.loads(text)
+    assert meta["clips"][1]["source"] == odd and meta["labels"][2] == [clip_name(2), 2]
+    assert meta["audio"] == _block() and meta["slicing"] == {"stride_beats": 8}
