@@ -19,8 +19,10 @@ STFT itself rewards satisfying fewer constraints (see docs/audio.md).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import numpy as np
@@ -301,7 +303,8 @@ def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
     ``generator``); the rest are integrated from the phase gradients of :func:`_phase_derivatives`,
     always extending from the loudest coefficient already known (to within 1/N_LEVELS of the clip's
     log-magnitude range). ``backend`` 'auto' uses numba when available, 'python' the uncompiled
-    function (same result, slower). Runs on the CPU; tensors on a GPU are copied there and back.
+    function (same result, slower). Runs on the CPU (tensors on a GPU are copied there and back), the
+    clips of a batch in parallel threads.
     """
     if not (0 < tol < 1):
         raise ValueError(f"pghi: tol must be in (0, 1), got {tol!r}")
@@ -313,13 +316,14 @@ def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
     rand = torch.rand(mags.shape, generator=generator, dtype=torch.float64,
                       device=generator.device if generator is not None else "cpu").cpu().numpy()
     phases = np.empty_like(mags)
-    for b in range(mags.shape[0]):
+
+    def one(b: int) -> None:
         m = np.ascontiguousarray(mags[b])
         phase = np.ascontiguousarray(2 * np.pi * rand[b])
         peak = float(m.max())
         if peak <= 0:  # silence: any phase will do
             phases[b] = phase
-            continue
+            return
         dphi_t, dphi_f = _phase_derivatives(m, geometry, tol)
         done = m <= tol * peak
         # quantise ln|X| over [ln(tol * peak), ln(peak)] to N_LEVELS levels; int16 sorts by radix in O(n)
@@ -329,6 +333,14 @@ def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
         order = np.argsort(-levels, kind="stable").astype(np.int64)
         phases[b] = integrate(levels.astype(np.int64), order, np.ascontiguousarray(dphi_t),
                               np.ascontiguousarray(dphi_f), phase, np.ascontiguousarray(done), N_LEVELS)
+
+    workers = min(mags.shape[0], os.cpu_count() or 1)
+    if workers > 1 and integrate is not _integrate:  # the compiled integration releases the GIL
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(mags.shape[0])))
+    else:
+        for b in range(mags.shape[0]):
+            one(b)
     ph = torch.from_numpy(phases).to(device=S.device, dtype=S.dtype)
     out = torch.polar(S, ph).reshape(*lead, *S.shape[-2:])
     return out.detach().cpu().numpy() if was_numpy else out
