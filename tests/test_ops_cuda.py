@@ -153,6 +153,24 @@ def test_bias_act_bias_axis_follows_dim(cuda_kernels, dim, shape):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("act", ["lrelu", "swish"])
+def test_bias_act_accepts_strided_inputs_broadcast_gradients_and_single_channels(cuda_kernels, act):
+    """Non-dense views are copied, a sum()'s stride-0 gradient is materialised in the right layout,
+    and a length-1 channel axis (whose stride is arbitrary in channels_last) still finds its bias."""
+    from stylegan2.ops.bias_act_cuda import bias_act_cuda
+    base = torch.randn(2, 4, 6, 10, dtype=torch.float64, device=cuda_kernels)
+    for x in (base[:, :, :, ::2], base[:, :1].contiguous(memory_format=torch.channels_last)):
+        x = x.detach().requires_grad_(True)
+        b = torch.randn(x.shape[1], dtype=torch.float64, device=cuda_kernels, requires_grad=True)
+        bias_act_cuda(x, b, act=act, clamp=0.9).sum().backward()
+        x64 = x.detach().clone().requires_grad_(True)
+        b64 = b.detach().clone().requires_grad_(True)
+        _bias_act_ref(x64, b64, act=act, clamp=0.9).sum().backward()
+        torch.testing.assert_close(x.grad, x64.grad, atol=1e-10, rtol=0)
+        torch.testing.assert_close(b.grad, b64.grad, atol=1e-10, rtol=0)
+
+
+@pytest.mark.gpu
 def test_public_bias_act_uses_the_kernel_for_cuda_tensors(cuda_kernels, monkeypatch):
     from stylegan2.ops import bias_act as op
     calls = []

@@ -409,3 +409,11 @@ def test_rocm_torch_and_old_host_compilers_get_their_own_advice(monkeypatch, tmp
                        "than 14 are not supported!\n")
     message = str(plugin._explain_build_error("bias_act", err, tmp_path / "log"))
     assert "unsupported GNU version" in message and "-ccbin" in message
+
+
+def test_library_path_names_the_published_build_only(tmp_path):
+    assert plugin.library_path("bias_act", "9.0", tmp_path) is None
+    folder = tmp_path / plugin.cache_key("bias_act", "9.0")
+    folder.mkdir()
+    (folder / "electrogan_bias_act.so").write_bytes(b"")
+    assert plugin.library_path("bias_act", "9.0", tmp_path) == folder / "electrogan_bias_act.so"

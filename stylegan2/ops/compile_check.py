@@ -31,9 +31,9 @@ def compile_ops(ops: List[str], arch_list: str, root: Path, verbose: bool = Fals
     rows = []
     for op in ops:
         start = time.monotonic()
-        module = plugin.build(op, arch_list, root=root, verbose=verbose)
-        library = Path(getattr(module, "__file__", "") or "")
-        size = library.stat().st_size if library.is_file() else 0
+        plugin.build(op, arch_list, root=root, verbose=verbose)
+        library = plugin.library_path(op, arch_list, root)
+        size = library.stat().st_size if library is not None else 0
         rows.append((op, time.monotonic() - start, size))
     return rows
 

@@ -310,6 +310,12 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def library_path(name: str, arch_list: str, root: Optional[Path] = None) -> Optional[Path]:
+    """The published library of op ``name`` built for ``arch_list`` under ``root``, or None if not built."""
+    root = Path(root) if root is not None else cache_root()
+    return _library_in(root / cache_key(name, normalize_arch_list(arch_list)), f"electrogan_{name}")
+
+
 def _library_in(folder: Path, module_name: str) -> Optional[Path]:
     for suffix in (".so", ".pyd"):
         candidate = folder / (module_name + suffix)

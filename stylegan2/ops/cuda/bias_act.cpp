@@ -57,7 +57,7 @@ torch::Tensor bias_act(const torch::Tensor& x, const std::optional<torch::Tensor
     p.y_ref = usable(y_ref) ? y_ref->data_ptr() : nullptr;
     p.out = out.data_ptr();
     p.numel = x.numel();
-    p.stride_c = has_bias ? x.stride(dim) : 1;
+    p.stride_c = (has_bias && x.size(dim) > 1) ? x.stride(dim) : 1;  // a length-1 axis may have any stride
     p.size_c = has_bias ? x.size(dim) : 1;
     p.act = static_cast<int>(act);
     p.grad = static_cast<int>(grad);

@@ -118,10 +118,19 @@ __global__ void bias_act_kernel(BiasActParams p) {
     const acc_t clamp = static_cast<acc_t>(p.clamp);
     const bool has_clamp = p.clamp >= 0;
     const int64_t step = static_cast<int64_t>(blockDim.x) * gridDim.x;
+    const bool small = p.numel <= 0xFFFFFFFFLL;
+    const uint32_t stride32 = static_cast<uint32_t>(p.stride_c);
+    const uint32_t size32 = static_cast<uint32_t>(p.size_c);
 
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += step) {
         const acc_t v = static_cast<acc_t>(x[i]);
-        const acc_t bias = b ? static_cast<acc_t>(b[(i / p.stride_c) % p.size_c]) : acc_t(0);
+        acc_t bias = 0;
+        if (b) {
+            // 64-bit division is slow on GPUs; the common case fits in 32 bits (uniform branch).
+            const int64_t c = small ? static_cast<int64_t>((static_cast<uint32_t>(i) / stride32) % size32)
+                                    : (i / p.stride_c) % p.size_c;
+            bias = static_cast<acc_t>(b[c]);
+        }
         acc_t r;
         if (p.grad == 0) {
             r = Act<A>::f(v + bias, alpha) * gain;
