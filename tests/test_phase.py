@@ -136,7 +136,7 @@ def test_pghi_start_beats_random_phase_at_equal_iterations(signal, n_iter):
     assert with_pghi < random - 1.0, (with_pghi, random)
 
 
-def test_pghi_numba_and_python_heaps_give_identical_phases():
+def test_pghi_compiled_and_plain_python_integration_give_identical_phases():
     S = np.abs(stft(drum_loop(G), G))
     a = phase.pghi(S, G, generator=torch.Generator().manual_seed(1), backend="auto")
     b = phase.pghi(S, G, generator=torch.Generator().manual_seed(1), backend="python")
