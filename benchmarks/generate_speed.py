@@ -14,6 +14,7 @@ except that PGHI skips near-silent coefficients, which a trained model produces 
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from audio_ext.generate import decode_images, describe_phase, resolve_device, se
 from audio_ext.geometry import StftGeometry  # noqa: E402
 from benchmarks.report import DOC, markdown_table, write_section  # noqa: E402
 
-THESIS_ROW = ["RTX 3090 (thesis)", 1, "-", "-", 1.01, 1 / 1.01, "Griffin-Lim, 10 iterations"]
+THESIS_ROW = ["RTX 3090 (thesis)", 1, "-", "-", 1.01, 1 / 1.01, 23.77 / 1.01, "Griffin-Lim, 10 iterations"]
 
 
 def build_generator(resolution: int, device: torch.device):
@@ -92,6 +93,7 @@ def main(device, resolution, batches, clips, method, n_iter, threads, doc, write
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"G: {n_params / 1e6:.2f} M parameters, {resolution}x{resolution}, clip {geometry.clip_seconds:.2f} s; "
           f"phase {name} ({iters} iterations); {where}")
+    load_start = os.getloadavg()[0]
     rows = []
     for batch in sizes:
         n_batches = max(1, -(-clips // batch))
@@ -102,13 +104,14 @@ def main(device, resolution, batches, clips, method, n_iter, threads, doc, write
             torch.cuda.empty_cache()
             break
         total = gen_s + dec_s
-        rows.append([where, batch, gen_s, dec_s, total, 1.0 / total, f"{name}, {iters} iterations"])
+        rows.append([where, batch, gen_s, dec_s, total, 1.0 / total, geometry.clip_seconds / total,
+                     f"{name}, {iters} iterations"])
         print(f"batch {batch:3d}: {gen_s:.3f} s generate + {dec_s:.3f} s decode = {total:.3f} s/clip "
               f"({1 / total:.2f} clips/s, {geometry.clip_seconds / total:.1f}x real time)")
     if not rows:
         raise SystemExit("no batch size fitted")
     best = max(rows, key=lambda r: r[5])
-    header = ["device", "batch", "generate s/clip", "decode s/clip", "total s/clip", "clips/s", "phase"]
+    header = ["device", "batch", "generate s/clip", "decode s/clip", "total s/clip", "clips/s", "x real time", "phase"]
     table = markdown_table(header, rows + [THESIS_ROW])
     print()
     print(table)
@@ -116,7 +119,9 @@ def main(device, resolution, batches, clips, method, n_iter, threads, doc, write
             f"{resolution}x{resolution} generator ({n_params / 1e6:.2f} M parameters), "
             f"{geometry.clip_seconds:.2f} s clips, {clips} timed clip(s) per batch size after one warm-up batch. "
             f"Best: batch {best[1]}, {best[4]:.3g} s per clip = {best[5]:.3g} clips/s "
-            f"({geometry.clip_seconds / best[4]:.3g}x real time). The thesis row is its published figure.\n\n"
+            f"({geometry.clip_seconds / best[4]:.3g}x real time). Load average {load_start:.1f} at the start and "
+            f"{os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} cores (above the core count the CPU was shared "
+            f"and the times are pessimistic). The thesis row is its published figure.\n\n"
             + table)
     if write:
         write_section(f"generate_speed_{dev.type}", f"Generation speed, {resolution}x{resolution} ({dev.type})",
