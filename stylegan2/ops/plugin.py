@@ -137,15 +137,18 @@ class Toolchain:
 
 
 def _fail(name: str, problem: str, fix: str) -> KernelUnavailable:
+    """The one-line error every failure becomes: what is wrong, then how to fix it."""
     return KernelUnavailable(f"CUDA kernels for {name} unavailable: {problem}; fix: {fix}")
 
 
 def _is_toolkit_root(path: Optional[Path]) -> bool:
+    """Whether ``path`` holds a CUDA toolkit: ``bin/nvcc`` and ``include/cuda_runtime.h``."""
     return path is not None and (path / "bin" / _exe("nvcc")).is_file() and \
         (path / "include" / "cuda_runtime.h").is_file()
 
 
 def _exe(stem: str) -> str:
+    """Executable file name on this platform."""
     return stem + (".exe" if os.name == "nt" else "")
 
 
@@ -208,6 +211,7 @@ def nvcc_archs(nvcc: Path) -> List[int]:
 
 
 def _arch_number(arch: str) -> int:
+    """``"8.6+PTX"`` -> 86."""
     major, minor = re.sub(r"[af]?(\+PTX)?$", "", arch).split(".")
     return int(major) * 10 + int(minor)
 
@@ -317,6 +321,7 @@ def library_path(name: str, arch_list: str, root: Optional[Path] = None) -> Opti
 
 
 def _library_in(folder: Path, module_name: str) -> Optional[Path]:
+    """The extension library in a published cache folder (``.so`` on Linux, ``.pyd`` on Windows)."""
     for suffix in (".so", ".pyd"):
         candidate = folder / (module_name + suffix)
         if candidate.is_file():
@@ -325,6 +330,7 @@ def _library_in(folder: Path, module_name: str) -> Optional[Path]:
 
 
 def _import_library(module_name: str, library: Path):
+    """Import a built extension from its file (once per process)."""
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, library)
@@ -337,6 +343,7 @@ def _import_library(module_name: str, library: Path):
 
 
 def _check_exports(name: str, module) -> None:
+    """Fail clearly when a library lacks a function we call (a stale or foreign build)."""
     missing = [fn for fn in EXPORTS[name] if not hasattr(module, fn)]
     if missing:
         raise _fail(name, f"the built extension lacks {', '.join(missing)}",
@@ -370,6 +377,7 @@ def _build_environment(arch_list: str, tools: Toolchain) -> Iterator[None]:
 
 
 def _explain_build_error(name: str, err: Exception, log: Path) -> KernelUnavailable:
+    """Reduce torch's build error (the whole ninja log) to its first compiler error and a fix."""
     text = str(err)
     lines = [ln.strip() for ln in text.splitlines()[1:]]
     errors = [ln for ln in lines if re.search(r"(fatal )?error( [A-Z]+\d+)?\s*:", ln, re.I)]
@@ -441,6 +449,7 @@ def build(name: str, arch_list: str, root: Optional[Path] = None, verbose: bool 
 
 
 def _import_loaded(name: str, module_name: str, library: Path):
+    """Import a cached build; a library that no longer loads (e.g. a changed driver) says how to rebuild."""
     try:
         module = _import_library(module_name, library)
     except ImportError as err:
