@@ -27,7 +27,6 @@ import torch
 
 from . import loops
 from .page import ClipEntry, write_page
-from .seeds import SeedSyntaxError, parse_seeds
 
 FORMATS = ("wav", "flac")
 NOISE_MODES = ("const", "random", "none")
@@ -333,111 +332,144 @@ def _fmt_bpm(bpm: float) -> str:
     return f"{bpm:.0f}" if abs(bpm - round(bpm)) < 1e-6 else f"{bpm:.2f}".rstrip("0").rstrip(".")
 
 
+@dataclasses.dataclass
+class _Run:
+    """What every file of one run shares: options, generator, codec facts and the page being built."""
+
+    opts: GenerateOptions
+    G: torch.nn.Module
+    block: dict
+    geometry: object
+    device: torch.device
+    classes: torch.Tensor
+    bpm: Optional[float]
+    snapshot_name: str
+    desc: str
+    log: object
+    staging: Optional[Path] = None
+    entries: List[ClipEntry] = dataclasses.field(default_factory=list)
+    audio: List[str] = dataclasses.field(default_factory=list)
+    images: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def sr(self) -> int:
+        return int(self.block["sample_rate"])
+
+    def decode(self, images: torch.Tensor, seed: int) -> np.ndarray:
+        return decode_images(images, self.block, self.opts.method, self.opts.n_iter, self.device, seed=seed)
+
+    def synthesize_seeded(self, x: torch.Tensor, c, seed: int, from_ws: bool = False) -> torch.Tensor:
+        """Images with torch's generator (used by ``random`` noise) seeded from ``seed``, global state kept."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return synthesize(self.G, x, c, self.opts.trunc, self.opts.noise_mode, self.device, from_ws=from_ws)
+
+    def write(self, stem: str, name: str, audio: np.ndarray, image: np.ndarray, title: str, comment: str,
+              entry: dict) -> None:
+        """Write one audio file, its PNG and its page entry into the staging folder."""
+        tags = {"software": "ElectroGAN gen_audio.py", "artist": "ElectroGAN", "title": title,
+                "comment": f"{comment} {self.desc}"}
+        write_audio(self.staging / name, audio, self.sr, self.opts.fmt, tags)
+        save_png(self.staging / f"{stem}.png", image_to_png_array(image))
+        self.audio.append(name)
+        self.images.append(f"{stem}.png")
+        self.entries.append(ClipEntry(audio=name, image=f"{stem}.png", truncation=self.opts.trunc,
+                                      class_idx=self.opts.class_idx, snapshot=self.snapshot_name,
+                                      seconds=audio.shape[-1] / self.sr, **entry))
+
+
+def _render_seeds(run: _Run) -> None:
+    """One clip (or loop) and spectrogram per seed, in batches of ``--batch``."""
+    opts, sr = run.opts, run.sr
+    seeds = list(opts.seeds or [])
+    # 'random' noise draws from torch's generator: one seed per forward pass keeps files independent of --batch
+    batch = 1 if opts.noise_mode == "random" else opts.batch
+    for start in range(0, len(seeds), batch):
+        chunk = seeds[start:start + batch]
+        run.log(f"generating seeds {chunk[0]}..{chunk[-1]} ({start + len(chunk)}/{len(seeds)})")
+        z = torch.from_numpy(seed_latents(chunk, int(run.G.z_dim))).to(run.device)
+        imgs = run.synthesize_seeded(z, run.classes[:len(chunk)], chunk[0])
+        decoded = run.decode(imgs, chunk[0])
+        for i, seed in enumerate(chunk):
+            audio = decoded[i]
+            bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
+            kind, loop_tag = "clip", ""
+            if opts.loop_bars is not None:
+                try:
+                    audio = loops.loop_clip(audio, sr, bpm, opts.loop_bars, opts.crossfade_s)
+                except ValueError as e:
+                    raise GenerateError(f"--loop {opts.loop_bars}: seed {seed}: {e}") from None
+                kind, loop_tag = f"loop, {opts.loop_bars} bar(s)", f"-loop{opts.loop_bars}bar"
+            stem = f"seed{seed:04d}"
+            run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[i].cpu().numpy(),
+                      title=f"{stem} {_fmt_bpm(bpm)} BPM", comment=f"seed={seed} bpm={bpm:g}",
+                      entry=dict(title=f"seed {seed}", seed=seed, bpm=bpm, kind=kind))
+
+
+def _render_walk(run: _Run) -> None:
+    """One piece through the ``--walk`` seeds, clips joined on the bar grid, and its spectrogram strip."""
+    opts, sr = run.opts, run.sr
+    walk = list(opts.walk)
+    ws = _walk_ws(run.G, walk, run.classes, opts.trunc, opts.walk_steps if len(walk) > 1 else 0, run.device)
+    run.log(f"walking through seeds {','.join(map(str, walk))}: {len(ws)} clips of {opts.walk_bars} bar(s)")
+    clips, columns = [], []
+    for k in range(0, len(ws), opts.batch):
+        imgs = run.synthesize_seeded(ws[k:k + opts.batch], None, walk[0] + k, from_ws=True)
+        clips.extend(run.decode(imgs, walk[0] + k))
+        columns.extend(imgs.cpu().numpy())
+    bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, clips[0])
+    try:
+        piece = loops.join_on_beats(clips, sr, bpm, opts.walk_bars, opts.crossfade_s)
+    except ValueError as e:
+        raise GenerateError(f"--walk: {e}") from None
+    # The walk's picture: each clip's image cut to the frames it contributes, side by side.
+    grid = loops.grid_positions(len(clips), sr, bpm, beats_per_unit=4 * opts.walk_bars)
+    frames = np.round(grid / run.geometry.hop_length).astype(int)
+    strip = np.concatenate([col[:, :max(frames[k + 1] - frames[k], 1)] for k, col in enumerate(columns)], axis=1)
+    names = ",".join(map(str, walk))
+    stem = "walk-" + "-".join(map(str, walk))
+    run.write(stem, f"{stem}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", piece, strip, title=f"{stem} {_fmt_bpm(bpm)} BPM",
+              comment=f"walk={names} bars={opts.walk_bars} steps={opts.walk_steps} bpm={bpm:g}",
+              entry=dict(title=f"walk {names}", seed=names, bpm=bpm,
+                         kind=f"walk, {len(clips)} clips x {opts.walk_bars} bar(s)"))
+
+
 def generate(opts: GenerateOptions, log=print) -> GenerateResult:
-    """Run one generation as ``opts`` says and return what was written (see the module docstring)."""
+    """Run one generation as ``opts`` says and return what was written (see the module docstring).
+
+    Every input is checked before anything is written; files appear in ``opts.outdir`` only when
+    the whole run succeeded.
+    """
+    from .geometry import StftGeometry
     _validate(opts)
     device = resolve_device(opts.device)
     network = str(opts.network)
     G, block = load_generator(network, device)
-    snapshot_name = Path(network).name
-    sr = int(block["sample_rate"])
-    from .geometry import StftGeometry
     geometry = StftGeometry.from_dict(block)
     n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
-    c_all = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
+    classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
     bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
     if bpm is not None:
-        _check_bars_fit(opts, geometry.clip_samples, sr, bpm)
-    outdir = Path(opts.outdir)
-    ext = opts.fmt
-    tags_common = {"software": "ElectroGAN gen_audio.py", "artist": "ElectroGAN"}
+        _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
     method, n_iter = describe_phase(opts.method, opts.n_iter)
-    phase_label = f"{method}, {n_iter} iterations"
+    snapshot_name = Path(network).name
     desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
             f"snapshot={snapshot_name}")
-    entries: List[ClipEntry] = []
-    audio_files: List[Path] = []
-    image_files: List[Path] = []
-
-    def decode_seeded(images: torch.Tensor, seed: int) -> np.ndarray:
-        return decode_images(images, block, opts.method, opts.n_iter, device, seed=seed)
-
-    with staging_folder(outdir) as tmp:
-        seeds = list(opts.seeds or [])
-        # noise 'random' draws from torch's generator: one seed per forward pass keeps files independent of --batch
-        batch = 1 if opts.noise_mode == "random" else opts.batch
-        for start in range(0, len(seeds), batch):
-            chunk = seeds[start:start + batch]
-            log(f"generating seeds {chunk[0]}..{chunk[-1]} ({start + len(chunk)}/{len(seeds)})")
-            z = torch.from_numpy(seed_latents(chunk, int(G.z_dim))).to(device)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(chunk[0])
-                imgs = synthesize(G, z, c_all[:len(chunk)], opts.trunc, opts.noise_mode, device)
-            decoded = decode_seeded(imgs, chunk[0])
-            for i, seed in enumerate(chunk):
-                audio = decoded[i]
-                clip_bpm = bpm if bpm is not None else clip_tempo(block, audio)
-                kind = "clip"
-                if opts.loop_bars is not None:
-                    try:
-                        audio = loops.loop_clip(audio, sr, clip_bpm, opts.loop_bars, opts.crossfade_s)
-                    except ValueError as e:
-                        raise GenerateError(f"--loop {opts.loop_bars}: seed {seed}: {e}") from None
-                    kind = f"loop, {opts.loop_bars} bar(s)"
-                stem = f"seed{seed:04d}"
-                loop_tag = f"-loop{opts.loop_bars}bar" if opts.loop_bars is not None else ""
-                name = f"{stem}{loop_tag}-{_fmt_bpm(clip_bpm)}bpm.{ext}"
-                write_audio(tmp / name, audio, sr, ext, dict(tags_common, title=f"{stem} {_fmt_bpm(clip_bpm)} BPM",
-                                                              comment=f"seed={seed} bpm={clip_bpm:g} {desc}"))
-                save_png(tmp / f"{stem}.png", image_to_png_array(imgs[i].cpu().numpy()))
-                audio_files.append(outdir / name)
-                image_files.append(outdir / f"{stem}.png")
-                entries.append(ClipEntry(title=f"seed {seed}", audio=name, image=f"{stem}.png", seed=seed,
-                                         truncation=opts.trunc, class_idx=opts.class_idx, snapshot=snapshot_name,
-                                         bpm=clip_bpm, seconds=audio.shape[-1] / sr, kind=kind))
-
+    run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes, bpm=bpm,
+               snapshot_name=snapshot_name, desc=desc, log=log)
+    outdir = Path(opts.outdir)
+    with staging_folder(outdir) as run.staging:
+        if opts.seeds:
+            _render_seeds(run)
         if opts.walk:
-            walk = list(opts.walk)
-            ws = _walk_ws(G, walk, c_all, opts.trunc, opts.walk_steps if len(walk) > 1 else 0, device)
-            log(f"walking through seeds {','.join(map(str, walk))}: {len(ws)} clips of {opts.walk_bars} bar(s)")
-            clips, columns = [], []
-            for k in range(0, len(ws), opts.batch):
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(walk[0] + k)
-                    imgs = synthesize(G, ws[k:k + opts.batch], None, opts.trunc, opts.noise_mode, device,
-                                      from_ws=True)
-                clips.extend(decode_seeded(imgs, walk[0] + k))
-                columns.extend(imgs.cpu().numpy())
-            walk_bpm = bpm if bpm is not None else clip_tempo(block, clips[0])
-            try:
-                piece = loops.join_on_beats(clips, sr, walk_bpm, opts.walk_bars, opts.crossfade_s)
-            except ValueError as e:
-                raise GenerateError(f"--walk: {e}") from None
-            # The walk's picture: each clip's image cut to the frames it contributes, side by side.
-            grid = loops.grid_positions(len(clips), sr, walk_bpm, beats_per_unit=4 * opts.walk_bars)
-            frames = np.round(grid / geometry.hop_length).astype(int)
-            strip = np.concatenate([col[:, :max(frames[k + 1] - frames[k], 1)] for k, col in enumerate(columns)],
-                                   axis=1)
-            stem = "walk-" + "-".join(str(s) for s in walk)
-            name = f"{stem}-{_fmt_bpm(walk_bpm)}bpm.{ext}"
-            write_audio(tmp / name, piece, sr, ext, dict(tags_common, title=f"{stem} {_fmt_bpm(walk_bpm)} BPM",
-                                                          comment=f"walk={','.join(map(str, walk))} "
-                                                                  f"bars={opts.walk_bars} steps={opts.walk_steps} "
-                                                                  f"bpm={walk_bpm:g} {desc}"))
-            save_png(tmp / f"{stem}.png", image_to_png_array(strip))
-            audio_files.append(outdir / name)
-            image_files.append(outdir / f"{stem}.png")
-            entries.append(ClipEntry(title=f"walk {','.join(map(str, walk))}", audio=name, image=f"{stem}.png",
-                                     seed=",".join(map(str, walk)), truncation=opts.trunc, class_idx=opts.class_idx,
-                                     snapshot=snapshot_name, bpm=walk_bpm, seconds=piece.shape[-1] / sr,
-                                     kind=f"walk, {len(clips)} clips x {opts.walk_bars} bar(s)"))
-
+            _render_walk(run)
         run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
-                    "sample rate": f"{sr} Hz", "noise": opts.noise_mode, "phase": phase_label}
-        write_page(tmp, entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
-    page = outdir / "index.html"
-    return GenerateResult(page=page, audio=audio_files, images=image_files, bpm=bpm)
+                    "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
+                    "phase": f"{method}, {n_iter} iterations"}
+        write_page(run.staging, run.entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
+    return GenerateResult(page=outdir / "index.html", audio=[outdir / n for n in run.audio],
+                          images=[outdir / n for n in run.images], bpm=bpm)
 
 
-__all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "parse_seeds", "SeedSyntaxError",
-           "seed_latents", "load_generator", "class_labels", "decode_images", "image_to_png_array", "limit_peak"]
+__all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "seed_latents", "load_generator",
+           "class_labels", "decode_images", "image_to_png_array", "limit_peak"]
