@@ -350,3 +350,25 @@ def test_library_call_returns_the_written_paths(snaps, tmp_path):
     assert all(p.is_file() for p in result.audio + result.images + [result.page])
     assert result.bpm == 130.0
     json.dumps([str(p) for p in result.audio])  # plain paths, usable by scripts
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_a_gpu(snaps, tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run_cli("--network", snaps["basic"], "--seeds", "0", "--device", "cuda", "--outdir", out),
+                         out, "no CUDA device")
+
+
+@pytest.mark.gpu
+def test_cuda_generation_matches_the_cpu_images(snaps, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    for device in ("cpu", "cuda"):
+        assert run_cli("--network", snaps["basic"], "--seeds", "0-3", "--device", device,
+                       "--outdir", tmp_path / device).exit_code == 0
+    for s in range(4):
+        a = np.asarray(Image.open(tmp_path / "cpu" / f"seed{s:04d}.png")).astype(int)
+        b = np.asarray(Image.open(tmp_path / "cuda" / f"seed{s:04d}.png")).astype(int)
+        assert np.max(np.abs(a - b)) <= 2  # fp16 in the top blocks on CUDA, fp32 on the CPU
+        info = sf.info(str(tmp_path / "cuda" / f"seed{s:04d}-130bpm.wav"))
+        assert (info.samplerate, info.frames) == (44100, 1024)
