@@ -355,7 +355,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     tick_collector = stats.Collector()
     watch = stats.Collector(r"Loss/(G|D)/(loss|reg)")
     ada_signs = stats.Collector(r"Loss/signs/real")
-    tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    tick_start_nimg, tick_start_time, tick_start_cpu = cur_nimg, time.time(), time.process_time()
     maintenance_time = tick_start_time - start_time
     last_snapshot, best = None, {}
     if device.type == "cuda":
@@ -430,6 +430,9 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
         kimg = cur_nimg / 1000
         sec_tick = tick_end_time - tick_start_time
         sec_kimg = sec_tick / max(cur_nimg - tick_start_nimg, 1) * 1000
+        # CPU seconds of this process (all threads) per kimg: a measure of work that, unlike the
+        # wall clock, does not grow when other jobs share the machine.
+        cpu_kimg = (time.process_time() - tick_start_cpu) / max(cur_nimg - tick_start_nimg, 1) * 1000
         cpu_gb = _cpu_mem_gb()
         gpu_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
         if device.type == "cuda":
@@ -438,7 +441,8 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
         total_sec = tick_end_time - start_time
         for name, value in (("Progress/tick", cur_tick), ("Progress/kimg", kimg), ("Progress/augment", p_now),
                             ("Timing/total_sec", total_sec), ("Timing/sec_per_tick", sec_tick),
-                            ("Timing/sec_per_kimg", sec_kimg), ("Timing/maintenance_sec", maintenance_time),
+                            ("Timing/sec_per_kimg", sec_kimg), ("Timing/cpu_sec_per_kimg", cpu_kimg),
+                            ("Timing/maintenance_sec", maintenance_time),
                             ("Timing/total_hours", total_sec / 3600), ("Timing/total_days", total_sec / 86400),
                             ("Resources/cpu_mem_gb", cpu_gb), ("Resources/peak_gpu_mem_gb", gpu_gb)):
             stats.report0(name, value)
@@ -478,7 +482,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                     shutil.copyfile(path, tmp)
                 atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
                 say(f"New best {keep} {values[keep][0]:.4g}: copied {path.name} to best-snapshot.pkl")
-        tick_start_nimg, tick_start_time = cur_nimg, time.time()
+        tick_start_nimg, tick_start_time, tick_start_cpu = cur_nimg, time.time(), time.process_time()
         maintenance_time = tick_start_time - maintenance_start
 
     if bar is not None:
