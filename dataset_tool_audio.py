@@ -66,8 +66,7 @@ def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample,
                                progress=not no_progress, stats_only=stats_only)
         build_archive(source, dest, options, log=lambda line: click.echo(line, err=True))
     except (ArchiveError, ValueError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        raise click.ClickException(str(e)) from None  # "Error: ..." and exit status 1
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished files are kept in {dest}.partial; run the same command again to resume",
                    err=True)

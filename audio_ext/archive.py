@@ -530,8 +530,27 @@ def _init_worker() -> None:
         torch.set_num_threads(1)
 
 
+_WARM = False
+
+
+def _warm_up() -> None:
+    """Run the slicing chain once on a short loop so that forked workers inherit librosa's loaded
+    numba functions instead of each loading them again (about 10 s per process)."""
+    global _WARM
+    if _WARM:
+        return
+    _WARM = True
+    with contextlib.suppress(Exception):
+        from .slicing import slice_segment
+        from .synth import techno_loop
+        slice_segment(techno_loop(128.0, 3.0, parts=("kick", "hat")), 44100, 256)
+
+
 def _pool(workers: int):
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    if fork:
+        _warm_up()
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
     return ctx.Pool(workers, initializer=_init_worker)
 
 

@@ -176,7 +176,7 @@ def test_nothing_usable_exits_non_zero_and_writes_no_archive(tmp_path, stats_fil
     result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(dest), "--stats", str(stats_file),
                                        *SLICE_FLAGS])
     assert result.exit_code == 1
-    assert "error: " in result.output and "nothing usable" in result.output
+    assert "Error: " in result.output and "nothing usable" in result.output
     assert not dest.exists() and (tmp_path / "none.zip.log").exists()
     # Sampling statistics from nothing is the same failure, before any slicing pass.
     result = CliRunner().invoke(main, ["--source", str(src), "--dest", str(dest), *SLICE_FLAGS])
