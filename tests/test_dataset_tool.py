@@ -224,6 +224,14 @@ def test_folder_labels_max_clips_and_half_hop(music, tmp_path, stats_file):
     for name, label in meta["labels"]:
         assert label == (0 if by_file[name].startswith("house/") else 1)
     assert sorted(p.name for p in (dest / "00000").iterdir()) == [f"img{i:08d}.png" for i in range(4)]
+    # The training code reads it as a labelled 1-channel dataset.
+    from stylegan2.dataset import ImageFolderDataset
+    ds = ImageFolderDataset(dest, use_labels=True)
+    assert len(ds) == 4 and ds.image_shape == [1, R, R] and ds.audio["hop_length"] == R // 2
+    labels = dict(meta["labels"])
+    assert ds.label_dim == max(labels.values()) + 1  # one-hot over the class indices present
+    assert [int(np.argmax(ds.get_label(i))) for i in range(4)] == [labels[n] for n in sorted(labels)]
+
 
 
 def test_too_short_segments_for_the_resolution_are_refused(music, tmp_path):
