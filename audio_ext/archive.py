@@ -483,6 +483,15 @@ def _stats_worker(task) -> dict:
 # Per-file work (resumable)
 # ---------------------------------------------------------------------------------------------
 
+def _stamp(path: Path) -> list:
+    """(size, mtime in ns) of a file, so a cached result is not reused after the file changed."""
+    try:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [None, None]
+
+
 def _cache_key(name: str) -> str:
     return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
@@ -502,7 +511,7 @@ def _file_worker(task) -> dict:
     images = work / f"{key}.u8"
     counts = SliceCounts()
     records: List[dict] = []
-    meta: Dict[str, Any] = {"name": name, "status": "ok", "reason": ""}
+    meta: Dict[str, Any] = {"name": name, "status": "ok", "reason": "", "stamp": _stamp(Path(path))}
     t0 = time.perf_counter()
     try:
         with atomic_path(images) as tmp, open(tmp, "wb") as f:
@@ -732,7 +741,8 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
         if cached.exists():
             try:
                 meta = json.loads(cached.read_text())
-                if meta.get("name") == s.name and (meta["status"] != "ok" or (work / f"{_cache_key(s.name)}.u8").exists()):
+                fresh = meta.get("name") == s.name and meta.get("stamp") == _stamp(s.path)
+                if fresh and (meta["status"] != "ok" or (work / f"{_cache_key(s.name)}.u8").exists()):
                     metas[s.name] = meta
                     summary.files_resumed += 1
                     continue

@@ -1,7 +1,9 @@
 """dataset_tool_audio.py end to end on short synthetic sets: archive contents, determinism across worker
 counts, resuming, bad input, shards with shared statistics, labels, --max-clips, R/2 hop."""
+import dataclasses
 import io
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -108,7 +110,7 @@ def test_worker_count_does_not_change_the_bytes(music, tmp_path):
 
 def test_an_interrupted_run_resumes_without_redoing_finished_files(music, tmp_path, stats_file, monkeypatch):
     dest = tmp_path / "r.zip"
-    opts = BuildOptions(resolution=R, stats_path=str(stats_file), slicing=PARAMS, progress=False)
+    opts = BuildOptions(resolution=R, stats_path=str(stats_file), slicing=PARAMS, progress=False, keep_work=True)
     real = archive._file_worker
     calls = []
 
@@ -130,11 +132,23 @@ def test_an_interrupted_run_resumes_without_redoing_finished_files(music, tmp_pa
     summary = build_archive(music, dest, opts, log=lines.append)
     assert calls == ["techno/c.wav"] and summary.files_resumed == 2
     assert any("resuming: 2 file(s)" in line for line in lines)
+    resumed = dest.read_bytes()
+
+    # A source that changed since its result was cached is done again; the others are not.
+    calls.clear()
+    changed = music / "house" / "a.wav"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    summary = build_archive(music, dest, dataclasses.replace(opts, overwrite=True, keep_work=False),
+                            log=lambda s: None)
+    assert calls == ["house/a.wav"] and summary.files_resumed == 2
+    assert not (tmp_path / "r.zip.partial").exists()
+
     # Same archive as an uninterrupted build.
     fresh = tmp_path / "fresh.zip"
     monkeypatch.setattr(archive, "_file_worker", real)
     build_archive(music, fresh, opts, log=lambda s: None)
-    assert fresh.read_bytes() == dest.read_bytes()
+    assert fresh.read_bytes() == resumed == dest.read_bytes()
 
 
 def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_built(music, tmp_path, stats_file):
