@@ -305,6 +305,9 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             ada.load_state_dict(snap["ada_stats"])
         if snap.get("pl_mean") is not None:
             loss.load_state_dict({"pl_mean": snap["pl_mean"]})
+        if snap.get("rng") is not None:
+            # Training draws come from per-chunk seeds; this restores everything else (workers, user code).
+            snap_io.restore_rng_state(snap["rng"])
         say(f"Resumed from {resume} at kimg {cur_nimg / 1000:.3f} (tick {cur_tick}, iteration {batch_idx})")
     for module in (G, D, G_ema):
         distributed.broadcast_module(module)
