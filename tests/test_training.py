@@ -149,6 +149,20 @@ def test_nan_losses_abort_with_a_clear_message(archive, tmp_path, monkeypatch):
     assert not list((tmp_path / "nan").glob("network-snapshot-*.pkl"))
 
 
+def test_ada_raises_p_by_its_step_when_d_is_overconfident_on_reals(archive, tmp_path, monkeypatch):
+    class OverconfidentD(tl.StyleGAN2Loss):      # pretend D(real) > 0 almost always: r_t ~ 1 > target 0.6
+        def accumulate_gradients(self, phase, *args, **kwargs):
+            super().accumulate_gradients(phase, *args, **kwargs)
+            if phase == "Dmain":
+                stats.report("Loss/signs/real", torch.ones(1000))
+    monkeypatch.setattr(tl, "StyleGAN2Loss", OverconfidentD)
+    # Step = batch * interval / (ada_kimg * 1000) = 4 * 1 / 100 = 0.04 per iteration; 2 iterations.
+    result = run(archive, tmp_path / "ada", aug="ada", p=None, ada_interval=1, ada_kimg=0.1, kimg=0.008)
+    snap = load_snapshot(result["snapshot"])
+    assert snap["augment"]["p"] == pytest.approx(0.08) and snap["ada_stats"]["p"] == pytest.approx(0.08)
+    assert [r["Progress/augment"]["mean"] for r in stat_lines(tmp_path / "ada")] == pytest.approx([0.04, 0.08])
+
+
 def test_block_shard_gives_each_rank_a_contiguous_block_of_the_global_batch():
     base = list(range(100))
     for world in (1, 2, 4):
