@@ -124,7 +124,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_files(music, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         build_archive(music, dest, opts, log=lambda s: None)
     assert not dest.exists() and calls == ["house/a.wav", "house/b.flac"]
-    assert len(list((tmp_path / "r.zip.partial").glob("*.u8"))) == 2
+    assert len(list((tmp_path / "r.zip.partial").glob("*.png"))) == 2
 
     calls.clear()
     monkeypatch.setattr(archive, "_file_worker", lambda task: (calls.append(task[1]), real(task))[1])
