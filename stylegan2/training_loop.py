@@ -372,6 +372,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
 
     done = cur_nimg >= total_nimg
     first_tick_pending = not resume
+    pending_timers: list = []
     while not done:
         chunks = []
         for _ in range(rounds):
@@ -381,6 +382,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
         for phase_idx, phase in enumerate(phases):
             if batch_idx % phase["interval"]:
                 continue
+            timer = _PhaseTimer(device)
             phase["module"].requires_grad_(True)
             phase["opt"].zero_grad(set_to_none=True)
             for k, (real_img, real_c) in enumerate(chunks):
@@ -398,6 +400,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             distributed.all_reduce_grads(phase["module"].parameters())
             phase["module"].requires_grad_(False)
             phase["opt"].step()
+            pending_timers.append((phase["name"], timer.stop()))
 
         distributed.average_buffers_(G)
         update_ema(G_ema, G, _ema_beta(batch, cur_nimg, opts["ema_kimg"], opts["ema_rampup"]))
@@ -440,6 +443,9 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
         gpu_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+        for name, t in pending_timers:       # read at the tick: CUDA events need no sync before
+            stats.report0(f"Timing/{name}", t.seconds())
+        pending_timers.clear()
         p_now = float(augment_pipe.p) if augment_pipe is not None else 0.0
         total_sec = tick_end_time - start_time
         for name, value in (("Progress/tick", cur_tick), ("Progress/kimg", kimg), ("Progress/augment", p_now),
@@ -519,6 +525,32 @@ def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch
         training_set_kwargs=dict(training_set_kwargs),
         audio=copy.deepcopy(dataset.audio),
     )
+
+
+class _PhaseTimer:
+    """Seconds spent in one phase: CUDA events on a GPU (no sync until read), the wall clock on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+            self.start.record(torch.cuda.current_stream(device))
+        else:
+            self.start, self.end = time.perf_counter(), None
+
+    def stop(self) -> "_PhaseTimer":
+        if self.cuda:
+            self.end.record()
+        else:
+            self.end = time.perf_counter()
+        return self
+
+    def seconds(self) -> float:
+        if self.cuda:
+            self.end.synchronize()
+            return self.start.elapsed_time(self.end) / 1000
+        return self.end - self.start
 
 
 def _cpu_mem_gb() -> float:
