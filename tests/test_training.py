@@ -172,6 +172,14 @@ def test_block_shard_gives_each_rank_a_contiguous_block_of_the_global_batch():
         assert merged == list(range(3, 19))
 
 
+def test_run_dirs_are_numbered_one_above_the_largest_existing(tmp_path):
+    assert tl.next_run_dir(tmp_path / "missing", "x").name == "00000-x"
+    for name in ("00000-a", "00007-b", "notes", "00009"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "00012-file").write_text("")           # files do not count, only run folders
+    assert tl.next_run_dir(tmp_path, "stft-audio1024").name == "00010-stft-audio1024"
+
+
 def test_ema_half_life_is_in_kimg():
     beta = tl._ema_beta(batch=32, cur_nimg=10 ** 6, ema_kimg=10, ema_rampup=None)
     assert beta ** (10_000 / 32) == pytest.approx(0.5)            # after ema_kimg, half the weight is left
