@@ -12,7 +12,7 @@ formulas) and validates the result with one-line errors that name the flag to ch
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 # Per-preset values; None means "derive" (the auto formulas, or batch // ref_gpus for batch_gpu).
 # ref_gpus: the GPU count the preset was tuned for; batch_gpu = batch // ref_gpus by default, so
