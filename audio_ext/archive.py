@@ -657,16 +657,18 @@ class BuildSummary:
 class _Progress:
     """tqdm over source bytes (a fair proxy for audio duration, cheap to know up front), or nothing."""
 
-    def __init__(self, enabled: bool, total: int, desc: str) -> None:
+    def __init__(self, enabled: bool, total: int, desc: str, unit: str = "B") -> None:
         self.bar = None
         if enabled:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr,
+                            dynamic_ncols=True)
 
-    def update(self, n: int, clips: int) -> None:
+    def update(self, n: int, clips: Optional[int] = None) -> None:
         if self.bar is not None:
             self.bar.update(n)
-            self.bar.set_postfix(clips=clips, refresh=False)
+            if clips is not None:
+                self.bar.set_postfix(clips=clips, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -867,17 +869,21 @@ def _sampled_stats(sources: Sequence[Source], geometry: StftGeometry, params: Sl
     perm = np.random.default_rng(0).permutation(len(sources))
     total = RunningStats()
     clips = 0
-    batch = max(1, opts.workers)
     log(f"statistics: sampling up to {n} clips ({per_file} per file)")
-    for start in range(0, len(perm), batch):
-        chunk = [sources[i] for i in perm[start:start + batch]]
-        tasks = [(str(s.path), s.name, geometry.to_dict(), params.to_dict(), per_file) for s in chunk]
+    tasks = [(str(sources[i].path), sources[i].name, geometry.to_dict(), params.to_dict(), per_file) for i in perm]
+    # Results are merged in the fixed file order and the pass stops at the same file whatever the
+    # worker count, so the statistics (and the archive bytes) do not depend on --workers.
+    progress = _Progress(opts.progress, n, "statistics", unit="clip")
+    try:
         for r in _ordered_map(_stats_worker, tasks, opts.workers):
             if r["count"]:
                 total.merge(RunningStats(r["count"], r["mean"], r["m2"]))
                 clips += r["clips"]
-        if clips >= n:
-            break
+                progress.update(min(r["clips"], max(0, n - clips + r["clips"])))
+            if clips >= n:
+                break
+    finally:
+        progress.close()
     if total.count == 0:
         raise ArchiveError("nothing usable: no clip could be cut from any source for the statistics "
                            "(all files unreadable, silent, too short or outside the tempo range)")
