@@ -171,13 +171,29 @@ def test_bias_act_accepts_strided_inputs_broadcast_gradients_and_single_channels
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("act", ["linear", "lrelu", "tanh"])
+def test_bias_act_half_precision_clamp_blocks_the_gradient_where_it_bites(cuda_kernels, act):
+    """In float16 the clamp value itself is rounded (0.7 -> 0.69971); clamped outputs still stop
+    the gradient, as in the reference."""
+    from stylegan2.ops.bias_act_cuda import bias_act_cuda
+    x = torch.tensor([-3.0, -0.3, 0.0, 0.3, 3.0], device=cuda_kernels, dtype=torch.float16).reshape(1, 5)
+    x.requires_grad_(True)
+    bias_act_cuda(x, None, act=act, gain=1.0, clamp=0.7).sum().backward()
+    x64 = x.detach().double().requires_grad_(True)
+    _bias_act_ref(x64, None, act=act, gain=1.0, clamp=0.7).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x64.grad, atol=2e-3, rtol=2e-3)
+    assert float(x.grad[0, 0]) == 0.0 and float(x.grad[0, 4]) == 0.0
+
+
+@pytest.mark.gpu
 def test_public_bias_act_uses_the_kernel_for_cuda_tensors(cuda_kernels, monkeypatch):
     from stylegan2.ops import bias_act as op
     calls = []
     monkeypatch.setattr(op, "_bias_act_ref", lambda *a, **k: calls.append(1))
     x = torch.randn(2, 4, 3, 3, device=cuda_kernels)
     y = op.bias_act(x, torch.zeros(4, device=cuda_kernels), act="relu")
-    assert calls == [] and torch.equal(y, torch.relu(x) * 2 ** 0.5)
+    assert calls == []
+    torch.testing.assert_close(y, torch.relu(x) * 2 ** 0.5, atol=1e-6, rtol=1e-6)
 
 
 def _upfirdn_case(device, dtype, layout, fshape, seed=0, shape=(2, 3, 13, 10)):

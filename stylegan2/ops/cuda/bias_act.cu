@@ -116,6 +116,9 @@ __global__ void bias_act_kernel(BiasActParams p) {
     const acc_t alpha = static_cast<acc_t>(p.alpha);
     const acc_t gain = static_cast<acc_t>(p.gain);
     const acc_t clamp = static_cast<acc_t>(p.clamp);
+    // The stored output was clamped to clamp rounded to scalar_t (e.g. 0.7 -> 0.69971 in half), so
+    // the mask recovered from y compares against that value.
+    const acc_t clamp_stored = static_cast<acc_t>(static_cast<scalar_t>(clamp));
     const bool has_clamp = p.clamp >= 0;
     const int64_t step = static_cast<int64_t>(blockDim.x) * gridDim.x;
     const bool small = p.numel <= 0xFFFFFFFFLL;
@@ -148,7 +151,7 @@ __global__ void bias_act_kernel(BiasActParams p) {
             } else if (y_ref) {
                 const acc_t y = static_cast<acc_t>(y_ref[i]);
                 slope = (p.grad == 1) ? Act<A>::df_from_y(y, alpha) : acc_t(0);
-                if (has_clamp) pass = (y > -clamp) && (y < clamp);
+                if (has_clamp) pass = (y > -clamp_stored) && (y < clamp_stored);
             } else {  // linear without clamp needs no reference
                 slope = (p.grad == 1) ? acc_t(1) : acc_t(0);
             }
