@@ -272,7 +272,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         with self._open(fname) as f:
             image = PIL.Image.open(f)
             image.load()
-        array = np.asarray(image)
+        array = np.array(image)  # a writable copy: torch warns on (and may not own) read-only buffers
         if array.ndim == 2:
             array = array[:, :, np.newaxis]
         array = array.transpose(2, 0, 1)
