@@ -9,8 +9,11 @@ See docs/training.md.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
+import signal
+import sys
 
 import click
 import torch
@@ -57,6 +60,9 @@ def _metrics_list(value: str):
 @click.option("--fp32/--no-fp32", default=None, help="Disable mixed precision")
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes")
 @click.option("--ops", type=click.Choice(["auto", "reference", "cuda"]), help="CUDA kernels or reference ops")
+@click.option("--allow-tf32", is_flag=True, default=None, help="Allow TF32 matmuls/convolutions on Ampere+ GPUs (off: exact fp32)")
+@click.option("--nobench", is_flag=True, default=None, help="Turn cudnn.benchmark off (avoids its start-up memory peak)")
+@click.option("--freezed", type=click.IntRange(min=0), help="Freeze the first N discriminator layers (freeze-D)")
 @click.option("--desc", help="Extra text for the run folder name")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the options and exit")
 @click.option("--no-progress", is_flag=True, help="No per-iteration progress bar between ticks")
@@ -109,14 +115,46 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         return
     probe.close()
     kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress)
-    from stylegan2.training_loop import TrainingDiverged
+    from stylegan2.training_loop import TrainingDiverged, TrainingInterrupted
+    # With spawned ranks this process only waits: a terminal's Ctrl-C reaches the ranks directly (same
+    # process group), a SIGTERM or SIGINT sent to this process alone is passed on to them as SIGTERM
+    # (a graceful stop there, never mistaken for a second Ctrl-C).
+    forward = world > 1 and not distributed.under_torchrun()
+    saved = {sig: signal.signal(sig, _forward_to_ranks) for sig in (signal.SIGINT, signal.SIGTERM)} if forward else {}
     try:
         distributed.launch(run_training, world, kwargs)
+    except TrainingInterrupted as e:
+        _stop(str(e), e.signum)
+    except KeyboardInterrupt:
+        _stop("training aborted without a final snapshot (second Ctrl-C); --resume latest continues from "
+              "the last regular snapshot", signal.SIGINT)
     except (TrainingDiverged, snap_io.SnapshotError, DatasetError, ValueError) as e:
         raise click.ClickException(str(e))
     except torch.multiprocessing.ProcessRaisedException as e:   # a spawned rank failed: show its last line
         lines = [l for l in str(e).splitlines() if l.strip()]
-        raise click.ClickException(lines[-1] if lines else repr(e))
+        last = lines[-1] if lines else repr(e)
+        prefix = TrainingInterrupted.__module__ + "." + TrainingInterrupted.__name__ + ": "
+        if last.startswith(prefix):
+            _stop(last[len(prefix):], signal.SIGINT)
+        if last.startswith("KeyboardInterrupt"):
+            _stop("training aborted without a final snapshot (second Ctrl-C); --resume latest continues from "
+                  "the last regular snapshot", signal.SIGINT)
+        raise click.ClickException(last)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _forward_to_ranks(signum, frame):
+    for child in multiprocessing.active_children():
+        if child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+
+
+def _stop(message: str, signum) -> None:
+    """One line on stderr and the shell's exit status for a signal: 130 (SIGINT) or 143 (SIGTERM)."""
+    click.echo(f"Stopped: {message}", err=True)
+    sys.exit(128 + int(signum or signal.SIGINT))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and ``tiny``, a few-thousand-parameter model for CPU demos and tests.
 ``resolve_config(cfg, resolution, gpus, **overrides)`` applies a preset, then the overrides (a
 value of ``None`` means "not given"), derives what depends on them (``batch_gpu``, the ``auto``
 formulas) and validates the result with one-line errors that name the flag to change.
+Backend switches (``allow_tf32``, ``nobench``) and freeze-D (``freezed``) default off, as upstream.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ COMMON: Dict[str, Any] = dict(
     G_reg_interval=4, D_reg_interval=16,
     tick=4.0, snap=50, p=None, target=0.6, ada_interval=4, ada_kimg=500, augpipe="audio",
     mirror=False, cond=False, subset=None, metrics=[], seed=0, workers=3, ops="auto", keep_best=None,
-    grid_limit=None,
+    grid_limit=None, allow_tf32=False, nobench=False, freezed=0,
 )
 
 AUG_MODES = ("ada", "noaug", "fixed")
@@ -177,6 +178,11 @@ def _validate(o: Dict[str, Any]) -> None:
         _fail(f"--keep-best {o['keep_best']} is not among --metrics {','.join(o['metrics']) or 'none'}")
     if o["ops"] not in ("auto", "reference", "cuda"):
         _fail(f"--ops must be auto, reference or cuda; got {o['ops']!r}")
+    if not isinstance(o["freezed"], int) or isinstance(o["freezed"], bool) or o["freezed"] < 0:
+        _fail(f"--freezed must be an integer >= 0; got {o['freezed']!r}")
+    for key in ("allow_tf32", "nobench"):
+        if not isinstance(o[key], bool):
+            _fail(f"--{key.replace('_', '-')} must be true or false; got {o[key]!r}")
     for key in ("G_reg_interval", "D_reg_interval"):
         if o[key] is not None and (not isinstance(o[key], int) or o[key] < 1):
             _fail(f"{key} must be a positive integer or None; got {o[key]!r}")
@@ -191,11 +197,18 @@ def generator_kwargs(opts: Dict[str, Any], c_dim: int, img_channels: int) -> Dic
 
 
 def discriminator_kwargs(opts: Dict[str, Any], c_dim: int, img_channels: int) -> Dict[str, Any]:
-    """Constructor kwargs of :class:`stylegan2.networks.Discriminator` for resolved options."""
-    return dict(c_dim=c_dim, img_resolution=opts["resolution"], img_channels=img_channels,
-                channel_base=opts["cbase"], channel_max=opts["cmax"],
-                num_fp16_res=opts["num_fp16_res"], conv_clamp=opts["conv_clamp"],
-                mbstd_group_size=opts["mbstd_group"])
+    """Constructor kwargs of :class:`stylegan2.networks.Discriminator` for resolved options.
+
+    ``freezed`` N > 0 (freeze-D) freezes D's first N layers counted from the input (the highest
+    resolutions) through ``block_kwargs=dict(freeze_layers=N)``; 0 leaves the kwargs as before.
+    """
+    kwargs = dict(c_dim=c_dim, img_resolution=opts["resolution"], img_channels=img_channels,
+                  channel_base=opts["cbase"], channel_max=opts["cmax"],
+                  num_fp16_res=opts["num_fp16_res"], conv_clamp=opts["conv_clamp"],
+                  mbstd_group_size=opts["mbstd_group"])
+    if opts.get("freezed", 0):
+        kwargs["block_kwargs"] = dict(freeze_layers=int(opts["freezed"]))
+    return kwargs
 
 
 def describe(opts: Dict[str, Any]) -> str:

@@ -17,8 +17,13 @@ the iteration counter, optimizer states, p, ADA state and ``pl_mean``; the index
 fast-forwarded) continues as if never stopped.
 
 A tick every ``tick`` kimg prints one line and appends ``stats.jsonl``; every ``snap`` ticks
-``fakesNNNNNN.png`` and ``network-snapshot-NNNNNN.pkl`` (NNNNNN = kimg) are written and the
-metrics in ``metrics`` are computed. Only rank 0 writes files.
+``fakesNNNNNN.png`` and ``network-snapshot-NNNNNN.pkl`` (NNNNNN = whole kimg; see
+:func:`snapshot_tag` for the image-count names that keep short runs from overwriting) are written
+and the metrics in ``metrics`` are computed. Only rank 0 writes files.
+
+SIGINT / SIGTERM (:class:`StopRequest`) ask for a graceful stop: the ranks agree on it once per
+iteration (an all-reduced flag), a final snapshot is written at the current image count, and
+:class:`TrainingInterrupted` is raised; a second SIGINT aborts at once (``KeyboardInterrupt``).
 """
 from __future__ import annotations
 
@@ -27,7 +32,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -42,6 +49,67 @@ from .misc import atomic_path, atomic_write_text
 
 class TrainingDiverged(RuntimeError):
     """The losses became NaN or infinite; training stops instead of writing garbage snapshots."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGINT/SIGTERM); the final snapshot is written and named in the message.
+
+    Attributes: ``snapshot`` (path of the final snapshot), ``cur_nimg``, ``signum`` (the first
+    signal received on this rank, or None when another rank asked).
+    """
+
+    def __init__(self, message: str, snapshot: Optional[str] = None, cur_nimg: int = 0,
+                 signum: Optional[int] = None):
+        super().__init__(message)
+        self.snapshot, self.cur_nimg, self.signum = snapshot, cur_nimg, signum
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handlers that turn the first signal into a flag and a second SIGINT into an abort.
+
+    ``install()`` (main thread only; elsewhere it does nothing) replaces the handlers until
+    ``uninstall()``. The first SIGINT or SIGTERM sets :attr:`signum`; the loop polls
+    :meth:`agreed` once per iteration. A second SIGINT raises ``KeyboardInterrupt`` at once; further
+    SIGTERMs are ignored (a scheduler that wants a hard stop sends SIGKILL; torchrun's agent sends
+    SIGTERM after the terminal's SIGINT, which must not count as a second Ctrl-C).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self.interrupts = 0
+        self._saved: Dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts >= 2:
+                self.uninstall()
+                raise KeyboardInterrupt("second interrupt: aborting without a snapshot")
+        if self.signum is None:
+            self.signum = signum
+            print(f"\nReceived {signal.Signals(signum).name}: stopping after this iteration and writing a "
+                  f"snapshot (Ctrl-C again to abort without one)", file=sys.stderr, flush=True)
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+    def agreed(self, device: torch.device, world: int) -> bool:
+        """True on every rank when any rank received a stop signal (one all-reduce when world > 1)."""
+        if world == 1:
+            return self.signum is not None
+        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
+        distributed.all_reduce_sum_(flag)
+        return bool(flag.item() > 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,6 +197,53 @@ def is_better(value: float, best: Optional[float], higher_is_better: bool) -> bo
     return value > best if higher_is_better else value < best
 
 
+def carried_best_record(snap: dict, resume_path: str, keep: Optional[str]) -> Optional[dict]:
+    """The best-snapshot record a run resumed from ``resume_path`` starts with (None: nothing to beat).
+
+    A snapshot stores the best record as it stood when it was written (key ``best``); its own
+    metric is computed just after, so the snapshot's line in its run dir's ``metric-<keep>.jsonl``
+    (the last one naming it) is taken into account too. Records of another metric are ignored, and
+    so are later snapshots of the old run: resuming an earlier snapshot forgets a later branch.
+    """
+    if not keep:
+        return None
+    best = snap.get("best")
+    best = dict(best) if isinstance(best, dict) and best.get("metric") == keep and \
+        isinstance(best.get("value"), (int, float)) else None
+    path = Path(resume_path)
+    if (path.parent / f"metric-{keep}.jsonl").is_file():
+        from .metrics import registry
+        try:
+            spec = registry.get_metric(keep)
+        except Exception:           # an unknown metric: nothing in its log can be read back
+            return best
+        own = None
+        for record in registry.read_metric_log(path.parent, keep):
+            value = record.get("results", {}).get(spec.key)
+            if record.get("snapshot_pkl") == path.name and isinstance(value, (int, float)):
+                own = float(value)
+        if own is not None and is_better(own, None if best is None else best["value"], spec.higher_is_better):
+            best = dict(metric=keep, value=own, snapshot=path.name, kimg=int(snap.get("cur_nimg", 0)) / 1000,
+                        run_dir=str(path.parent.resolve()), higher_is_better=bool(spec.higher_is_better))
+    return best
+
+
+def snapshot_tag(cur_nimg: int, used: Dict[str, int], by_images: bool) -> tuple:
+    """The NNNNNN of ``network-snapshot-NNNNNN.pkl`` / ``fakesNNNNNN.png`` for a snapshot at ``cur_nimg``.
+
+    Whole kimg with 6 digits (DESIGN.md) until that name was already used in this run for a
+    different image count (``used``: tag -> cur_nimg of what this run wrote); from then on
+    (``by_images``) the image count with 9 digits, e.g. ``network-snapshot-000000008.pkl``. A 9-digit
+    image count is never smaller than an earlier 6-digit kimg of the same run, so names stay in
+    training order and ``--resume latest`` picks the newest. Returns ``(tag, by_images)``.
+    """
+    if not by_images:
+        tag = f"{cur_nimg // 1000:06d}"
+        if used.get(tag, cur_nimg) == cur_nimg:
+            return tag, False
+    return f"{cur_nimg:09d}", True
+
+
 def _ema_beta(batch: int, cur_nimg: int, ema_kimg: float, ema_rampup: Optional[float]) -> float:
     """Per-step EMA decay so ``ema_kimg`` is a half-life in thousands of images (with optional ramp-up)."""
     ema_nimg = ema_kimg * 1000
@@ -210,10 +325,14 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     stats.reset()          # collectors below must not see values from an earlier run in this process
     np.random.seed(seed * world + rank)
     torch.manual_seed(seed * world + rank)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    # Backend switches (upstream-notes §6): set on every device (they only matter on CUDA, and are
+    # harmless elsewhere) and restored on the way out, so one run in a process does not leak into the next.
+    saved_backends = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+                      torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.benchmark = not bool(opts.get("nobench", False))
+    torch.backends.cuda.matmul.allow_tf32 = bool(opts.get("allow_tf32", False))
+    torch.backends.cudnn.allow_tf32 = bool(opts.get("allow_tf32", False))
+    stopper = StopRequest().install()
 
     log_file = None
     saved_streams = (sys.stdout, sys.stderr)
@@ -223,15 +342,18 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
         sys.stdout, sys.stderr = _Tee(sys.stdout, log_file), _Tee(sys.stderr, log_file)
     try:
         return _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu,
-                      rounds, start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe)
+                      rounds, start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper)
     finally:
+        stopper.uninstall()
+        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = saved_backends
         if log_file is not None:
             sys.stdout, sys.stderr = saved_streams
             log_file.close()
 
 
 def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu, rounds,
-           start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe):
+           start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper):
     from . import networks
     from .grid import save_image_grid, setup_snapshot_image_grid
     from .presets import generator_kwargs, discriminator_kwargs
@@ -282,6 +404,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     opt_G, opt_D = phases[0]["opt"], phases[-1]["opt"]
 
     cur_nimg, cur_tick, batch_idx = 0, 0, 0
+    resumed_best: Optional[dict] = None
     if resume:
         snap = snap_io.load_snapshot(resume)
         for key, net in (("G", G), ("D", D), ("G_ema", G_ema)):
@@ -293,7 +416,11 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
         for opt, key in ((opt_G, "opt_G"), (opt_D, "opt_D")):
             if snap.get(key) is not None:
                 lrs = [(g["lr"], g["betas"]) for g in opt.param_groups]
-                opt.load_state_dict(snap[key])
+                try:
+                    opt.load_state_dict(snap[key])
+                except ValueError as e:     # e.g. --freezed changed which D parameters train
+                    say(f"Warning: {resume}: {key} not restored ({e}); its Adam moments start from zero")
+                    continue
                 for g, (lr_now, betas_now) in zip(opt.param_groups, lrs):   # current flags win
                     g["lr"], g["betas"] = lr_now, betas_now
         cur_nimg = int(snap.get("cur_nimg", 0))
@@ -309,6 +436,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             # Training draws come from per-chunk seeds; this restores everything else (workers, user code).
             snap_io.restore_rng_state(snap["rng"])
         say(f"Resumed from {resume} at kimg {cur_nimg / 1000:.3f} (tick {cur_tick}, iteration {batch_idx})")
+        resumed_best = carried_best_record(snap, resume, opts.get("keep_best"))
     for module in (G, D, G_ema):
         distributed.broadcast_module(module)
     say(f"Generator {_param_count(G):,} parameters, discriminator {_param_count(D):,}; "
@@ -360,7 +488,13 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     ada_signs = stats.Collector(r"Loss/signs/real")
     tick_start_nimg, tick_start_time, tick_start_cpu = cur_nimg, time.time(), time.process_time()
     maintenance_time = tick_start_time - start_time
-    last_snapshot, best = None, {}
+    last_snapshot, last_snapshot_nimg, best = None, None, dict(resumed_best or {})
+    stopping, snap_by_images = False, False
+    # Names this run may not reuse for another image count: its own, plus any already in run_dir.
+    used_tags: Dict[str, int] = {m.group(1): -1 for m in (snap_io.SNAPSHOT_RE.match(f.name) for f in
+                                 run_dir.glob("network-snapshot-*.pkl")) if m and len(m.group(1)) == 6}
+    if is_main and best:
+        _carry_best_into(run_dir, best, say)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     bar = None
@@ -425,7 +559,8 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             bar = new_bar()
         bar.update(batch)
         done = cur_nimg >= total_nimg
-        if not done and not first_tick_pending and cur_nimg < tick_start_nimg + tick_nimg:
+        stopping = stopper.agreed(device, world) and not done
+        if not done and not stopping and not first_tick_pending and cur_nimg < tick_start_nimg + tick_nimg:
             continue
         first_tick_pending = False
 
@@ -470,27 +605,33 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
 
         maintenance_start = time.time()
         cur_tick += 1
-        if done or cur_tick % snap_ticks == 0:
-            tag = f"{int(cur_nimg // 1000):06d}"
+        if (done or stopping or cur_tick % snap_ticks == 0) and last_snapshot_nimg != cur_nimg:
+            tag, snap_by_images = snapshot_tag(cur_nimg, used_tags, snap_by_images)
+            used_tags[tag] = cur_nimg
             if is_main:
                 save_image_grid(grid_fakes(), run_dir / f"fakes{tag}.png", drange=(-1, 1), grid_size=grid)
             path = run_dir / f"network-snapshot-{tag}.pkl"
             if is_main:
                 snap_io.save_snapshot(path, _snapshot_data(
                     snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
-                    opts, training_set_kwargs, dataset))
+                    opts, training_set_kwargs, dataset, best or None))
                 say(f"Saved {path}")
-            last_snapshot = str(path)
+            last_snapshot, last_snapshot_nimg = str(path), cur_nimg
             distributed.barrier()
-            values = run_metrics(list(opts.get("metrics") or []), G_ema, path, run_dir, training_set_kwargs,
-                                 rank, world, device, audio=dataset.audio)
+            # A stop snapshot skips the metrics (they can take many minutes); the resumed run's next
+            # regular snapshot is measured as usual.
+            values = {} if stopping else run_metrics(list(opts.get("metrics") or []), G_ema, path, run_dir,
+                                                     training_set_kwargs, rank, world, device, audio=dataset.audio)
             keep = opts.get("keep_best")
             if is_main and keep in values and is_better(values[keep][0], best.get("value"), values[keep][1]):
-                best = dict(metric=keep, value=values[keep][0], snapshot=path.name, kimg=kimg)
+                best = dict(metric=keep, value=values[keep][0], snapshot=path.name, kimg=kimg,
+                            run_dir=str(run_dir.resolve()), higher_is_better=values[keep][1])
                 with atomic_path(run_dir / "best-snapshot.pkl") as tmp:
                     shutil.copyfile(path, tmp)
                 atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
                 say(f"New best {keep} {values[keep][0]:.4g}: copied {path.name} to best-snapshot.pkl")
+        if stopping:
+            break
         tick_start_nimg, tick_start_time, tick_start_cpu = cur_nimg, time.time(), time.process_time()
         maintenance_time = tick_start_time - maintenance_start
 
@@ -500,12 +641,29 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
         stats_file.close()
     if tb is not None:
         tb.close()
+    if stopping:
+        raise TrainingInterrupted(
+            f"training stopped at kimg {cur_nimg / 1000:.3f}; snapshot {last_snapshot}; continue with "
+            f"--resume latest (or --resume {last_snapshot})", snapshot=last_snapshot, cur_nimg=cur_nimg,
+            signum=stopper.signum)
     say("Exiting...")
     return dict(cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx, snapshot=last_snapshot)
 
 
+def _carry_best_into(run_dir: Path, best: dict, say) -> None:
+    """Start a resumed run's ``best.json`` (and ``best-snapshot.pkl``, when the file still exists) from ``best``."""
+    source = Path(best.get("run_dir", "")) / str(best.get("snapshot", ""))
+    if best.get("snapshot") and source.is_file():
+        with atomic_path(run_dir / "best-snapshot.pkl") as tmp:
+            shutil.copyfile(source, tmp)
+        say(f"Best {best['metric']} so far {best['value']:.4g} ({source}): copied to best-snapshot.pkl")
+    else:
+        say(f"Best {best['metric']} so far {best['value']:.4g} ({source} is gone; only the value carries over)")
+    atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
+
+
 def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
-                   opts, training_set_kwargs, dataset) -> dict:
+                   opts, training_set_kwargs, dataset, best=None) -> dict:
     """Everything needed to generate without the dataset and to resume exactly (DESIGN.md), as plain data."""
     def plain_opt(opt):
         state = opt.state_dict()
@@ -524,6 +682,7 @@ def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch
         training_options=json.loads(json.dumps(opts, default=str)),
         training_set_kwargs=dict(training_set_kwargs),
         audio=copy.deepcopy(dataset.audio),
+        best=copy.deepcopy(best),        # the --keep-best record so far, carried over a resume
     )
 
 

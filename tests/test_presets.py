@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from stylegan2.presets import PRESETS, ConfigError, resolve_config
+from stylegan2.presets import PRESETS, ConfigError, discriminator_kwargs, resolve_config
 
 # upstream-notes §2.7, "Derived values" (these match StyleGAN3 docs/configs.md):
 # (res, gpus, batch, gamma, ema kimg, channel_base, lr)
@@ -92,6 +92,8 @@ def test_resolved_options_are_json_serialisable():
     (dict(cfg="auto", resolution=64, gpus=1, augpipe="bgc"), "--augpipe must be one of audio"),
     (dict(cfg="auto", resolution=64, gpus=1, keep_best="fid50k_full"), "--keep-best fid50k_full is not among --metrics"),
     (dict(cfg="tiny", resolution=32, gpus=1, batch_gpu=6, batch=12), "not divisible by the minibatch-stddev group 4"),
+    (dict(cfg="auto", resolution=64, gpus=1, freezed=-1), "--freezed must be an integer >= 0"),
+    (dict(cfg="auto", resolution=64, gpus=1, allow_tf32="yes"), "--allow-tf32 must be true or false"),
 ])
 def test_invalid_combinations_raise_one_line_errors(kwargs, message):
     with pytest.raises(ConfigError) as info:
@@ -103,3 +105,12 @@ def test_tiny_preset_is_cpu_sized():
     o = resolve_config("tiny", 32, 1)
     assert o["fp32"] and o["num_fp16_res"] == 0 and o["cmax"] <= 64 and o["z_dim"] <= 128
     assert o["batch"] <= 8 and o["map"] == 2
+
+
+def test_backend_and_freeze_d_options_default_off_and_reach_the_discriminator_kwargs():
+    o = resolve_config("audio1024", 1024, 1)
+    assert (o["allow_tf32"], o["nobench"], o["freezed"]) == (False, False, 0)      # upstream defaults
+    assert "block_kwargs" not in discriminator_kwargs(o, 0, 1)
+    o = resolve_config("audio1024", 1024, 1, allow_tf32=True, nobench=True, freezed=10)
+    assert (o["allow_tf32"], o["nobench"], o["freezed"]) == (True, True, 10)
+    assert discriminator_kwargs(o, 0, 1)["block_kwargs"] == {"freeze_layers": 10}
