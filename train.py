@@ -121,13 +121,15 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
     # (a graceful stop there, never mistaken for a second Ctrl-C).
     forward = world > 1 and not distributed.under_torchrun()
     saved = {sig: signal.signal(sig, _forward_to_ranks) for sig in (signal.SIGINT, signal.SIGTERM)} if forward else {}
+    _RECEIVED.clear()
     try:
         distributed.launch(run_training, world, kwargs)
+        if _RECEIVED:       # spawned ranks leave quietly (exit status 0) on a second Ctrl-C
+            _stop(ABORTED, _RECEIVED[0])
     except TrainingInterrupted as e:
         _stop(str(e), e.signum)
     except KeyboardInterrupt:
-        _stop("training aborted without a final snapshot (second Ctrl-C); --resume latest continues from "
-              "the last regular snapshot", signal.SIGINT)
+        _stop(ABORTED, signal.SIGINT)
     except (TrainingDiverged, snap_io.SnapshotError, DatasetError, ValueError) as e:
         raise click.ClickException(str(e))
     except torch.multiprocessing.ProcessRaisedException as e:   # a spawned rank failed: show its last line
@@ -135,17 +137,20 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         last = lines[-1] if lines else repr(e)
         prefix = TrainingInterrupted.__module__ + "." + TrainingInterrupted.__name__ + ": "
         if last.startswith(prefix):
-            _stop(last[len(prefix):], signal.SIGINT)
-        if last.startswith("KeyboardInterrupt"):
-            _stop("training aborted without a final snapshot (second Ctrl-C); --resume latest continues from "
-                  "the last regular snapshot", signal.SIGINT)
+            _stop(last[len(prefix):], _RECEIVED[0] if _RECEIVED else signal.SIGINT)
         raise click.ClickException(last)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 
 
+ABORTED = ("training aborted without a final snapshot; --resume latest continues from the last regular "
+           "snapshot, if one was written")
+_RECEIVED: list = []        # signals this launcher process got while its spawned ranks ran
+
+
 def _forward_to_ranks(signum, frame):
+    _RECEIVED.append(signum)
     for child in multiprocessing.active_children():
         if child.pid is not None:
             os.kill(child.pid, signal.SIGTERM)

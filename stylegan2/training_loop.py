@@ -76,9 +76,10 @@ class StopRequest:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, verbose: bool = True):
         self.signum: Optional[int] = None
         self.interrupts = 0
+        self.verbose = verbose
         self._saved: Dict[int, Any] = {}
 
     def _handle(self, signum, frame):
@@ -89,8 +90,9 @@ class StopRequest:
                 raise KeyboardInterrupt("second interrupt: aborting without a snapshot")
         if self.signum is None:
             self.signum = signum
-            print(f"\nReceived {signal.Signals(signum).name}: stopping after this iteration and writing a "
-                  f"snapshot (Ctrl-C again to abort without one)", file=sys.stderr, flush=True)
+            if self.verbose:    # os.write: the interrupted code may be inside a write to the same stream
+                os.write(2, f"\nReceived {signal.Signals(signum).name}: stopping after this iteration and "
+                            f"writing a snapshot (Ctrl-C again to abort without one)\n".encode())
 
     def install(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
@@ -332,7 +334,7 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     torch.backends.cudnn.benchmark = not bool(opts.get("nobench", False))
     torch.backends.cuda.matmul.allow_tf32 = bool(opts.get("allow_tf32", False))
     torch.backends.cudnn.allow_tf32 = bool(opts.get("allow_tf32", False))
-    stopper = StopRequest().install()
+    stopper = StopRequest(verbose=rank == 0).install()
 
     log_file = None
     saved_streams = (sys.stdout, sys.stderr)
