@@ -1,12 +1,18 @@
 # ElectroGAN: everything a newcomer needs runs through these targets.
 # The virtual environment lives in .venv; torch is pinned to the CPU build so
 # a fresh machine does not pull a multi-GB CUDA wheel (set TORCH_SPEC to change).
+# CUDA work (kernel compile check, GPU tests) uses a second venv, .venv-cuda,
+# with a CUDA build of torch (CUDA_TORCH_SPEC).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+CUDA_VENV ?= .venv-cuda
+CUDA_PY := $(CUDA_VENV)/bin/python
+CUDA_TORCH_SPEC ?= torch==2.14.1
+CUDA_ARCH ?= 8.0;9.0
 
-.PHONY: install test test-all demo gpu-check bench clean
+.PHONY: install test test-slow test-all demo demo-quick cuda-compile-check gpu-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +23,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The fast suite: CPU only, no slow or GPU tests.
 test: install
 	$(PY) -m pytest -q
+
+# Only the slow tests (two-rank equality, the quick demo, CUDA compile check when possible).
+test-slow: install
+	$(PY) -m pytest -q -m "slow and not gpu"
 
 test-all: install
 	$(PY) -m pytest -q -m "not gpu"
@@ -26,8 +37,28 @@ test-all: install
 demo: install
 	$(PY) demo.py
 
-gpu-check: install
-	$(PY) -m pytest -q -m gpu
+demo-quick: install
+	$(PY) demo.py --quick
+
+$(CUDA_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_PY) -m pip install -q --upgrade pip
+	$(CUDA_PY) -m pip install -q "$(CUDA_TORCH_SPEC)"
+	$(CUDA_PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+# Compile both CUDA extensions for CUDA_ARCH without a GPU (needs nvcc); catches syntax and binding errors.
+cuda-compile-check: $(CUDA_VENV)/.installed
+	$(CUDA_PY) -m stylegan2.ops.compile_check --arch "$(CUDA_ARCH)"
+
+# On a CUDA machine: kernels against the reference paths, fp16 networks, GPU codec/phase checks.
+gpu-check: $(CUDA_VENV)/.installed
+	$(CUDA_PY) -m pytest -q -m gpu -rs
+
+bench: install
+	$(PY) benchmarks/phase_quality.py
+	$(PY) benchmarks/generate_speed.py
+	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(CUDA_VENV) demo-out .pytest_cache
