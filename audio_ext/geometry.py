@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 #: Version of the ``audio`` block layout written into ``dataset.json`` and snapshots.
 FORMAT_VERSION = 1
@@ -30,6 +30,19 @@ PAD_MODE = "reflect"
 
 def _is_power_of_two(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
+
+
+def check_stats(mean: float, std: float, what: str) -> Tuple[float, float]:
+    """Dataset statistics of ln power as floats: a finite ``mean`` and a positive finite ``std``.
+
+    Raises ValueError starting with ``what`` (the caller, e.g. ``'codec'`` or ``'audio block'``).
+    """
+    mean, std = float(mean), float(std)
+    if not math.isfinite(mean):
+        raise ValueError(f"{what}: mean must be finite, got {mean!r}")
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"{what}: std must be positive and finite, got {std!r}")
+    return mean, std
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,11 +156,7 @@ class StftGeometry:
 
     def audio_block(self, mean: float, std: float, target_bpm: Optional[float] = None) -> dict:
         """A complete ``audio`` block (DESIGN.md) with the dataset statistics of ln power."""
-        mean, std = float(mean), float(std)
-        if not math.isfinite(mean):
-            raise ValueError(f"audio block: mean must be finite, got {mean!r}")
-        if not (math.isfinite(std) and std > 0):
-            raise ValueError(f"audio block: std must be positive and finite, got {std!r}")
+        mean, std = check_stats(mean, std, "audio block")
         d = self.to_dict()
         block = {k: d[k] for k in ("sample_rate", "resolution", "n_fft", "hop_length", "window", "center", "eps")}
         block.update(mean=mean, std=std, clip_sigma=self.clip_sigma,

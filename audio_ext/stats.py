@@ -14,25 +14,20 @@ import numpy as np
 
 
 def _chunk_moments(x) -> tuple:
-    """(count, mean, M2) of all elements of a numpy array or torch tensor, in float64."""
-    try:
-        import torch
-        if isinstance(x, torch.Tensor):
-            t = x.detach().to(torch.float64).reshape(-1)
-            n = t.numel()
-            if n == 0:
-                return 0, 0.0, 0.0
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError("RunningStats.update: values contain NaN or infinity")
-            m = t.mean()
-            return n, float(m), float(((t - m) ** 2).sum())
-    except ImportError:  # pragma: no cover - torch is a hard dependency of the project
-        pass
-    a = np.asarray(x, dtype=np.float64).reshape(-1)
-    n = a.size
+    """(count, mean, M2) of all elements of a numpy array or torch tensor, in float64.
+
+    A tensor stays in torch (on its device) and anything else goes through numpy; both run the
+    same steps, so the numbers do not depend on which library holds the values.
+    """
+    import torch
+    if isinstance(x, torch.Tensor):
+        a, isfinite = x.detach().to(torch.float64).reshape(-1), torch.isfinite
+    else:
+        a, isfinite = np.asarray(x, dtype=np.float64).reshape(-1), np.isfinite
+    n = len(a)
     if n == 0:
         return 0, 0.0, 0.0
-    if not np.isfinite(a).all():
+    if not bool(isfinite(a).all()):
         raise ValueError("RunningStats.update: values contain NaN or infinity")
     m = a.mean()
     return n, float(m), float(((a - m) ** 2).sum())
