@@ -2,7 +2,8 @@
 
     python dataset_tool_audio.py --source mixsets/ --dest stft.zip
 
-Every flag is described in docs/dataset.md; the work is done by audio_ext.archive.build_archive.
+Every flag is described in docs/dataset.md; the work is done by audio_ext.build.build_archive
+(and audio_ext.archive.merge_archives for --merge).
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import sys
 
 import click
 
-from audio_ext.archive import ArchiveError, BuildOptions, build_archive, merge_archives, parse_shard
+from audio_ext.archive import ArchiveError, merge_archives
+from audio_ext.build import BuildOptions, build_archive, parse_shard
 from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, STRETCH_CHOICES, STRIDE_BEATS,
                                TARGET_BPM, SliceParams)
 

@@ -11,7 +11,6 @@ malformed image is skipped and reported, and the command fails only when nothing
 from __future__ import annotations
 
 import io
-import json
 import sys
 import zipfile
 from pathlib import Path
@@ -22,12 +21,9 @@ import numpy as np
 
 from stylegan2.misc import atomic_path
 
+from .archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json
 from .codec import AudioCodec
 from .phase import DEFAULT_METHOD, METHODS
-
-
-class ArchiveError(Exception):
-    """The archive (zip or folder) cannot be used; the message names the path and the problem."""
 
 
 def parse_clip_range(spec: str) -> List[int]:
@@ -53,39 +49,39 @@ def parse_clip_range(spec: str) -> List[int]:
 
 
 class ArchiveImages:
-    """Read-only view of an archive's PNGs (sorted by path) and its ``dataset.json``, zip or folder."""
+    """Read-only view of an archive's PNGs (sorted by path) and its ``dataset.json``, zip or folder.
+
+    Files and metadata are read with :mod:`audio_ext.archive`'s reader, so the checks (and most
+    messages) are the ones every other archive reader gives.
+    """
 
     def __init__(self, path) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise ArchiveError(f"{self.path}: archive not found")
-        self._zip: Optional[zipfile.ZipFile] = None
-        if self.path.is_dir():
-            names = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
-            self._read: Callable[[str], bytes] = lambda name: (self.path / name).read_bytes()
-        else:
+        try:
+            self._files = ArchiveFiles(self.path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ArchiveError(f"{self.path}: not a readable zip archive or folder ({e})") from None
+        try:
+            names = self._files.names()
+            self.images = [n for n in names if n.lower().endswith(".png")]
+            if "dataset.json" not in names:
+                raise ArchiveError(f"{self.path}: dataset.json is missing at the archive root")
             try:
-                self._zip = zipfile.ZipFile(self.path)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise ArchiveError(f"{self.path}: not a readable zip archive or folder ({e})") from None
-            names = [n for n in self._zip.namelist() if not n.endswith("/")]
-            self._read = self._zip.read
-        self.images = sorted(n for n in names if n.lower().endswith(".png"))
-        if "dataset.json" not in names:
-            raise ArchiveError(f"{self.path}: dataset.json is missing at the archive root")
-        try:
-            meta = json.loads(self._read("dataset.json"))
-        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
-            raise ArchiveError(f"{self.path}: dataset.json is not valid JSON ({e})") from None
-        block = meta.get("audio") if isinstance(meta, dict) else None
-        if not isinstance(block, dict):
-            raise ArchiveError(f"{self.path}: dataset.json has no 'audio' block (not an audio archive?)")
-        try:
-            self.codec = AudioCodec.from_audio_block(block)
-        except (ValueError, TypeError) as e:
-            raise ArchiveError(f"{self.path}: dataset.json audio block: {e}") from None
-        if not self.images:
-            raise ArchiveError(f"{self.path}: no PNG images in the archive")
+                data = self._files.read("dataset.json")
+            except (KeyError, OSError, zipfile.BadZipFile) as e:
+                raise ArchiveError(f"{self.path}: dataset.json is not valid JSON ({e})") from None
+            block = audio_block_of(self.path, parse_dataset_json(self.path, data))
+            try:
+                self.codec = AudioCodec.from_audio_block(block)
+            except (ValueError, TypeError) as e:
+                raise ArchiveError(f"{self.path}: dataset.json audio block: {e}") from None
+            if not self.images:
+                raise ArchiveError(f"{self.path}: no PNG images in the archive")
+        except BaseException:
+            self._files.close()
+            raise
 
     def __len__(self) -> int:
         return len(self.images)
@@ -96,7 +92,7 @@ class ArchiveImages:
         name = self.images[index]
         r = self.codec.geometry.resolution
         try:
-            with Image.open(io.BytesIO(self._read(name))) as im:
+            with Image.open(io.BytesIO(self._files.read(name))) as im:
                 im.load()
                 if im.mode != "L":
                     raise ValueError(f"mode {im.mode}, expected greyscale 'L'")
@@ -110,8 +106,7 @@ class ArchiveImages:
         return arr
 
     def close(self) -> None:
-        if self._zip is not None:
-            self._zip.close()
+        self._files.close()
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int) -> None:

@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audio_ext.archive import BuildOptions, build_archive, gather_sources, png_bytes  # noqa: E402
+from audio_ext.archive import png_bytes  # noqa: E402
+from audio_ext.build import BuildOptions, build_archive, gather_sources  # noqa: E402
 from audio_ext.codec import encode  # noqa: E402
 from audio_ext.geometry import StftGeometry  # noqa: E402
 from audio_ext.slicing import (SliceParams, clip_starts, fold_tempo, iter_segments, rms_dbfs,  # noqa: E402

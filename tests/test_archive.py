@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audio_ext.archive import (ArchiveError, ArchiveWriter, Source, clip_name, gather_sources, in_shard,
-                               load_stats, read_audio_block, read_dataset_json, read_labels)
+from audio_ext.archive import ArchiveError, ArchiveWriter, clip_name, read_audio_block, read_dataset_json
+from audio_ext.build import Source, gather_sources, in_shard, load_stats, read_labels
 from audio_ext.geometry import StftGeometry
 from audio_ext.stats import RunningStats
 

@@ -12,8 +12,9 @@ import soundfile as sf
 from click.testing import CliRunner
 from PIL import Image
 
-import audio_ext.archive as archive
-from audio_ext.archive import ArchiveError, BuildOptions, build_archive, read_dataset_json
+import audio_ext.build as build
+from audio_ext.archive import ArchiveError, read_dataset_json
+from audio_ext.build import BuildOptions, build_archive
 from audio_ext.slicing import SliceParams
 from audio_ext.synth import techno_loop
 from dataset_tool_audio import main
@@ -111,7 +112,7 @@ def test_worker_count_does_not_change_the_bytes(music, tmp_path):
 def test_an_interrupted_run_resumes_without_redoing_finished_files(music, tmp_path, stats_file, monkeypatch):
     dest = tmp_path / "r.zip"
     opts = BuildOptions(resolution=R, stats_path=str(stats_file), slicing=PARAMS, progress=False, keep_work=True)
-    real = archive._file_worker
+    real = build._file_worker
     calls = []
 
     def interrupted(task):
@@ -120,14 +121,14 @@ def test_an_interrupted_run_resumes_without_redoing_finished_files(music, tmp_pa
         calls.append(task[1])
         return real(task)
 
-    monkeypatch.setattr(archive, "_file_worker", interrupted)
+    monkeypatch.setattr(build, "_file_worker", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_archive(music, dest, opts, log=lambda s: None)
     assert not dest.exists() and calls == ["house/a.wav", "house/b.flac"]
     assert len(list((tmp_path / "r.zip.partial").glob("*.png"))) == 2
 
     calls.clear()
-    monkeypatch.setattr(archive, "_file_worker", lambda task: (calls.append(task[1]), real(task))[1])
+    monkeypatch.setattr(build, "_file_worker", lambda task: (calls.append(task[1]), real(task))[1])
     lines = []
     summary = build_archive(music, dest, opts, log=lines.append)
     assert calls == ["techno/c.wav"] and summary.files_resumed == 2
@@ -146,7 +147,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_files(music, tmp_pa
 
     # Same archive as an uninterrupted build.
     fresh = tmp_path / "fresh.zip"
-    monkeypatch.setattr(archive, "_file_worker", real)
+    monkeypatch.setattr(build, "_file_worker", real)
     build_archive(music, fresh, opts, log=lambda s: None)
     assert fresh.read_bytes() == resumed == dest.read_bytes()
 
@@ -217,7 +218,7 @@ def test_shards_with_given_statistics_split_the_files_and_share_the_audio_block(
         dest = tmp_path / f"shard{i}.zip"
         build_archive(music, dest, BuildOptions(resolution=R, stats_path=str(stats_file), shard=(i, 2),
                                                 slicing=PARAMS, progress=False), log=lambda s: None) \
-            if any(archive.in_shard(n, (i, 2)) for n in ("house/a.wav", "house/b.flac", "techno/c.wav")) else None
+            if any(build.in_shard(n, (i, 2)) for n in ("house/a.wav", "house/b.flac", "techno/c.wav")) else None
         if dest.exists():
             metas.append(read_dataset_json(dest))
     sources = [{c["source"] for c in m["clips"]} for m in metas]

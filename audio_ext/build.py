@@ -1,0 +1,650 @@
+"""The build pipeline of ``dataset_tool_audio.py``: audio files in, one ``stft.zip`` out.
+
+:func:`build_archive` is the whole tool: gather the sources (a folder or a list file) and keep
+this shard's, attach class labels, sample the dataset statistics (or read them from ``--stats``),
+slice and encode every file in a process pool (one cached result per file in a work folder
+``<dest>.partial/``, so an interrupted run resumes), then assemble the archive with
+:class:`audio_ext.archive.ArchiveWriter` in sorted source order -- the bytes do not depend on the
+worker count. The archive format itself (layout, ``dataset.json``, readers, merging) lives in
+:mod:`audio_ext.archive`.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from stylegan2.misc import atomic_path, atomic_write_text
+
+from .archive import ArchiveError, ArchiveWriter, PathLike, check_destination, png_bytes
+from .geometry import StftGeometry
+from .slicing import AudioError, SliceCounts, SliceParams, audio_duration, iter_track_clips
+from .stats import RunningStats
+
+#: Extensions read as audio when a folder is scanned (case-insensitive).
+AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                              ".aifc", ".m4a", ".aac", ".wma", ".w64", ".rf64", ".caf", ".au", ".snd"})
+#: Layout version of the work folder's per-file results.
+CACHE_VERSION = 2
+
+# ---------------------------------------------------------------------------------------------
+# Sources, shards, labels
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One input file: its path on disk and the name stored in the archive (relative, '/'-separated)."""
+
+    path: Path
+    name: str
+
+
+def _name_bytes(name: str) -> bytes:
+    """A source name as the bytes it came from (undecodable file-name bytes survive), for hashing."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _printable(name: str) -> str:
+    """A file name as valid UTF-8 text (undecodable bytes become U+FFFD), for JSON and logs."""
+    return _name_bytes(name).decode("utf-8", "replace")
+
+
+def gather_sources(source: PathLike) -> Tuple[List[Source], List[Tuple[str, str]]]:
+    """Files to read, sorted by name, and ``(name, reason)`` for files passed over.
+
+    ``source`` is a folder (searched recursively for audio extensions; hidden files and other
+    files are passed over) or a ``.txt`` list (one path per line, relative to the list's folder,
+    ``#`` comments). Raises :class:`ArchiveError` when ``source`` itself is unusable.
+    """
+    source = Path(source)
+    ignored: List[Tuple[str, str]] = []
+    found: List[Source] = []
+    if source.is_dir():
+        for root, dirs, files in os.walk(source):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in files:
+                full = Path(root) / f
+                rel = _printable(full.relative_to(source).as_posix())
+                if f.startswith("."):
+                    continue
+                if full.suffix.lower() not in AUDIO_EXTENSIONS:
+                    ignored.append((rel, "not an audio file extension"))
+                    continue
+                found.append(Source(full, rel))
+    elif source.is_file():
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ArchiveError(f"{source}: cannot read the source list ({e})") from None
+        seen = set()
+        for line in lines:
+            entry = line.strip()
+            if not entry or entry.startswith("#") or entry in seen:
+                continue
+            seen.add(entry)
+            p = Path(entry)
+            found.append(Source(p if p.is_absolute() else source.parent / p, _printable(entry)))
+    else:
+        raise ArchiveError(f"{source}: no such folder or list file")
+    found.sort(key=lambda s: s.name)
+    return found, sorted(ignored)
+
+
+def parse_shard(text: Optional[str]) -> Tuple[int, int]:
+    """``'I/N'`` (0 <= I < N) to ``(I, N)``; ``None`` means the whole set ``(0, 1)``."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ArchiveError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ArchiveError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def in_shard(name: str, shard: Tuple[int, int]) -> bool:
+    """Whether a source belongs to shard ``(I, N)``: CRC-32 of its name modulo N.
+
+    Hashing the name (rather than the position in a list) keeps a file in the same shard when
+    other files are added or removed, so machines can be given shards independently.
+    """
+    i, n = shard
+    return n == 1 or zlib.crc32(_name_bytes(name)) % n == i
+
+
+def read_labels(spec: Optional[str], sources: Sequence[Source]) -> Tuple[Dict[str, int], List[str]]:
+    """Class index per source name, and the class names (index order).
+
+    ``spec`` is ``'folders'`` (one class per top-level folder of the source) or a CSV file with
+    rows ``file,label`` (file as the name in the archive records, i.e. relative to the source;
+    label an integer or a class name; a header row is allowed). Sources without a class are left out
+    of the mapping (the builder skips them with a reason).
+    """
+    if spec is None:
+        return {}, []
+    if spec == "folders":
+        tops = {s.name: s.name.split("/", 1)[0] for s in sources if "/" in s.name}
+        names = sorted(set(tops.values()))
+        return {k: names.index(v) for k, v in tops.items()}, names
+    path = Path(spec)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArchiveError(f"{path}: cannot read labels ({e})") from None
+    if rows and rows[0][:2] and rows[0][0].strip().lower() in ("file", "filename", "path"):
+        rows = rows[1:]
+    raw: Dict[str, str] = {}
+    for lineno, r in enumerate(rows, 1):
+        if len(r) < 2 or not r[0].strip() or not r[1].strip():
+            raise ArchiveError(f"{path}: row {lineno} is not 'file,label': {','.join(r)!r}")
+        raw[r[0].strip().replace("\\", "/")] = r[1].strip()
+    values = list(raw.values())
+    if all(v.lstrip("-").isdigit() for v in values):
+        ints = {k: int(v) for k, v in raw.items()}
+        if any(v < 0 for v in ints.values()):
+            raise ArchiveError(f"{path}: class labels must be non-negative integers")
+        top = max(ints.values(), default=-1)
+        return ints, [str(i) for i in range(top + 1)]
+    names = sorted(set(values))
+    return {k: names.index(v) for k, v in raw.items()}, names
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+
+def load_stats(path: PathLike) -> Tuple[float, float, dict]:
+    """(mean, std, the JSON) from a stats file (RunningStats.to_dict(), or any object with mean and std)."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArchiveError(f"{path}: no such statistics file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArchiveError(f"{path}: not a statistics JSON file ({e})") from None
+    if isinstance(d, dict) and isinstance(d.get("audio"), dict):
+        d = d["audio"]  # a dataset.json or a saved audio block: reuse its statistics
+    try:
+        mean, std = float(d["mean"]), float(d["std"])
+    except (TypeError, KeyError, ValueError):
+        raise ArchiveError(f"{path}: statistics need numeric 'mean' and 'std'") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ArchiveError(f"{path}: statistics must have a finite mean and a positive std (got {mean}, {std})")
+    return mean, std, d
+
+
+def _sample_segments(path: Path, segment_seconds: float, per_file: int) -> Optional[List[int]]:
+    """Up to ``per_file`` segment indices spread evenly over the file (None: all of them)."""
+    n = int(math.ceil(audio_duration(path) / segment_seconds)) if segment_seconds > 0 else 0
+    if n <= per_file or n == 0:
+        return None
+    return sorted(set(np.linspace(0, n - 1, per_file).round().astype(int).tolist()))
+
+
+def _stats_worker(task) -> dict:
+    """Statistics of ln power over the sampled clips of one file (runs in a pool worker)."""
+    path, name, geom_dict, params_dict, per_file = task
+    from .codec import audio_to_logpower
+    geometry = StftGeometry.from_dict(geom_dict)
+    params = SliceParams(**params_dict)
+    stats = RunningStats()
+    clips = 0
+    try:
+        segs = _sample_segments(Path(path), params.segment_seconds, per_file)
+        for clip, _ in iter_track_clips(path, geometry, params, name, segments=segs):
+            stats.update(audio_to_logpower(clip, geometry))
+            clips += 1
+            if clips >= per_file:
+                break
+    except Exception:  # a bad file simply contributes nothing to the sample; the main pass reports it
+        pass
+    return {"count": stats.count, "mean": stats.mean if stats.count else 0.0, "m2": stats.m2, "clips": clips}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-file work (resumable)
+# ---------------------------------------------------------------------------------------------
+
+def _stamp(path: Path) -> list:
+    """(size, mtime in ns) of a file, so a cached result is not reused after the file changed."""
+    try:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return [None, None]
+
+
+def _cache_key(name: str) -> str:
+    return hashlib.sha1(_name_bytes(name)).hexdigest()[:20]
+
+
+def _file_worker(task) -> dict:
+    """Slice, encode and PNG-compress one file into ``<work>/<key>.png`` + ``<key>.json``; returns the meta.
+
+    The PNGs are made here, in the worker, because compressing is a third of the work (0.25 s per
+    R=1024 image): the final assembly then only copies bytes. They are streamed to disk clip by clip,
+    concatenated, with their sizes in the meta (a two-hour set is ~1000 clips of ~0.7 MB); the meta
+    file is written last and atomically: its presence marks the file as finished.
+    """
+    path, name, work, geom_dict, mean, std, params_dict = task
+    from .codec import encode
+    geometry = StftGeometry.from_dict(geom_dict)
+    params = SliceParams(**params_dict)
+    key = _cache_key(name)
+    work = Path(work)
+    images = work / f"{key}.png"
+    counts = SliceCounts()
+    records: List[dict] = []
+    sizes: List[int] = []
+    meta: Dict[str, Any] = {"name": name, "status": "ok", "reason": "", "stamp": _stamp(Path(path))}
+    t0 = time.perf_counter()
+    try:
+        with atomic_path(images) as tmp, open(tmp, "wb") as f:
+            for clip, rec in iter_track_clips(path, geometry, params, name, counts):
+                png = png_bytes(np.ascontiguousarray(encode(clip, geometry, mean, std)))
+                f.write(png)
+                sizes.append(len(png))
+                records.append(rec)
+        if not records:
+            meta.update(status="skipped", reason=counts.why_no_clips(params.min_bpm, params.max_bpm))
+    except AudioError as e:
+        meta.update(status="failed", reason=str(e).split(": ", 1)[-1])
+    except Exception as e:  # an unexpected decoder crash on one file must not stop a 2,500-hour build
+        meta.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+    if meta["status"] != "ok":
+        with contextlib.suppress(FileNotFoundError):
+            images.unlink()
+    meta.update(records=records, png_sizes=sizes, counts=counts.to_dict(),
+                seconds_wall=round(time.perf_counter() - t0, 3))
+    atomic_write_text(work / f"{key}.json", json.dumps(meta))
+    return meta
+
+
+def _init_worker() -> None:
+    """Pool workers use one thread each: the parallelism is across files."""
+    with contextlib.suppress(Exception):
+        import torch
+        torch.set_num_threads(1)
+
+
+_WARM = False
+
+
+def _warm_up() -> None:
+    """Run the slicing chain once on a short loop so that forked workers inherit librosa's loaded
+    numba functions instead of each loading them again (about 10 s per process)."""
+    global _WARM
+    if _WARM:
+        return
+    _WARM = True
+    with contextlib.suppress(Exception):
+        from .slicing import slice_segment
+        from .synth import techno_loop
+        slice_segment(techno_loop(128.0, 3.0, parts=("kick", "hat")), 44100, 256)
+
+
+def _pool(workers: int):
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    if fork:
+        _warm_up()
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    return ctx.Pool(workers, initializer=_init_worker)
+
+
+def _ordered_map(fn: Callable, tasks: Sequence, workers: int) -> Iterable:
+    """``map(fn, tasks)`` in task order, in-process for one worker, else across a process pool."""
+    if workers <= 1 or len(tasks) <= 1:
+        # Same thread count as a pool worker, so that results cannot depend on --workers.
+        import torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for t in tasks:
+                yield fn(t)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    pool = _pool(min(workers, len(tasks)))
+    try:
+        yield from pool.imap(fn, tasks, chunksize=1)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BuildOptions:
+    """Everything ``dataset_tool_audio.py`` lets a user set (see docs/dataset.md)."""
+
+    resolution: int = 1024
+    hop_length: Optional[int] = None
+    workers: int = 1
+    max_clips: Optional[int] = None
+    stats_sample: int = 1000
+    stats_path: Optional[str] = None
+    shard: Tuple[int, int] = (0, 1)
+    labels: Optional[str] = None
+    slicing: SliceParams = dataclasses.field(default_factory=SliceParams)
+    overwrite: bool = False
+    work_dir: Optional[str] = None
+    keep_work: bool = False
+    progress: bool = True
+    stats_only: bool = False
+
+
+@dataclasses.dataclass
+class BuildSummary:
+    """What a build did: files read/skipped/failed with reasons, hours, segments, clips."""
+
+    dest: str = ""
+    files_found: int = 0
+    files_ok: int = 0
+    ignored: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    failed: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    counts: SliceCounts = dataclasses.field(default_factory=SliceCounts)
+    clips_written: int = 0
+    files_resumed: int = 0
+    mean: float = math.nan
+    std: float = math.nan
+    stats_source: str = ""
+    seconds_wall: float = 0.0
+
+    def lines(self) -> List[str]:
+        c = self.counts
+        out = [f"files: {self.files_found} found, {self.files_ok} read, {len(self.skipped)} skipped, "
+               f"{len(self.failed)} failed" + (f" ({self.files_resumed} from the previous run)" if self.files_resumed else "")
+               + (f", {len(self.ignored)} non-audio ignored" if self.ignored else "")]
+        out += [f"  skipped  {n}: {r}" for n, r in self.skipped]
+        out += [f"  failed   {n}: {r}" for n, r in self.failed]
+        out.append(f"audio: {c.seconds / 3600:.3f} h read; segments: {c.segments_kept} kept, "
+                   f"{c.segments_tempo} discarded by tempo, {c.segments_no_beat} without beat, "
+                   f"{c.segments_silent} silent, {c.segments_short} too short")
+        out.append(f"clips: {self.clips_written} written ({c.clips_silent} near-silent skipped); "
+                   f"stretcher: {c.stretcher or '-'}")
+        out.append(f"statistics: mean {self.mean:.4f}, std {self.std:.4f} ({self.stats_source})")
+        out.append(f"archive: {self.dest} in {self.seconds_wall:.1f} s")
+        return out
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["counts"] = self.counts.to_dict()
+        return d
+
+
+class _Progress:
+    """tqdm over source bytes (a fair proxy for audio duration, cheap to know up front), or nothing."""
+
+    def __init__(self, enabled: bool, total: int, desc: str, unit: str = "B") -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def update(self, n: int, clips: Optional[int] = None) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if clips is not None:
+                self.bar.set_postfix(clips=clips, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _file_size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = BuildOptions(),
+                  log: Callable[[str], None] = print) -> BuildSummary:
+    """Build ``dest`` from the audio under ``source``; returns the summary (also written to ``<dest>.log``).
+
+    Raises :class:`ArchiveError` when the destination is unusable or no clip at all came out.
+    """
+    t_start = time.perf_counter()
+    opts = options
+    if opts.stats_only:
+        return _stats_only(source, dest, opts, log)
+    dest = check_destination(dest, opts.overwrite)
+    geometry = StftGeometry(opts.resolution, opts.hop_length)
+    params = opts.slicing
+    if params.segment_seconds * params.target_bpm / params.max_bpm < geometry.clip_seconds:
+        raise ArchiveError(f"--segment-seconds {params.segment_seconds:g} is too short for one "
+                           f"{geometry.clip_seconds:.2f} s clip at resolution {geometry.resolution}")
+    summary = BuildSummary(dest=str(dest))
+    sources, summary.ignored = gather_sources(source)
+    label_of, label_names = read_labels(opts.labels, sources)
+    all_sources = sources
+    sources = [s for s in sources if in_shard(s.name, opts.shard)]
+    summary.files_found = len(sources)
+    if not sources:
+        raise ArchiveError(f"{source}: no audio files found" + (f" in shard {opts.shard[0]}/{opts.shard[1]}"
+                                                                 if opts.shard[1] > 1 else ""))
+    work = Path(opts.work_dir) if opts.work_dir else dest.with_name(dest.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+
+    # --- statistics: given, cached from an interrupted run, or sampled ---------------------
+    if opts.stats_path:
+        mean, std, _ = load_stats(opts.stats_path)
+        summary.stats_source = f"from {opts.stats_path}"
+    else:
+        mean, std = _sampled_stats(all_sources, geometry, params, opts, work, log)
+        summary.stats_source = f"sampled from up to {opts.stats_sample} clips"
+        with contextlib.suppress(OSError):
+            atomic_write_text(dest.with_name(dest.name + ".stats.json"),
+                              json.dumps({"mean": mean, "std": std, "source": summary.stats_source}, indent=1))
+    summary.mean, summary.std = mean, std
+    audio_block = geometry.audio_block(mean, std, params.target_bpm)
+
+    # --- per-file results, cached in the work folder ----------------------------------------
+    fingerprint = {"cache_version": CACHE_VERSION, "audio": audio_block, "slicing": params.to_dict()}
+    fp_path = work / "params.json"
+    if fp_path.exists():
+        try:
+            previous = json.loads(fp_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != fingerprint:
+            log(f"{work}: parameters changed since the interrupted run; its results are discarded")
+            for p in work.glob("*.json"):
+                if p.name not in ("params.json", "stats.json"):
+                    p.unlink()
+            for p in work.glob("*.png"):
+                p.unlink()
+    atomic_write_text(fp_path, json.dumps(fingerprint, sort_keys=True))
+
+    metas: Dict[str, dict] = {}
+    todo: List[Source] = []
+    for s in sources:
+        if _lacks_label(s, label_of, opts):
+            continue
+        cached = work / f"{_cache_key(s.name)}.json"
+        if cached.exists():
+            try:
+                meta = json.loads(cached.read_text())
+                fresh = meta.get("name") == s.name and meta.get("stamp") == _stamp(s.path)
+                if fresh and (meta["status"] != "ok" or (work / f"{_cache_key(s.name)}.png").exists()):
+                    metas[s.name] = meta
+                    summary.files_resumed += 1
+                    continue
+            except (OSError, json.JSONDecodeError, KeyError):
+                pass
+        todo.append(s)
+    if summary.files_resumed:
+        log(f"resuming: {summary.files_resumed} file(s) already done in {work}")
+
+    progress = _Progress(opts.progress, sum(_file_size(s.path) for s in todo), "slicing")
+    tasks = [(str(s.path), s.name, str(work), geometry.to_dict(), mean, std, params.to_dict()) for s in todo]
+    by_name = {s.name: s for s in todo}
+    order = {s.name: i for i, s in enumerate(sources)}
+    try:
+        for meta in _ordered_map(_file_worker, tasks, opts.workers):
+            metas[meta["name"]] = meta
+            progress.update(_file_size(by_name[meta["name"]].path), sum(len(m["records"]) for m in metas.values()))
+            if opts.max_clips is not None and _prefix_clips(sources, metas, label_of, opts) >= opts.max_clips:
+                break
+    finally:
+        progress.close()
+
+    # --- assemble in source order ----------------------------------------------------------
+    with ArchiveWriter(dest, overwrite=opts.overwrite) as writer:
+        for s in sorted(sources, key=lambda s: order[s.name]):
+            if _lacks_label(s, label_of, opts):
+                summary.skipped.append((s.name, "no label"))
+                continue
+            meta = metas.get(s.name)
+            if meta is None:  # not reached because --max-clips was satisfied earlier
+                continue
+            c = SliceCounts(**meta["counts"])
+            summary.counts.add(c)
+            if meta["status"] == "failed":
+                summary.failed.append((s.name, meta["reason"]))
+                continue
+            if meta["status"] == "skipped":
+                summary.skipped.append((s.name, meta["reason"]))
+                continue
+            summary.files_ok += 1
+            with open(work / f"{_cache_key(s.name)}.png", "rb") as blobs:
+                for size, rec in zip(meta["png_sizes"], meta["records"]):
+                    if opts.max_clips is not None and len(writer) >= opts.max_clips:
+                        break
+                    writer.add_png(blobs.read(size), rec, label_of.get(s.name) if opts.labels is not None else None)
+            if opts.max_clips is not None and len(writer) >= opts.max_clips:
+                break
+        summary.clips_written = len(writer)
+        summary.seconds_wall = time.perf_counter() - t_start
+        if summary.clips_written == 0:
+            writer.abort()
+            _write_log(dest, summary, log)
+            raise ArchiveError(f"{dest}: nothing usable: no clip came out of {summary.files_found} file(s) "
+                               f"({len(summary.skipped)} skipped, {len(summary.failed)} failed; see {_log_path(dest)})")
+        extra = {"label_names": label_names or None,
+                 "slicing": {**params.to_dict(), "stretcher": summary.counts.stretcher},
+                 "stats": {"mean": mean, "std": std, "source": summary.stats_source},
+                 "shard": list(opts.shard)}
+        writer.close(audio_block, extra)
+    if not opts.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    _write_log(dest, summary, log)
+    return summary
+
+
+def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Callable[[str], None]) -> BuildSummary:
+    """Sample the statistics of ``source`` (all shards alike) and write them to the JSON file ``dest``."""
+    dest = check_destination(dest, opts.overwrite)
+    geometry = StftGeometry(opts.resolution, opts.hop_length)
+    sources, ignored = gather_sources(source)
+    if not sources:
+        raise ArchiveError(f"{source}: no audio files found")
+    with tempfile.TemporaryDirectory(prefix=".stats-", dir=dest.parent) as work:
+        mean, std = _sampled_stats(sources, geometry, opts.slicing, opts, Path(work), log)
+    summary = BuildSummary(dest=str(dest), files_found=len(sources), ignored=ignored, mean=mean, std=std,
+                           stats_source=f"sampled from up to {opts.stats_sample} clips")
+    atomic_write_text(dest, json.dumps({"mean": mean, "std": std, "source": summary.stats_source,
+                                        "resolution": geometry.resolution, "hop_length": geometry.hop_length},
+                                       indent=1))
+    log(f"statistics: mean {mean:.4f}, std {std:.4f} ({summary.stats_source}) -> {dest}")
+    return summary
+
+
+def _lacks_label(source: Source, label_of: Dict[str, int], opts: BuildOptions) -> bool:
+    """Whether labels were asked for and ``source`` has none (the build skips it)."""
+    return opts.labels is not None and source.name not in label_of
+
+
+def _prefix_clips(sources: Sequence[Source], metas: Dict[str, dict], label_of: dict, opts: BuildOptions) -> int:
+    """Clips available from the leading run of finished files (in source order)."""
+    total = 0
+    for s in sources:
+        if _lacks_label(s, label_of, opts):
+            continue
+        m = metas.get(s.name)
+        if m is None:
+            break
+        total += len(m["records"])
+    return total
+
+
+def _sampled_stats(sources: Sequence[Source], geometry: StftGeometry, params: SliceParams, opts: BuildOptions,
+                   work: Path, log: Callable[[str], None]) -> Tuple[float, float]:
+    """Mean/std of ln power over a deterministic sample of about ``stats_sample`` clips.
+
+    Files are visited in a fixed pseudo-random order of the whole (unsharded) source list, so
+    every shard computes the same numbers; each contributes clips from segments spread over its
+    length, ``ceil(N / min(files, 64))`` at most. The result is cached in the work folder and
+    written beside the destination as ``<dest>.stats.json`` for reuse with ``--stats``.
+    """
+    n = max(1, int(opts.stats_sample))
+    key = {"sample": n, "audio": geometry.to_dict(), "slicing": params.to_dict(),
+           "sources": hashlib.sha1(_name_bytes("\n".join(s.name for s in sources))).hexdigest()}
+    cache = work / "stats.json"
+    if cache.exists():
+        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
+            d = json.loads(cache.read_text())
+            if d["key"] == key:
+                return float(d["mean"]), float(d["std"])
+    per_file = max(1, math.ceil(n / min(len(sources), 64)))
+    perm = np.random.default_rng(0).permutation(len(sources))
+    total = RunningStats()
+    clips = 0
+    log(f"statistics: sampling up to {n} clips ({per_file} per file)")
+    tasks = [(str(sources[i].path), sources[i].name, geometry.to_dict(), params.to_dict(), per_file) for i in perm]
+    # Results are merged in the fixed file order and the pass stops at the same file whatever the
+    # worker count, so the statistics (and the archive bytes) do not depend on --workers.
+    progress = _Progress(opts.progress, n, "statistics", unit="clip")
+    try:
+        for r in _ordered_map(_stats_worker, tasks, opts.workers):
+            if r["count"]:
+                total.merge(RunningStats(r["count"], r["mean"], r["m2"]))
+                clips += r["clips"]
+                progress.update(min(r["clips"], max(0, n - clips + r["clips"])))
+            if clips >= n:
+                break
+    finally:
+        progress.close()
+    if total.count == 0:
+        raise ArchiveError("nothing usable: no clip could be cut from any source for the statistics "
+                           "(all files unreadable, silent, too short or outside the tempo range)")
+    mean, std = total.mean, total.std
+    record = {"key": key, "mean": mean, "std": std, "clips": clips, **total.to_dict()}
+    atomic_write_text(cache, json.dumps(record))
+    return mean, std
+
+
+def _log_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".log")
+
+
+def _write_log(dest: Path, summary: BuildSummary, log: Callable[[str], None]) -> None:
+    """Print the summary and write it (plus a JSON copy of the numbers) to ``<dest>.log``."""
+    lines = summary.lines()
+    for line in lines:
+        log(line)
+    text = "\n".join(lines) + "\n\n" + json.dumps(summary.to_dict(), indent=1, default=str) + "\n"
+    with contextlib.suppress(OSError):
+        atomic_write_text(_log_path(dest), text)
