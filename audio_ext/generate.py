@@ -145,15 +145,18 @@ def seed_latents(seeds: Sequence[int], z_dim: int) -> np.ndarray:
 
 def clip_tempo(block: dict, audio: Optional[np.ndarray] = None) -> float:
     """Tempo (BPM) of generated clips: the archive's ``target_bpm`` (every training clip was stretched
-    to it); for archives built without stretching, librosa's estimate on ``audio``."""
+    to it); for archives built without stretching, librosa's estimate on ``audio`` to 0.01 BPM."""
     bpm = block.get("target_bpm")
     if bpm:
         return float(bpm)
     if audio is None:
         raise GenerateError("the audio block has no target_bpm and there is no audio to estimate a tempo from")
     import librosa
-    tempo_fn = getattr(getattr(librosa.feature, "rhythm", None), "tempo", None) or librosa.beat.tempo
-    return float(np.atleast_1d(tempo_fn(y=np.asarray(audio, np.float32), sr=int(block["sample_rate"])))[0])
+    tempo_fn = getattr(librosa.feature, "tempo", None) or librosa.beat.tempo  # feature.tempo since 0.10
+    bpm = float(np.atleast_1d(tempo_fn(y=np.asarray(audio, np.float32), sr=int(block["sample_rate"])))[0])
+    if not (math.isfinite(bpm) and bpm > 0):
+        raise GenerateError("the audio block has no target_bpm and no tempo could be detected in the clip")
+    return round(bpm, 2)  # the precision shown in file names and on the page
 
 
 # --------------------------------------------------------------------------------------------------

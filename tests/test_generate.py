@@ -233,6 +233,19 @@ def test_walk_with_interpolation_steps_has_one_segment_per_clip(snaps, tmp_path)
     assert Image.open(out / "walk-0-1.png").size == (32 * n_clips, 64)
 
 
+def test_archive_without_target_tempo_gets_a_detected_tempo(tmp_path):
+    import librosa
+    snap = make_snapshot(tmp_path / "free-tempo.pkl", 64, 22050, None, seed=3)
+    out = tmp_path / "out"
+    assert run_cli("--network", snap, "--seeds", "0", "--outdir", out).exit_code == 0
+    (wav,) = out.glob("seed0000-*bpm.wav")
+    named = float(wav.name[len("seed0000-"):-len("bpm.wav")])
+    audio, sr = sf.read(str(wav), dtype="float32")
+    detected = float(np.atleast_1d(librosa.feature.tempo(y=audio, sr=sr))[0])
+    assert named == pytest.approx(detected, rel=0.03)
+    assert f"{named:g} BPM" in (out / "index.html").read_text()
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 def assert_clean_failure(result, out: Path, *fragments):
