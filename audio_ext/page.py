@@ -117,7 +117,4 @@ def write_page(outdir, entries: Iterable[ClipEntry], title: str = "ElectroGAN cl
     text = render_page(list(entries), title=title, run_info=run_info, root=outdir if check_files else None)
     path = outdir / PAGE_NAME
     atomic_write_text(path, text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # the temp file behind the atomic write is private (0600); a page is not
     return path

@@ -24,11 +24,24 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            # mkstemp makes the file private (0600); give it the mode an ordinary open() would.
+            os.chmod(tmp_path, _default_file_mode(path))
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _default_file_mode(path: Path) -> int:
+    """The existing file's permissions, else 0666 less the process umask (what open() would give)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
