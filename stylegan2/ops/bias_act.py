@@ -76,17 +76,22 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     return _bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 
+def check_bias(x: torch.Tensor, b: torch.Tensor, dim: int) -> None:
+    """Raise a clear ValueError unless ``b`` is a 1-D tensor as long as axis ``dim`` of ``x``."""
+    if not isinstance(b, torch.Tensor) or b.ndim != 1:
+        raise ValueError("bias_act: b must be a 1-D tensor")
+    if not 0 <= dim < x.ndim or x.shape[dim] != b.shape[0]:
+        raise ValueError(f"bias_act: bias of length {b.shape[0]} does not match axis {dim} of x "
+                         f"with shape {tuple(x.shape)}")
+
+
 def _bias_act_ref(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None):
     """Reference path: the four steps as separate PyTorch ops (any-order differentiable)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"bias_act: x must be a tensor, got {type(x).__name__}")
     spec, alpha, gain, clamp = resolve_params(act, alpha, gain, clamp)
     if b is not None:
-        if not isinstance(b, torch.Tensor) or b.ndim != 1:
-            raise ValueError("bias_act: b must be a 1-D tensor")
-        if not 0 <= dim < x.ndim or x.shape[dim] != b.shape[0]:
-            raise ValueError(f"bias_act: bias of length {b.shape[0]} does not match axis {dim} of x "
-                             f"with shape {tuple(x.shape)}")
+        check_bias(x, b, dim)
         shape = [1] * x.ndim
         shape[dim] = -1
         x = x + b.reshape(shape).to(x.dtype)

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from . import plugin
-from .bias_act import activation_funcs, resolve_params
+from .bias_act import activation_funcs, check_bias, resolve_params
 
 
 def _dense_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -118,11 +118,7 @@ def bias_act_cuda(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 
         raise ValueError("bias_act_cuda: x must be a CUDA tensor")
     _, alpha, gain, clamp = resolve_params(act, alpha, gain, clamp)
     if b is not None:
-        if not isinstance(b, torch.Tensor) or b.ndim != 1:
-            raise ValueError("bias_act: b must be a 1-D tensor")
-        if not 0 <= dim < x.ndim or x.shape[dim] != b.shape[0]:
-            raise ValueError(f"bias_act: bias of length {b.shape[0]} does not match axis {dim} of x "
-                             f"with shape {tuple(x.shape)}")
+        check_bias(x, b, dim)
         b = b.to(device=x.device, dtype=x.dtype).contiguous()
     setup = _Setup(dim, act, alpha, gain, clamp)
     return _BiasActFunction.apply(x, b, setup)
