@@ -9,7 +9,7 @@ with the snapshot's own ``audio`` block (no dataset needed), and three kinds of 
 Everything is written into a hidden temporary folder inside the output folder first and moved into
 place only when every file is complete, so a failure leaves no partial output. With the same
 snapshot, seeds and options the files are byte-identical: constant noise by default, and every
-random choice (noise in ``random`` mode, random phase initialisations) is seeded from the seed.
+random choice (noise in ``random`` mode, random phase initialisations) is seeded from its own clip's seed.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -181,11 +181,12 @@ def image_to_png_array(img: np.ndarray) -> np.ndarray:
 
 
 def decode_images(images: torch.Tensor, block: dict, method: Optional[str], n_iter: Optional[int],
-                  device: torch.device, seed: int = 0) -> np.ndarray:
+                  device: torch.device, seed: Union[int, Sequence[int]] = 0) -> np.ndarray:
     """Audio ``[N, samples]`` float32 from generator images ``[N, R, R]`` through ``phase.decode_audio``.
 
-    ``None`` leaves the method / iterations at the audio layer's defaults; ``seed`` seeds the torch
-    generator that random phase initialisations draw from, so decoding is reproducible.
+    ``None`` leaves the method / iterations at the audio layer's defaults. Image ``i`` draws its random
+    phase initialisation from its own torch generator, seeded with ``seed[i]`` (a sequence of N seeds)
+    or ``seed + i`` (an int), so a clip decodes to the same audio whatever else shares its batch.
     """
     from . import phase
     kwargs = {}
@@ -193,10 +194,13 @@ def decode_images(images: torch.Tensor, block: dict, method: Optional[str], n_it
         kwargs["method"] = method
     if n_iter is not None:
         kwargs["n_iter"] = n_iter
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
+    n = int(images.shape[0])
+    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"decode_images: {len(seeds)} seeds for {n} images")
+    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     try:
-        audio = phase.decode_audio(images.to(device), block, device=device, generator=generator, **kwargs)
+        audio = phase.decode_audio(images.to(device), block, device=device, generator=generators, **kwargs)
     except ValueError as e:
         raise GenerateError(f"decoding failed: {e}") from None
     if isinstance(audio, torch.Tensor):
@@ -358,8 +362,9 @@ class _Run:
     def sr(self) -> int:
         return int(self.block["sample_rate"])
 
-    def decode(self, images: torch.Tensor, seed: int) -> np.ndarray:
-        return decode_images(images, self.block, self.opts.method, self.opts.n_iter, self.device, seed=seed)
+    def decode(self, images: torch.Tensor, seeds: Sequence[int]) -> np.ndarray:
+        """Audio of ``images``, image ``i``'s random phase seeded with ``seeds[i]`` (independent of --batch)."""
+        return decode_images(images, self.block, self.opts.method, self.opts.n_iter, self.device, seed=list(seeds))
 
     def synthesize_seeded(self, x: torch.Tensor, c, seed: int, from_ws: bool = False) -> torch.Tensor:
         """Images with torch's generator (used by ``random`` noise) seeded from ``seed``, global state kept."""
@@ -392,7 +397,7 @@ def _render_seeds(run: _Run) -> None:
         run.log(f"generating seeds {chunk[0]}..{chunk[-1]} ({start + len(chunk)}/{len(seeds)})")
         z = torch.from_numpy(seed_latents(chunk, int(run.G.z_dim))).to(run.device)
         imgs = run.synthesize_seeded(z, run.classes[:len(chunk)], chunk[0])
-        decoded = run.decode(imgs, chunk[0])
+        decoded = run.decode(imgs, chunk)
         for i, seed in enumerate(chunk):
             audio = decoded[i]
             bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
@@ -416,9 +421,11 @@ def _render_walk(run: _Run) -> None:
     ws = _walk_ws(run.G, walk, run.classes, opts.trunc, opts.walk_steps if len(walk) > 1 else 0, run.device)
     run.log(f"walking through seeds {','.join(map(str, walk))}: {len(ws)} clips of {opts.walk_bars} bar(s)")
     clips, columns = [], []
-    for k in range(0, len(ws), opts.batch):
-        imgs = run.synthesize_seeded(ws[k:k + opts.batch], None, walk[0] + k, from_ws=True)
-        clips.extend(run.decode(imgs, walk[0] + k))
+    # clip k is seeded with walk[0] + k (its noise, with 'random' noise one clip per pass, and its phase)
+    batch = 1 if opts.noise_mode == "random" else opts.batch
+    for k in range(0, len(ws), batch):
+        imgs = run.synthesize_seeded(ws[k:k + batch], None, walk[0] + k, from_ws=True)
+        clips.extend(run.decode(imgs, [walk[0] + j for j in range(k, k + imgs.shape[0])]))
         columns.extend(imgs.cpu().numpy())
     bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, clips[0])
     try:

@@ -23,7 +23,7 @@ import concurrent.futures
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,6 +32,12 @@ from .codec import AudioCodec, decode_magnitude
 from .geometry import StftGeometry
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
+
+#: Where random phases come from: ``None`` (torch's global generator), one ``torch.Generator`` for the
+#: whole batch, or a sequence with one entry per clip (flattened leading dimensions, C order), each a
+#: ``torch.Generator`` or an integer seed. Per-clip entries make a clip's random start depend only on
+#: its own entry, not on which other clips share the batch.
+RandomSource = Union[None, torch.Generator, Sequence[Union[torch.Generator, int]]]
 
 #: Time-frequency ratio of the Gaussian that best matches a Hann window of length L, as a
 #: multiple of L^2 (Průša et al. 2017, Table I): lambda = 0.25645 * L^2 samples^2.
@@ -123,16 +129,49 @@ def _unit(z: torch.Tensor) -> torch.Tensor:
     return torch.where(a > 0, z / a.clamp_min(torch.finfo(a.dtype).tiny), torch.ones_like(z))
 
 
+def _uniform(shape: tuple, source: RandomSource, dtype: torch.dtype, device: Union[str, torch.device]) -> torch.Tensor:
+    """Uniform draws in [0, 1) of ``shape`` ``[B, ..]`` on ``device``, from ``source`` (see :data:`RandomSource`).
+
+    With one generator the whole tensor is one draw. With a sequence, clip ``b`` gets
+    ``torch.rand(shape[1:])`` from its own entry (an integer ``s`` becomes a generator on ``device``
+    seeded with ``s``), so it equals what a batch of that clip alone would get from the same entry.
+    """
+    if source is None or isinstance(source, torch.Generator):
+        drawn_on = source.device if source is not None else "cpu"
+        return torch.rand(shape, generator=source, dtype=dtype, device=drawn_on).to(device)
+    if isinstance(source, (str, bytes)) or not isinstance(source, Sequence):
+        raise TypeError(f"generator must be None, a torch.Generator or a sequence of generators or seeds, "
+                        f"got {type(source).__name__}")
+    entries = list(source)
+    if len(entries) != shape[0]:
+        raise ValueError(f"{len(entries)} generators or seeds for a batch of {shape[0]} clips; give one per clip")
+    parts = []
+    for entry in entries:
+        if isinstance(entry, torch.Generator):
+            g = entry
+        elif isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
+            g = torch.Generator(device=device)
+            g.manual_seed(int(entry))
+        else:
+            raise TypeError(f"per-clip random source must be a torch.Generator or an int seed, "
+                            f"got {type(entry).__name__}")
+        parts.append(torch.rand(shape[1:], generator=g, dtype=dtype, device=g.device).to(device))
+    if not parts:
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.stack(parts)
+
+
 # --- Griffin-Lim -----------------------------------------------------------------------------------
 
 def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, momentum: float = 0.99,
-                init: Union[str, ArrayLike] = "random", generator: Optional[torch.Generator] = None) -> ArrayLike:
+                init: Union[str, ArrayLike] = "random", generator: RandomSource = None) -> ArrayLike:
     """Audio ``[.., (N-1) * hop]`` whose STFT magnitude approximates ``mag [.., R+1, N]``.
 
     Each of ``n_iter`` iterations is one inverse STFT and one STFT (the count librosa uses).
     ``momentum`` alpha extrapolates the consistent spectrum, ``c = t + alpha (t - t_prev)``, before the
     magnitude is imposed again (fast Griffin-Lim; 0 gives the classic algorithm, 0.99 the published
-    setting). ``init`` is ``'random'`` (uniform phase, drawn with ``generator``), ``'zeros'``, or a
+    setting). ``init`` is ``'random'`` (uniform phase, drawn from ``generator``: one generator, or one
+    generator or seed per clip, see :data:`RandomSource`), ``'zeros'``, or a
     tensor/array of initial phases (radians) or of complex coefficients whose angle is used.
     Returns the same kind (numpy/torch) as ``mag``; tensors stay on their device.
     """
@@ -144,8 +183,7 @@ def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, moment
     cdtype = torch.complex128 if S.dtype == torch.float64 else torch.complex64
     if isinstance(init, str):
         if init == "random":
-            u = torch.rand(S.shape, generator=generator, dtype=S.dtype,
-                           device=generator.device if generator is not None else "cpu").to(S.device)
+            u = _uniform(tuple(S.shape), generator, S.dtype, S.device)
             phase = torch.polar(torch.ones_like(S), 2 * math.pi * u)
         elif init == "zeros":
             phase = torch.ones_like(S, dtype=cdtype)
@@ -296,11 +334,11 @@ def _integrator(backend: str = "auto") -> Callable:
 
 
 def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
-         generator: Optional[torch.Generator] = None, backend: str = "auto") -> ArrayLike:
+         generator: RandomSource = None, backend: str = "auto") -> ArrayLike:
     """Phase estimate for ``mag [.., R+1, N]``: complex coefficients ``mag * exp(i phi)`` of the same kind.
 
-    Coefficients quieter than ``tol`` times the clip's loudest get a random phase (drawn with
-    ``generator``); the rest are integrated from the phase gradients of :func:`_phase_derivatives`,
+    Coefficients quieter than ``tol`` times the clip's loudest get a random phase (drawn from
+    ``generator``, which may hold one generator or seed per clip: :data:`RandomSource`); the rest are integrated from the phase gradients of :func:`_phase_derivatives`,
     always extending from the loudest coefficient already known (to within 1/N_LEVELS of the clip's
     log-magnitude range). ``backend`` 'auto' uses numba when available, 'python' the uncompiled
     function (same result, slower). Runs on the CPU (tensors on a GPU are copied there and back), the
@@ -313,8 +351,7 @@ def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
     S, lead, was_numpy = _as_mag(mag, geometry)
     integrate = _integrator(backend)
     mags = S.detach().to("cpu", torch.float64).numpy()
-    rand = torch.rand(mags.shape, generator=generator, dtype=torch.float64,
-                      device=generator.device if generator is not None else "cpu").cpu().numpy()
+    rand = _uniform(mags.shape, generator, torch.float64, S.device).cpu().numpy()
     phases = np.empty_like(mags)
 
     def one(b: int) -> None:
@@ -387,11 +424,13 @@ DEFAULT_METHOD = "pghi+fgla"
 
 
 def reconstruct(mag: ArrayLike, geometry: StftGeometry, method: str = DEFAULT_METHOD, n_iter: Optional[int] = None,
-                generator: Optional[torch.Generator] = None) -> ArrayLike:
+                generator: RandomSource = None) -> ArrayLike:
     """Audio ``[.., (N-1) * hop]`` from magnitudes ``[.., R+1, N]`` with a named method of :data:`METHODS`.
 
     ``n_iter`` overrides the method's default number of Griffin-Lim iterations ('pghi' with
-    ``n_iter > 0`` continues with momentum-0 iterations).
+    ``n_iter > 0`` continues with momentum-0 iterations). Random starts come from ``generator``
+    (:data:`RandomSource`); with one entry per clip each clip's audio depends only on its own entry,
+    so a clip decodes to the same audio whatever batch it is part of.
     """
     if method not in METHODS:
         raise ValueError(f"unknown phase reconstruction method {method!r}; known: {', '.join(METHODS)}")
@@ -404,12 +443,13 @@ def reconstruct(mag: ArrayLike, geometry: StftGeometry, method: str = DEFAULT_ME
 
 def decode_audio(image: ArrayLike, audio_block: Union[Mapping[str, Any], AudioCodec], method: str = DEFAULT_METHOD,
                  n_iter: Optional[int] = None, device: Union[str, torch.device, None] = None,
-                 generator: Optional[torch.Generator] = None) -> ArrayLike:
+                 generator: RandomSource = None) -> ArrayLike:
     """Images ``[.., R, R]`` (uint8 archive images or float generator output in [-1, 1]) to float32 clips.
 
     ``audio_block`` is the ``audio`` block of dataset.json or of a snapshot (or an :class:`AudioCodec`).
     The result has ``clip_samples`` samples per image; numpy in gives numpy out, a tensor gives a
-    tensor on ``device`` (default: the image's device).
+    tensor on ``device`` (default: the image's device). ``generator`` is passed to :func:`reconstruct`
+    (one generator, or one generator or seed per image: :data:`RandomSource`).
     """
     codec = audio_block if isinstance(audio_block, AudioCodec) else AudioCodec.from_audio_block(audio_block)
     g = codec.geometry

@@ -159,6 +159,48 @@ def test_batched_equals_unbatched():
             np.testing.assert_allclose(p[i, j][loud[i, j]], phase.pghi(S[i, j], G)[loud[i, j]], atol=1e-9)
 
 
+def test_per_clip_generators_make_each_clips_random_start_independent_of_its_batch():
+    ys = np.stack([drum_loop(G, seed=s) for s in range(3)])
+    S = np.abs(stft(ys, G)).astype(np.float32)
+    S[:, :, : S.shape[-1] // 2] *= 1e-9  # the first half is near-silent: PGHI gives it random phase
+    for method in ("fgla", "thesis"):
+        batch = phase.reconstruct(S, G, method, n_iter=3, generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)])
+        # integer seeds mean generators on the magnitude's device seeded with them
+        np.testing.assert_array_equal(phase.reconstruct(S, G, method, n_iter=3, generator=[5, 6, 7]), batch)
+        for i, s in enumerate((5, 6, 7)):
+            alone = phase.reconstruct(S[i:i + 1], G, method, n_iter=3, generator=[s])
+            np.testing.assert_allclose(batch[i], alone[0], rtol=0, atol=1e-6)
+        # a clip's audio follows its own seed, not its position or neighbours
+        swapped = phase.reconstruct(S[[1, 0]], G, method, n_iter=3, generator=[6, 5])
+        np.testing.assert_allclose(swapped[::-1], batch[:2], rtol=0, atol=1e-6)
+        # one generator for the whole batch (the old behaviour) is still accepted and draws differently
+        shared = phase.reconstruct(S, G, method, n_iter=3, generator=torch.Generator().manual_seed(5))
+        assert np.allclose(shared[0], batch[0], atol=1e-6) and not np.allclose(shared[1], batch[1], atol=1e-3)
+    # PGHI: the near-silent coefficients' random phases follow the clip's own seed
+    quiet = S <= 1e-5 * S.reshape(3, -1).max(axis=1)[:, None, None]
+    assert quiet[:, :, 0].all() and not quiet.all()
+    start = np.angle(phase.pghi(S, G, generator=[5, 6, 7]))
+    for i, s in enumerate((5, 6, 7)):
+        alone = np.angle(phase.pghi(S[i:i + 1], G, generator=[s]))[0]
+        np.testing.assert_array_equal(start[i][quiet[i]], alone[quiet[i]])
+    other = np.angle(phase.pghi(S, G, generator=[5, 8, 7]))
+    assert not np.allclose(other[1][quiet[1]], start[1][quiet[1]])
+    np.testing.assert_array_equal(other[0], start[0])
+
+
+def test_per_clip_generator_list_must_match_the_batch():
+    S = np.abs(stft(np.stack([drum_loop(G, seed=s) for s in range(2)]), G))
+    with pytest.raises(ValueError, match="3 generators or seeds for a batch of 2"):
+        phase.griffin_lim(S, G, n_iter=1, generator=[1, 2, 3])
+    with pytest.raises(TypeError, match="int seed"):
+        phase.pghi(S, G, generator=[1, "2"])
+    with pytest.raises(TypeError, match="sequence of generators"):
+        phase.griffin_lim(S, G, n_iter=1, generator="12")
+    # leading dimensions are flattened in C order: [2, 1] clips take one entry each
+    two = phase.griffin_lim(S[:, None], G, n_iter=1, generator=[1, 2])
+    np.testing.assert_allclose(two[:, 0], phase.griffin_lim(S, G, n_iter=1, generator=[1, 2]), atol=1e-12)
+
+
 # --- named methods and image decoding ---------------------------------------------------------------
 
 def test_methods_registry_keeps_the_thesis_decoder_and_names_a_default():
