@@ -371,6 +371,75 @@ def _comb_refine(onset: np.ndarray, rate: float, period: float, first: float,
     return best[1], best[2]
 
 
+def _kick_salience(audio: np.ndarray, sr: int, hop: int = 256) -> Tuple[np.ndarray, float]:
+    """Onset strength of percussive (not sustained) energy in the 40..400 Hz band, and its rate.
+
+    A kick is a sharp, broadband-low event: a click and a pitch sweep from ~150 Hz down, a nearly
+    vertical line in the spectrogram. An off-beat bass note is a horizontal line: one pitch held
+    for a fraction of a beat. Median-filtering the magnitude spectrogram (n_fft 2048, ``hop``)
+    across time gives the sustained part and across frequency the percussive part (harmonic-
+    percussive separation, Fitzgerald 2010); a Wiener-style soft mask keeps the percussive share
+    of the bins from 40 to 400 Hz, and the positive difference of its summed magnitude is the
+    onset strength. On synthetic material whose off-beat bass carries several times the kick's
+    energy in the 30..150 Hz band this measure still scores the kicks about twice as high.
+    """
+    import librosa
+    from scipy.ndimage import median_filter
+    n_fft = 2048
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    keep = freqs <= 800.0  # room above the band so the frequency median is not edge-dominated
+    spec = np.abs(librosa.stft(np.asarray(audio, dtype=np.float32), n_fft=n_fft, hop_length=hop,
+                               center=True))[keep].astype(np.float64) ** 2
+    if spec.shape[1] < 2:
+        return np.zeros(1), sr / hop
+    sustained = median_filter(spec, size=(1, 17), mode="reflect")   # 17 frames = 99 ms at 44.1 kHz
+    percussive = median_filter(spec, size=(9, 1), mode="reflect")   # 9 bins = 194 Hz
+    mask = percussive ** 2 / (percussive ** 2 + sustained ** 2 + 1e-30)
+    band = (freqs[keep] >= 40.0) & (freqs[keep] <= 400.0)
+    env = np.sqrt((spec[band] * mask[band]).sum(axis=0))
+    return np.maximum(0.0, np.diff(env, prepend=env[:1])), sr / hop
+
+
+def _grid_salience(salience: np.ndarray, rate: float, period: float, first: float,
+                   tolerance: float = 0.025) -> float:
+    """Mean over the grid ``first + k * period`` of the largest ``salience`` within +-``tolerance`` s.
+
+    The tolerance absorbs the spectral envelope's coarser timing (46 ms windows); it is far below
+    a sixteenth note (103 ms at 145 BPM), so shifted grids never share a maximum.
+    """
+    from scipy.ndimage import maximum_filter1d
+    width = 2 * int(round(tolerance * rate)) + 1
+    peak = maximum_filter1d(salience, size=width, mode="nearest")
+    duration = salience.size / rate
+    times = first + period * np.arange(max(0, int((duration - first) / period)) + 1)
+    times = times[(times >= 0) & (times < duration)]
+    if times.size == 0:
+        return 0.0
+    return float(peak[np.clip(np.rint(times * rate).astype(np.int64), 0, salience.size - 1)].mean())
+
+
+def _kick_phase(audio: np.ndarray, sr: int, onset: np.ndarray, rate: float, period: float,
+                first: float) -> float:
+    """Grid phase (s) on the kick, chosen among the beat line and its quarter-beat shifts.
+
+    Each of the four candidate grids ``first + j * period / 4`` is first slid (within +-1/8 beat)
+    onto the strongest onsets of ``onset`` (the 30..150 Hz band, millisecond-sharp), then scored by
+    :func:`_kick_salience` summed over its grid points; the best-scoring grid wins (the tracked
+    phase on a tie). The band onset alone would follow an off-beat bass louder than the kick; the
+    percussive measure does not, because a held bass note is sustained, not vertical.
+    """
+    salience, sal_rate = _kick_salience(audio, sr)
+    best_score, best = -1.0, first
+    for j in range(4):
+        cand = first + j * period / 4
+        cand += _comb_phase(onset, rate, period, cand, period / 8)
+        cand -= math.floor(cand / period) * period
+        score = _grid_salience(salience, sal_rate, period, cand)
+        if score > best_score * (1 + 1e-9):
+            best_score, best = score, cand
+    return best
+
+
 @dataclasses.dataclass(frozen=True)
 class Tempo:
     """Result of :func:`track_tempo`: refined tempo (BPM), beat times (s) and a 0..1 beat strength."""
@@ -393,10 +462,12 @@ def track_tempo(segment: np.ndarray, sr: int = 44100, centre_bpm: float = TARGET
     4. a least-squares line ``t_k = t_0 + k * P`` through the beat times, fitted to the largest
        group of beats that agree on the beat phase (trackers wander off in breakdowns and may come
        back half a beat late), giving the tempo 60 / P;
-    5. the phase t_0 placed on the strongest kick-band onsets (or broadband ones where there is no
-       kick), searching a whole beat: this fixes trackers that lock onto off-beat hats and the
-       ~10 ms lag of spectral-flux envelopes (known limit: music whose 30-150 Hz band is led by an
-       off-beat bass louder than the kick gets its clips cut on the off-beat);
+    5. the phase t_0 placed on the kick (:func:`_kick_phase`): the beat line and its grids shifted
+       by a quarter, a half and three quarters of a beat are each slid onto the sharpest 30-150 Hz
+       onsets (broadband ones where there is no low band), and the grid whose points carry the
+       most percussive 40-400 Hz onset strength wins. This fixes trackers that lock onto off-beat
+       hats or bass notes and the ~10 ms lag of spectral-flux envelopes, and keeps an off-beat
+       bass that is louder than the kick in the low band from pulling the grid half a beat late;
     6. period and phase refined together on those onsets (+-0.3 %, +-6 ms), which matters for
        short segments where the line fit has few beats at 11.6 ms resolution.
 
@@ -423,8 +494,7 @@ def track_tempo(segment: np.ndarray, sr: int = 44100, centre_bpm: float = TARGET
     band_rms = math.sqrt(float(np.mean(kick ** 2))) if kick.size else 0.0
     if band_rms < 1e-7:
         kick, kick_rate = _broadband_onsets(audio, sr)
-    first += _comb_phase(kick, kick_rate, period, first, period / 2)
-    first = first - math.floor(first / period) * period
+    first = _kick_phase(audio, sr, kick, kick_rate, period, first)
     period, first = _comb_refine(kick, kick_rate, period, first)
     first = first - math.floor(first / period) * period
     grid = first + period * np.arange(int((duration - first) / period) + 1)

@@ -301,3 +301,19 @@ sf.write(args[-1], np.interp(np.arange(n) / ratio, np.arange(x.size), x).astype(
     assert name == "rubberband" and y.size == round(x.size * 124 / 130)
     expected = np.interp(np.arange(y.size) / (124 / 130), np.arange(x.size), x)
     assert np.max(np.abs(y - expected)) < 1e-5
+
+
+@pytest.mark.parametrize("bpm", [124, 128, 137])
+def test_clips_start_on_the_kick_when_an_off_beat_bass_is_louder_in_the_low_band(bpm):
+    # House-style sub bass on every off-beat with several times the kick's 30-150 Hz energy
+    # (tests/test_synth.py checks that): a kick-band onset alone would cut on the off-beat.
+    offset = float(np.random.default_rng(bpm + 7).uniform(0, 60 / bpm))
+    x = techno_loop(bpm, 12.0, sr=SR, seed=bpm, offset=offset, parts=("kick", "hat", "bass", "chord", "offbass"))
+    truth = beat_grid(bpm, 12.0, offset)
+    geom = StftGeometry(64)
+    clips, records, counts = slice_segment(x, SR, geom.clip_samples, SliceParams(stride_beats=4))
+    assert counts.segments_kept == 1 and len(records) >= 4
+    for r in records:
+        assert abs(r["source_bpm"] - bpm) < 0.5
+        # Within 3 ms of a kick in source time, which the beat-locked stretch maps onto 130 BPM.
+        assert _nearest_beat_error(r["clip_start_s"], truth) < 0.003

@@ -88,3 +88,24 @@ def test_tempo_change_is_a_two_segment_set():
     s = tempo_change(128, 132, seconds_each=1.0, sr=SR)
     assert [bpm for _, bpm in s.segments] == [128.0, 132.0]
     assert s.audio.size == 2 * SR
+
+
+def test_offbass_leads_the_low_band_on_the_off_beats_and_leaves_other_parts_alone():
+    bpm, offset = 126, 0.1  # 10500 samples per beat at 22050 Hz, first beat at sample 2205
+    period = int(SR * 60 / bpm)
+    from scipy.signal import butter, sosfiltfilt
+    sos = butter(4, [30, 150], btype="band", fs=SR, output="sos")
+    low = lambda x: sosfiltfilt(sos, x.astype(np.float64))
+    both = low(techno_loop(bpm, 4.0, sr=SR, offset=offset, parts=("kick", "offbass")))
+    s0 = int(offset * SR)
+    frames = both[s0:s0 + 6 * period].reshape(12, period // 2) ** 2
+    on_beat, off_beat = frames[0::2].sum(), frames[1::2].sum()
+    assert off_beat > 3 * on_beat  # the bass, not the kick, carries the 30-150 Hz band
+    # The off-beat bass draws no random numbers: hats and noise keep their samples (up to the
+    # peak normalisation) wherever the bass is silent (from 0.1 beat before to half a beat after a beat).
+    plain = techno_loop(bpm, 4.0, sr=SR, offset=offset, parts=("hat", "noise"))
+    with_bass = techno_loop(bpm, 4.0, sr=SR, offset=offset, parts=("hat", "noise", "offbass"))
+    quiet = np.concatenate([np.arange(b + period // 10, b + period // 2) for b in range(s0, s0 + 6 * period, period)])
+    scale = np.dot(with_bass[quiet], plain[quiet]) / np.dot(plain[quiet], plain[quiet])
+    assert 0 < scale < 1  # renormalised: the louder bass set the peak
+    np.testing.assert_allclose(with_bass[quiet], scale * plain[quiet], atol=1e-6)
