@@ -235,6 +235,13 @@ def load_snapshot(path: PathLike) -> dict:
         raise SnapshotError(f"{path}: no such file")
     if path.is_dir():
         raise SnapshotError(f"{path}: is a directory, not a snapshot file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip (PK\x03\x04); legacy torch files and raw pickles start with protocol 2+ (\x80).
+    if not magic:
+        raise SnapshotError(f"{path}: empty file, not a snapshot")
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise SnapshotError(f"{path}: not a network snapshot (neither a torch zip file nor a pickle)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

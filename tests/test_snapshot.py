@@ -174,8 +174,13 @@ def test_load_errors_name_the_file(tmp_path):
 
     garbage = tmp_path / "garbage.pkl"
     garbage.write_bytes(b"this is not a snapshot at all")
-    with pytest.raises(SnapshotError, match=r"garbage\.pkl: truncated or corrupt"):
+    with pytest.raises(SnapshotError, match=r"garbage\.pkl: not a network snapshot \(neither a torch zip file nor a pickle\)"):
         load_snapshot(garbage)
+
+    empty = tmp_path / "empty.pkl"
+    empty.write_bytes(b"")
+    with pytest.raises(SnapshotError, match=r"empty\.pkl: empty file, not a snapshot"):
+        load_snapshot(empty)
 
     plain = tmp_path / "plain.pkl"
     torch.save({"weights": torch.zeros(2)}, plain)
