@@ -1,6 +1,5 @@
 """Audio metrics through the registry: tempo fidelity on decoded archive clips and on a generator's output."""
 import io
-import json
 import zipfile
 
 import numpy as np
@@ -8,7 +7,7 @@ import PIL.Image
 import pytest
 import torch
 
-from audio_ext.codec import audio_to_logpower, encode
+from archive_helpers import write_encoded_archive
 from audio_ext.geometry import StftGeometry
 from audio_ext.synth import techno_loop
 from stylegan2.metrics import registry
@@ -16,17 +15,8 @@ from stylegan2.metrics import registry
 
 def write_archive(path, geometry, tempi):
     clips = np.stack([techno_loop(bpm, geometry.clip_seconds + 0.1, seed=i)[: geometry.clip_samples]
-                      for i, bpm in enumerate(tempi)]).astype(np.float64)
-    v = audio_to_logpower(clips, geometry)
-    block = geometry.audio_block(float(v.mean()), float(v.std()), target_bpm=130)
-    images = encode(clips, geometry, block["mean"], block["std"])
-    with zipfile.ZipFile(path, "w") as z:
-        for i, img in enumerate(images):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(img, mode="L").save(buf, format="PNG")
-            z.writestr(f"00000/clip{i:05d}.png", buf.getvalue())
-        z.writestr("dataset.json", json.dumps({"labels": None, "audio": block}))
-    return block, images
+                      for i, bpm in enumerate(tempi)])
+    return write_encoded_archive(path, clips, geometry)
 
 
 class ReplayG(torch.nn.Module):

@@ -1,17 +1,14 @@
 """calc_metrics.py end to end: a tiny random snapshot, a small archive, a toy TorchScript detector."""
-import io
 import re
 import json
-import zipfile
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
 
 import calc_metrics
-from audio_ext.codec import audio_to_logpower, encode
+from archive_helpers import write_encoded_archive
 from audio_ext.geometry import StftGeometry
 from audio_ext.synth import techno_loop
 from stylegan2 import networks, snapshot
@@ -23,16 +20,7 @@ GEOM = StftGeometry(RES)
 
 def write_archive(path, n=16):
     clips = np.stack([techno_loop(130, 0.1, seed=s, offset=s * 0.003)[: GEOM.clip_samples] for s in range(n)])
-    v = audio_to_logpower(clips.astype(np.float64), GEOM)
-    block = GEOM.audio_block(float(v.mean()), float(v.std()), target_bpm=130)
-    images = encode(clips.astype(np.float64), GEOM, block["mean"], block["std"])
-    with zipfile.ZipFile(path, "w") as z:
-        for i, img in enumerate(images):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(img, mode="L").save(buf, format="PNG")
-            z.writestr(f"00000/clip{i:05d}.png", buf.getvalue())
-        z.writestr("dataset.json", json.dumps({"labels": None, "audio": block}))
-    return block
+    return write_encoded_archive(path, clips, GEOM)[0]
 
 
 @pytest.fixture(scope="module")
