@@ -12,7 +12,7 @@ CUDA_PY := $(CUDA_VENV)/bin/python
 CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_ARCH ?= 8.0;9.0
 
-.PHONY: install test test-slow test-all demo demo-quick cuda-compile-check gpu-check bench clean
+.PHONY: install test test-slow test-all demo demo-quick cuda-compile-check gpu-check gpu-smoke bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ cuda-compile-check: $(CUDA_VENV)/.installed
 # On a CUDA machine: kernels against the reference paths, fp16 networks, GPU codec/phase checks.
 gpu-check: $(CUDA_VENV)/.installed
 	$(CUDA_PY) -m pytest -q -m gpu -rs
+
+# On a (possibly bare, possibly offline) CUDA machine: build the kernels, run the GPU tests and every GPU
+# benchmark in order of value, stop by itself after GPU_SMOKE_LIMIT seconds (default 480), record the
+# numbers with the GPU's name in docs/benchmarks.md. Offline: WHEELHOUSE=dir-of-wheels. See docs/cuda_ops.md.
+gpu-smoke:
+	bash benchmarks/gpu_smoke.sh
 
 bench: install
 	$(PY) benchmarks/phase_quality.py

@@ -184,7 +184,30 @@ def test_bias_act_half_precision_clamp_blocks_the_gradient_where_it_bites(cuda_k
     x64 = x.detach().double().requires_grad_(True)
     _bias_act_ref(x64, None, act=act, gain=1.0, clamp=0.7).sum().backward()
     torch.testing.assert_close(x.grad.double(), x64.grad, atol=2e-3, rtol=2e-3)
-    assert float(x.grad[0, 0]) == 0.0 and float(x.grad[0, 4]) == 0.0
+    # Where the unclamped output passes the clamp, the gradient is exactly zero (lrelu(-3) = -0.6 does not).
+    unclamped = _bias_act_ref(x.detach().double(), None, act=act, gain=1.0)
+    bites = unclamped.abs() > 0.7
+    assert bool(bites[0, 4]) and bool(bites[0, 0]) == (act != "lrelu")
+    assert torch.all(x.grad[bites] == 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("clamp", [None, 0.5])
+def test_bias_act_linear_output_may_be_updated_in_place_when_no_reference_is_kept(cuda_kernels, clamp):
+    """The networks' residual adds ``y.add_(x)`` onto a linear skip output: without a clamp the kernel keeps
+    no tensor for backward, so that in-place update must not break the gradient; with a clamp the output is
+    the reference and autograd must still catch the misuse."""
+    from stylegan2.ops.bias_act_cuda import bias_act_cuda
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, device=cuda_kernels, requires_grad=True)
+    y = bias_act_cuda(x, None, act="linear", gain=0.5, clamp=clamp)
+    y.add_(torch.ones_like(y))
+    if clamp is None:
+        y.sum().backward()
+        torch.testing.assert_close(x.grad, torch.full_like(x, 0.5))
+    else:
+        with pytest.raises(RuntimeError, match="inplace"):
+            y.sum().backward()
 
 
 @pytest.mark.gpu

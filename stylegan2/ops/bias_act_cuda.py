@@ -23,8 +23,11 @@ from . import plugin
 from .bias_act import activation_funcs, check_bias, resolve_params
 
 
-def _dense_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` with exactly ``like``'s strides (the kernel walks both as the same flat memory)."""
+def _dense_like(t: torch.Tensor, like: Optional[torch.Tensor]) -> torch.Tensor:
+    """``t`` with exactly ``like``'s strides (the kernel walks both as the same flat memory); ``t`` made
+    dense when there is no reference to follow."""
+    if like is None:
+        return _dense(t)
     if t.stride() == like.stride():
         return t
     return torch.empty_like(like).copy_(t)
@@ -51,6 +54,9 @@ class _Setup:
         self.dim, self.act, self.alpha, self.gain, self.clamp = dim, act, alpha, gain, clamp
         self.code = spec.cuda_idx
         self.ref_is_y = act in ("linear", "relu", "lrelu") and gain > 0 and alpha >= 0
+        # Linear without a clamp has the constant slope ``gain``: keep no tensor at all, so callers may
+        # update the output in place (the networks' residual ``y.add_(x)``) without breaking backward.
+        self.needs_ref = not (act == "linear" and clamp < 0)
         self.has_2nd_grad = spec.has_2nd_grad
 
     def run(self, x, b, x_ref, y_ref, grad: int) -> torch.Tensor:
@@ -67,7 +73,9 @@ class _BiasActFunction(torch.autograd.Function):
         y = setup.run(x, b, None, None, 0)
         ctx.setup = setup
         ctx.x_shape = x.shape
-        if setup.ref_is_y:
+        if not setup.needs_ref:
+            ctx.save_for_backward(None, None, None)
+        elif setup.ref_is_y:
             ctx.save_for_backward(None, None, y)
         else:
             ctx.save_for_backward(x, b, None)
