@@ -9,9 +9,10 @@ subprocess with its own time budget cut to what is left of ``--limit`` (seconds,
 2. ``build``    compile both CUDA extensions for this GPU (timed; later stages reuse the cache);
 3. ``tests``    the GPU test suite (``pytest -m gpu``): kernels vs reference, fp16 networks, codec/phase;
 4. ``generate`` ``benchmarks/generate_speed.py`` on CUDA over batch sizes (best batch reported);
-5. ``ops``      ``benchmarks/ops_speed.py``: kernel speed-ups and audio256/512/1024 training, reference vs kernels;
-6. ``train``    ``benchmarks/train_speed.py`` for audio1024 (the whole loop, data loading included);
-7. optional stages whose scripts exist (projection, decoder speed).
+5. ``train``    ``benchmarks/train_speed.py`` for audio1024 (the whole loop with kernels, data loading included);
+6. optional stages whose scripts exist (projection, decoder speed);
+7. ``ops``      ``benchmarks/ops_speed.py``: kernel speed-ups, then audio1024/512/256 training with reference
+   ops vs kernels (the reference path is slow on a GPU, so this comes last and takes what time is left).
 
 The benchmark scripts write their own sections of ``docs/benchmarks.md`` (with the GPU's name); this
 script adds a ``gpu-smoke`` section with every stage's status and time, and copies the logs, the JUnit
@@ -90,13 +91,13 @@ def stages(python: str, out: Path) -> List[Stage]:
                         f"--junitxml={out / 'gpu-tests.xml'}"], 300),
         Stage("generate", [python, bench("generate_speed.py"), "--device", "cuda", "--batches", "1,4,8,16,32",
                            "--clips", "32"], 150),
-        Stage("ops", [python, bench("ops_speed.py"), "--resolution", "256", "--repeats", "20",
-                      "--training", "256,512,1024"], 240),
+        Stage("train", [python, bench("train_speed.py"), "--cfg", "audio1024", "--res", "1024"], 180),
         Stage("project", [python, bench("project_speed.py"), "--resolution", "1024", "--device", "cuda",
                           "--steps", "50"], 120, needs=bench("project_speed.py")),
         Stage("decoder", [python, bench("decoder_speed.py"), "--device", "cuda"], 120,
               needs=bench("decoder_speed.py")),
-        Stage("train", [python, bench("train_speed.py"), "--cfg", "audio1024", "--res", "1024"], 180),
+        Stage("ops", [python, bench("ops_speed.py"), "--resolution", "256", "--repeats", "20",
+                      "--training", "1024,512,256"], 300),
     ]
 
 

@@ -140,21 +140,20 @@ def main(resolution: int, batch: int, repeats: int, training: str, write: bool) 
                       f"{repeats} runs, CUDA events.\n\n{table}")
     resolutions = [] if training.strip().lower() == "none" else [int(r) for r in training.split(",") if r.strip()]
     rows = []
-    for res in resolutions:
+    for res in resolutions:  # the section is rewritten after every resolution, so a cut run keeps what it measured
         ref = training_sec_per_kimg(f"audio{res}", res, torch.device("cuda"), "reference")
         ker = training_sec_per_kimg(f"audio{res}", res, torch.device("cuda"), "cuda")
         rows.append([f"audio{res}", res, ref, ker, f"{ref / ker:.2f}x"])
         click.echo(f"audio{res}: {ref:.1f} sec/kimg reference, {ker:.1f} sec/kimg kernels")
         torch.cuda.empty_cache()
-    if rows:
         table = markdown_table(["cfg", "resolution", "reference sec/kimg", "kernels sec/kimg", "speed-up"], rows)
         click.echo(table)
         if write:
             write_section("ops-training-speed", "Training speed with and without the CUDA kernels",
                           "`python benchmarks/ops_speed.py --training " + ",".join(map(str, resolutions)) +
                           "`; one GPU, one batch_gpu chunk per phase, lazy regularisation weighted, "
-                          "optimizer steps and data loading excluded.\n\n" + table)
-
+                          "optimizer steps and data loading excluded. Rows: "
+                          + ", ".join(r[0] for r in rows) + ".\n\n" + table)
 
 if __name__ == "__main__":
     main()
