@@ -8,6 +8,7 @@ without mirroring unless asked. Each result is printed by the caller and appende
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -49,22 +50,54 @@ def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] 
     gname = "G_ema" if snap.get("G_ema") is not None else "G"
     if snap.get(gname) is None:
         raise EvaluationError(f"{network}: snapshot holds no generator (G_ema or G)")
+    stored = _stored_dataset_kwargs(network, snap.get("training_set_kwargs"), need_path=data is None)
     if data is not None:
         if not Path(data).exists():
             raise EvaluationError(f"{data}: no such dataset (zip or folder)")
         kwargs = dict(path=str(data))
-        stored = snap.get("training_set_kwargs") or {}
         if "use_labels" in stored:
-            kwargs["use_labels"] = bool(stored["use_labels"])
+            kwargs["use_labels"] = stored["use_labels"]
     else:
-        stored = snap.get("training_set_kwargs")
-        if not isinstance(stored, dict) or not stored.get("path"):
-            raise EvaluationError(f"{network}: snapshot does not name its training set; pass --data")
         if not Path(stored["path"]).exists():
             raise EvaluationError(f"{network}: its training set {stored['path']} is missing; pass --data")
         kwargs = {k: v for k, v in stored.items() if k not in ("max_size", "class_name")}
     kwargs["xflip"] = bool(mirror)
     return snap, gname, kwargs
+
+
+#: The dataset options a snapshot's ``training_set_kwargs`` may hold (``ImageFolderDataset``'s
+#: arguments) and the types each accepts; other keys are ignored.
+_DATASET_OPTIONS = {"path": (str,), "resolution": (int, type(None)), "use_labels": (bool,),
+                    "max_size": (int, type(None)), "xflip": (bool,), "random_seed": (int,),
+                    "name": (str, type(None)), "class_name": (str, type(None))}
+
+
+def _stored_dataset_kwargs(network: PathLike, stored, need_path: bool) -> dict:
+    """The usable dataset options of a snapshot's ``training_set_kwargs``, each type-checked.
+
+    The snapshot is data from a file: a value of the wrong type is refused with one line naming the
+    snapshot and the key (pass ``--data`` to evaluate against another set); unknown keys are dropped.
+    """
+    if stored is None:
+        stored = {}
+    if not isinstance(stored, dict):
+        raise EvaluationError(f"{network}: training_set_kwargs is a {type(stored).__name__}, not a dict; "
+                              f"pass --data")
+    kwargs = {}
+    for key, types in _DATASET_OPTIONS.items():
+        if key not in stored:
+            continue
+        value = stored[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, not a "
+                                  f"{' or '.join('None' if t is type(None) else t.__name__ for t in types)}; "
+                                  f"pass --data")
+        if key in ("resolution", "max_size", "random_seed") and value is not None and value < 0:
+            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, not >= 0; pass --data")
+        kwargs[key] = value
+    if need_path and not kwargs.get("path"):
+        raise EvaluationError(f"{network}: snapshot does not name its training set; pass --data")
+    return kwargs
 
 
 def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device: str, num_gpus: int,
@@ -85,11 +118,22 @@ def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device
                                       pr_detector_path=pr_detector, num_gen=num_gen, max_real=max_real,
                                       batch_size=batch_size, seed=seed, audio=snap.get("audio"))
         if rank == 0:
-            record = registry.report_metric(result, Path(network).parent if report else None, snapshot_pkl=network)
+            record = registry.report_metric(result, None, snapshot_pkl=network)
             records.append(record)
-            if echo is not None:
+            if echo is not None:   # shown first: a log that cannot be written must not cost the value
                 echo(record)
+            if report:
+                try:
+                    registry.append_metric_record(record, Path(network).parent)
+                except OSError as e:
+                    _warn(f"Warning: {name} was computed but not logged: {Path(network).parent / ('metric-' + name + '.jsonl')}: "
+                          f"{e.strerror or e}")
     return records
+
+
+def _warn(message: str) -> None:
+    """One line on stderr (a module-level function: it works the same in spawned ranks)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _spawned(rank: int, **kwargs) -> None:
