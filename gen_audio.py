@@ -57,10 +57,11 @@ def _seeds(ctx, param, value):
 def main(**kwargs):
     """Generate audio clips from a trained network snapshot (see docs/generation.md)."""
     try:
-        with stop_on_signals():     # SIGTERM/SIGHUP: clean up the staging folder, then stop
+        with stop_on_signals():     # Ctrl-C, SIGTERM, SIGHUP: remove the staging folder, then stop
             result = generate(GenerateOptions(**kwargs), log=lambda msg: click.echo(msg, err=True))
-    except Interrupted as e:
-        click.echo(f"Stopped: {e}; nothing was changed in --outdir", err=True)
+    except Interrupted as e:        # exit status 128 + signal number, as a shell reports it
+        done = "every file was already in --outdir" if e.completed else "nothing was changed in --outdir"
+        click.echo(f"Stopped: {e}; {done}", err=True)
         sys.exit(128 + e.signum)
     click.echo(f"wrote {len(result.audio)} audio file(s); listening page: {result.page}")
 

@@ -306,7 +306,7 @@ def staging_folder(outdir: Path):
     except OSError as e:
         _remove_empty(created)
         raise GenerateError(f"--outdir {outdir}: cannot write there ({e.strerror or e})") from None
-    ok = keep = False
+    published = keep = False
     try:
         try:
             yield tmp
@@ -314,17 +314,20 @@ def staging_folder(outdir: Path):
             name = Path(e.filename).name if e.filename else "a file"
             raise GenerateError(f"--outdir {outdir}: cannot write {name} ({e.strerror or e}); "
                                 f"nothing was changed there") from None
-        try:
-            publish.publish(tmp, outdir)
-        except publish.PublishError as e:
-            keep = e.keep_staging
-            raise GenerateError(str(e)) from None
-        ok = True
-    finally:
-        if not keep:
+        with publish.held_signals(completed=True):   # a stop signal now waits until this is done
+            try:
+                publish.publish(tmp, outdir)
+            except publish.PublishError as e:
+                keep = e.keep_staging
+                raise GenerateError(str(e)) from None
+            published = True
             shutil.rmtree(tmp, ignore_errors=True)
-        if not ok:
-            _remove_empty(created)
+    finally:
+        if not published:
+            with publish.held_signals():
+                if not keep:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                _remove_empty(created)
 
 
 def _remove_empty(folders: List[Path]) -> None:

@@ -15,9 +15,10 @@ So after :func:`publish` returns or raises, ``outdir`` holds either every new fi
 what it held before. If even the roll-back fails (the disk died), :class:`PublishError` says so
 and the staging folder, which then holds the old files, is kept and named in the message.
 
-SIGTERM and SIGHUP are turned into a :class:`Interrupted` exception by :func:`stop_on_signals`
-(installed by the command-line script), so ``finally`` blocks remove the staging folder; during
-the publish step itself they are held back until the step is complete. Staging folders left by
+SIGINT, SIGTERM and SIGHUP are turned into an :class:`Interrupted` exception by
+:func:`stop_on_signals` (installed by the command-line script), so ``finally`` blocks remove the
+staging folder; during the publish step and the clean-up they are held back until that step is
+complete (:func:`held_signals`). Staging folders left by
 processes that died without cleaning up (``kill -9``, power loss) are removed by the next run
 into the same folder on the same host (:func:`remove_stale_staging`).
 """
@@ -36,8 +37,8 @@ from typing import Iterator, List, Sequence
 STAGING_PREFIX = ".gen_audio-"
 #: Folder inside the staging folder that holds links to the files a publish replaces.
 BACKUP_NAME = ".old"
-#: Signals that stop a run cleanly (SIGINT already raises KeyboardInterrupt).
-STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+#: Signals that stop a run cleanly: Ctrl-C, kill's default, a closed terminal.
+STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s)
 
 
 class PublishError(Exception):
@@ -49,11 +50,13 @@ class PublishError(Exception):
 
 
 class Interrupted(BaseException):
-    """A stop signal arrived (SIGTERM, SIGHUP); a BaseException so ``except Exception`` does not swallow it."""
+    """A stop signal arrived (SIGINT, SIGTERM, SIGHUP); a BaseException so ``except Exception`` does not
+    swallow it. ``completed`` is True when it was held back until the output was published."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
+    def __init__(self, signum: int, completed: bool = False) -> None:
+        super().__init__(f"{signal.Signals(signum).name} received")
         self.signum = int(signum)
+        self.completed = completed
 
 
 _held: List[int] = []      # signals that arrived inside held_signals()
@@ -83,21 +86,23 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def held_signals() -> Iterator[None]:
-    """Hold back the stop signals of :func:`stop_on_signals` until the block is done, then raise."""
+def held_signals(completed: bool = False) -> Iterator[None]:
+    """Hold back the stop signals of :func:`stop_on_signals` until the block is done, then raise
+    :class:`Interrupted` (with ``completed``: the block's work is done). If the block itself fails,
+    its exception wins and the held signal is dropped (the run stops either way)."""
     _holding[0] += 1
     try:
         yield
     except BaseException:
         if _holding[0] == 1:
-            _held.clear()   # the block failed anyway; the run stops with its error
+            _held.clear()
         raise
     finally:
         _holding[0] -= 1
     if not _holding[0] and _held:
         signum = _held[0]
         _held.clear()
-        raise Interrupted(signum)
+        raise Interrupted(signum, completed=completed)
 
 
 def _host() -> str:
@@ -162,7 +167,7 @@ def publish(staging: Path, outdir: Path) -> List[Path]:
     staging, outdir = Path(staging), Path(outdir)
     items = sorted(p for p in staging.iterdir() if p.name != BACKUP_NAME)
     backup = staging / BACKUP_NAME
-    with held_signals():
+    with held_signals(completed=True):
         existed = set()
         try:
             backup.mkdir(exist_ok=True)

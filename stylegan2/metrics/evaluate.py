@@ -89,11 +89,11 @@ def _stored_dataset_kwargs(network: PathLike, stored, need_path: bool) -> dict:
             continue
         value = stored[key]
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, not a "
-                                  f"{' or '.join('None' if t is type(None) else t.__name__ for t in types)}; "
+            expected = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, expected {expected}; "
                                   f"pass --data")
         if key in ("resolution", "max_size", "random_seed") and value is not None and value < 0:
-            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, not >= 0; pass --data")
+            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, expected >= 0; pass --data")
         kwargs[key] = value
     if need_path and not kwargs.get("path"):
         raise EvaluationError(f"{network}: snapshot does not name its training set; pass --data")
