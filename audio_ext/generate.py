@@ -285,7 +285,7 @@ def _validate(opts: GenerateOptions) -> None:
 
 
 @contextlib.contextmanager
-def staging_folder(outdir: Path):
+def staging_folder(outdir: Path, log=None):
     """A hidden temporary folder inside ``outdir``; its files move into ``outdir`` only on success.
 
     Publishing is all or nothing (:func:`audio_ext.publish.publish`): ``outdir`` ends with every
@@ -301,7 +301,10 @@ def staging_folder(outdir: Path):
             if not parent.exists():
                 parent.mkdir()
                 created.append(parent)
-        publish.remove_stale_staging(outdir)
+        _removed, kept = publish.remove_stale_staging(outdir)
+        for folder in kept if log else ():
+            log(f"Warning: {folder} was left by a run killed while publishing; its {publish.BACKUP_NAME}/ holds "
+                f"the earlier versions of files it replaced (check, then remove it)")
         tmp = publish.make_staging(outdir)
     except OSError as e:
         _remove_empty(created)
@@ -492,7 +495,7 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes, bpm=bpm,
                snapshot_name=snapshot_name, desc=desc, log=log)
     outdir = Path(opts.outdir)
-    with staging_folder(outdir) as run.staging:
+    with staging_folder(outdir, log) as run.staging:
         if opts.seeds:
             _render_seeds(run)
         if opts.walk:

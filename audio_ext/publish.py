@@ -20,7 +20,8 @@ SIGINT, SIGTERM and SIGHUP are turned into an :class:`Interrupted` exception by
 staging folder; during the publish step and the clean-up they are held back until that step is
 complete (:func:`held_signals`). Staging folders left by
 processes that died without cleaning up (``kill -9``, power loss) are removed by the next run
-into the same folder on the same host (:func:`remove_stale_staging`).
+into the same folder on the same host (:func:`remove_stale_staging`), unless their ``.old/``
+holds the only copy of a replaced file (killed while publishing): those are kept and named.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import signal
 import socket
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Iterator, List, Sequence, Tuple
 
 #: Name prefix of staging folders inside an output folder.
 STAGING_PREFIX = ".gen_audio-"
@@ -124,17 +125,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_staging(outdir: Path) -> List[Path]:
-    """Remove staging folders in ``outdir`` left by dead processes of this host; return them.
+def _only_copies(backup: Path, outdir: Path) -> bool:
+    """True when every file in ``backup`` (a staging folder's ``.old/``) is still in ``outdir`` as it was."""
+    import filecmp
+    try:
+        for old in backup.iterdir():
+            current = outdir / old.name
+            if not current.exists():
+                return False
+            if not (os.path.samefile(old, current) or filecmp.cmp(old, current, shallow=False)):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_staging(outdir: Path) -> Tuple[List[Path], List[Path]]:
+    """Remove staging folders in ``outdir`` left by dead processes of this host; return (removed, kept).
 
     A folder of a live process (a run going on in parallel), of another host, or with a name
-    this module did not make is left alone.
+    this module did not make is left alone. So is one whose ``.old/`` holds the only remaining
+    copy of a file (a process killed with SIGKILL in the middle of publishing): it is returned in
+    ``kept`` so that the caller can point the user at it.
     """
-    removed = []
+    removed: List[Path] = []
+    kept: List[Path] = []
     try:
         entries = list(Path(outdir).iterdir())
     except OSError:
-        return removed
+        return removed, kept
     host = _host()
     for entry in entries:
         if not entry.name.startswith(STAGING_PREFIX) or entry.is_symlink() or not entry.is_dir():
@@ -144,10 +163,14 @@ def remove_stale_staging(outdir: Path) -> List[Path]:
             continue
         if int(parts[1]) == os.getpid() or _pid_alive(int(parts[1])):
             continue
+        backup = entry / BACKUP_NAME
+        if backup.is_dir() and not _only_copies(backup, Path(outdir)):
+            kept.append(entry)
+            continue
         shutil.rmtree(entry, ignore_errors=True)
         if not entry.exists():
             removed.append(entry)
-    return removed
+    return removed, kept
 
 
 def _keep_copy(src: Path, dst: Path) -> None:

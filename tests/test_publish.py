@@ -117,8 +117,36 @@ def test_stale_staging_folders_of_dead_processes_are_removed(tmp_path):
     live = out / f"{publish.STAGING_PREFIX}{publish._host()}-{os.getppid()}-xyz"   # a running process
     other_host = out / f"{publish.STAGING_PREFIX}elsewhere-{dead.pid}-xyz"
     live.mkdir(), other_host.mkdir()
-    assert publish.remove_stale_staging(out) == [stale]
+    assert publish.remove_stale_staging(out) == ([stale], [])
     assert not stale.exists() and live.exists() and other_host.exists()
+
+
+def test_a_run_killed_while_publishing_keeps_the_only_copies_of_old_files(tmp_path, monkeypatch):
+    out, staging = make_folders(tmp_path)
+    real = os.replace
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    calls = []
+
+    def killed_after_first_move(src, dst, *args, **kwargs):   # SIGKILL cannot be caught: no roll-back
+        calls.append(dst)
+        if len(calls) == 2:
+            raise SystemExit("killed")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(publish, "_roll_back", lambda *a: [])
+    monkeypatch.setattr(os, "replace", killed_after_first_move)
+    with pytest.raises(SystemExit):
+        publish.publish(staging, out)
+    monkeypatch.undo()
+    left = staging.rename(out / f"{publish.STAGING_PREFIX}{publish._host()}-{dead.pid}-abc")   # as if by that pid
+    assert (out / "a.wav").read_text() == "new a"                # replaced before the "kill"
+    removed, kept = publish.remove_stale_staging(out)
+    assert removed == [] and kept == [left]
+    assert (left / publish.BACKUP_NAME / "a.wav").read_text() == "old a"   # the only copy is still there
+    # once the old file is back in place the folder holds nothing unique and goes
+    (out / "a.wav").write_text("old a")
+    assert publish.remove_stale_staging(out) == ([left], [])
 
 
 # ------------------------------------------------------------------------------------------ gen_audio.py
