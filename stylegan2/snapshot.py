@@ -240,6 +240,8 @@ def load_snapshot(path: PathLike) -> dict:
             raise SnapshotError(f"{path}: empty file, not a snapshot")
         if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
             raise SnapshotError(f"{path}: not a network snapshot (neither a torch zip file nor a pickle)")
+        if magic.startswith(b"PK\x03\x04"):
+            _check_unpacked_size(path, f)
         f.seek(0)
         data = _torch_load(path, f)
     if not isinstance(data, dict) or "format_version" not in data:
@@ -289,6 +291,27 @@ def _open_regular_file(path: Path):
         yield f
 
 
+#: A torch zip may unpack to at most this multiple of its size (plus 1 MiB). torch.save stores its
+#: members uncompressed (ratio 1); torch.load also reads deflated members, so without this check a
+#: 1 MB file of compressed zeros could make the loader allocate a gigabyte.
+MAX_UNPACK_RATIO = 2
+
+
+def _check_unpacked_size(path: Path, f) -> None:
+    """Refuse a zip whose members declare far more data than the file holds (a zip bomb)."""
+    import zipfile
+    size = os.fstat(f.fileno()).st_size
+    try:
+        f.seek(0)
+        with zipfile.ZipFile(f) as z:
+            declared = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return      # torch.load reports damaged files in its own words (truncated or corrupt)
+    if declared > MAX_UNPACK_RATIO * size + 2**20:
+        raise SnapshotError(f"{path}: its members unpack to {declared:,} bytes from a {size:,}-byte file; "
+                            f"snapshots are stored uncompressed, so this is not one (a zip bomb?)")
+
+
 def _torch_load(path: Path, f) -> Any:
     """``torch.load(weights_only=True)`` of an open file; every failure becomes a one-line SnapshotError."""
     try:
@@ -318,12 +341,23 @@ MAX_NIMG = 10**12
 _COUNTERS = ("cur_nimg", "cur_tick", "batch_idx")
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """True when no element of ``t`` is NaN or inf.
+
+    A sum is non-finite when any element is (NaN and inf propagate), and summing reads the data
+    once without a temporary (about 10x faster than ``isfinite(t).all()`` on the CPU); only a sum
+    that overflowed is settled element by element.
+    """
+    if bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def _first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
     """Name (key path) of the first floating-point tensor or float holding NaN or inf, else None."""
     for name, value in tensors.items():
         if isinstance(value, torch.Tensor):
-            if (value.is_floating_point() or value.is_complex()) and value.numel() and \
-                    not bool(torch.isfinite(value).all()):
+            if (value.is_floating_point() or value.is_complex()) and value.numel() and not _all_finite(value):
                 return name
         elif isinstance(value, float):
             if not np.isfinite(value):

@@ -222,3 +222,34 @@ def test_a_large_declared_network_is_compared_with_the_stored_shapes_before_it_i
     G = build_networks(healthy, names=["G_ema"])["G_ema"]
     assert devices == ["meta", "cpu"]
     assert G(torch.zeros(1, 8), torch.zeros(1, 0)).shape == (1, 1, RES, RES)
+
+
+def test_a_compressed_zip_that_unpacks_to_far_more_than_its_size_is_refused(tmp_path):
+    import zipfile
+    good = tmp_path / "good.pkl"
+    save_snapshot(good, {"cur_nimg": 0, "w": torch.zeros(8)})
+    bomb = tmp_path / "bomb.pkl"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info.filename))
+        z.writestr("good/data/padding", bytes(64 * 2**20))           # 64 MiB of zeros in about 64 KB
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(SnapshotError, match=r"bomb\.pkl: its members unpack to [0-9,]+ bytes from a [0-9,]+-byte file"):
+        load_snapshot(bomb)
+    # the same members deflated without the padding are still a loadable snapshot
+    small = tmp_path / "deflated.pkl"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(small, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info.filename))
+    assert load_snapshot(small)["cur_nimg"] == 0
+
+
+@pytest.mark.parametrize("values, dtype", [
+    ([1.0, -2.0, 3.5], torch.float32), ([1.0, float("nan")], torch.float32), ([float("inf"), -float("inf")], torch.float32),
+    ([3e38, 3e38, 3e38], torch.float32),           # finite values whose sum overflows
+    ([60000.0, 60000.0], torch.float16), ([60000.0, float("inf")], torch.float16),
+    ([1e30, -float("inf")], torch.float64), ([0.5, -0.25], torch.bfloat16),
+])
+def test_the_fast_finiteness_check_agrees_with_isfinite(values, dtype):
+    t = torch.tensor(values, dtype=dtype)
+    assert snap_io._all_finite(t) == bool(torch.isfinite(t).all())
