@@ -293,22 +293,28 @@ def staging_folder(outdir: Path, log=None):
     the temporary folder is removed, and so are the folders this call created. A file that cannot
     be written (disk full, read-only) stops the run with one line naming it.
     """
-    created = []
+    created, tmp = [], None
     try:
-        if outdir.exists() and not outdir.is_dir():
-            raise GenerateError(f"--outdir {outdir}: exists and is not a folder")
-        for parent in reversed([outdir, *outdir.parents]):
-            if not parent.exists():
-                parent.mkdir()
-                created.append(parent)
-        _removed, kept = publish.remove_stale_staging(outdir)
-        for folder in kept if log else ():
-            log(f"Warning: {folder} was left by a run killed while publishing; its {publish.BACKUP_NAME}/ holds "
-                f"the earlier versions of files it replaced (check, then remove it)")
-        tmp = publish.make_staging(outdir)
+        with publish.held_signals():        # a stop signal waits until the folders are known
+            if outdir.exists() and not outdir.is_dir():
+                raise GenerateError(f"--outdir {outdir}: exists and is not a folder")
+            for parent in reversed([outdir, *outdir.parents]):
+                if not parent.exists():
+                    parent.mkdir()
+                    created.append(parent)
+            _removed, kept = publish.remove_stale_staging(outdir)
+            for folder in kept if log else ():
+                log(f"Warning: {folder} was left by a run killed while publishing; its {publish.BACKUP_NAME}/ "
+                    f"holds the earlier versions of files it replaced (check, then remove it)")
+            tmp = publish.make_staging(outdir)
     except OSError as e:
         _remove_empty(created)
         raise GenerateError(f"--outdir {outdir}: cannot write there ({e.strerror or e})") from None
+    except publish.Interrupted:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
     published = keep = False
     try:
         try:

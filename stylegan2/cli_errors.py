@@ -26,7 +26,8 @@ def describe_os_error(e: OSError) -> str:
 
 
 def one_line_errors(*errors: Type[BaseException]) -> Callable:
-    """Decorator: ``errors`` (and OSError, MemoryError) raised by the command become ``Error: ...`` (exit 1)."""
+    """Decorator: ``errors`` (and OSError, MemoryError, CUDA out-of-memory) raised by the command become
+    ``Error: ...`` (exit 1)."""
     def wrap(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -41,5 +42,9 @@ def one_line_errors(*errors: Type[BaseException]) -> Callable:
                 raise click.ClickException(describe_os_error(e)) from None
             except MemoryError:
                 raise click.ClickException("out of memory (try a smaller --batch)") from None
+            except RuntimeError as e:
+                if type(e).__name__ != "OutOfMemoryError":      # torch.cuda.OutOfMemoryError
+                    raise
+                raise click.ClickException("out of GPU memory (try a smaller --batch or --device cpu)") from None
         return run
     return wrap
