@@ -6,8 +6,9 @@ with the snapshot's own ``audio`` block (no dataset needed), and three kinds of 
 ``seedNNNN-<bpm>bpm.<wav|flac>`` (16-bit PCM at the archive's sample rate, 44.1 kHz by default),
 ``seedNNNN.png`` (the generated spectrogram, row 0 = highest frequency) and ``index.html``.
 
-Everything is written into a hidden temporary folder inside the output folder first and moved into
-place only when every file is complete, so a failure leaves no partial output. With the same
+Everything is written into a hidden temporary folder inside the output folder first and published
+only when every file is complete, all or nothing (:mod:`audio_ext.publish`): a failure, a full disk
+or a stop signal leaves the output folder exactly as it was. With the same
 snapshot, seeds and options the files are byte-identical: constant noise by default, and every
 random choice (noise in ``random`` mode, random phase initialisations) is seeded from its own clip's seed.
 """
