@@ -30,6 +30,14 @@ def _echo_json(record: dict) -> None:
     click.echo(json.dumps(record, sort_keys=True))
 
 
+def _check_audio_block(snap: dict) -> None:
+    """Refuse a snapshot whose ``audio`` block is outside its physical ranges before any metric runs."""
+    block = snap.get("audio")
+    if block is not None:
+        from audio_ext.geometry import validate_audio_block
+        validate_audio_block(block)
+
+
 def _progress():
     try:
         from tqdm import tqdm
@@ -76,7 +84,8 @@ def main(network, metrics, data, mirror, gpus, device, detector, pr_detector, nu
     echo = _echo_json if as_json else _echo  # module-level functions: they travel to spawned ranks
     evaluate_snapshot(network, names, data=data, gpus=gpus, detector=detector, pr_detector=pr_detector,
                       mirror=mirror, device=device, num_gen=num_gen, max_real=max_real, batch_size=batch,
-                      seed=seed, report=not no_report, progress=None if as_json else _progress(), echo=echo)
+                      seed=seed, report=not no_report, progress=None if as_json else _progress(), echo=echo,
+                      check=_check_audio_block)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,20 @@ def test_odd_training_set_kwargs_give_one_line_naming_the_key(world, monkeypatch
     errors = [l for l in r.output.splitlines() if l.startswith("Error")]
     assert len(errors) == 1 and str(odd) in errors[0] and words in errors[0], r.output
     assert "Traceback" not in r.output
+
+
+def test_a_snapshot_with_an_absurd_audio_block_is_refused_before_any_metric(world, monkeypatch, tmp_path):
+    snap = snapshot.load_snapshot(world["snap"])
+    snap["audio"] = dict(snap["audio"], mean=float("nan"))
+    odd = tmp_path / "nan-mean.pkl"
+    snapshot.save_snapshot(odd, snap)
+    computed = []
+    real = calc_metrics.evaluate_snapshot.__globals__["registry"].calc_metric
+    monkeypatch.setattr(calc_metrics.evaluate_snapshot.__globals__["registry"], "calc_metric",
+                        lambda *a, **k: computed.append(1) or real(*a, **k))
+    r = run_cli(world, monkeypatch, "--network", odd, "--metrics", "fid1k,sfd1k", "--detector", world["detector"],
+                "--num-gen", 4, "--device", "cpu")
+    assert r.exit_code == 1 and computed == []
+    errors = [l for l in r.output.splitlines() if l.startswith("Error")]
+    assert errors == [f"Error: {odd}: audio block mean nan is not a finite number"], r.output
+    assert not list(tmp_path.glob("metric-*.jsonl"))

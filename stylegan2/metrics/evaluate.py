@@ -35,8 +35,14 @@ def _device(name: str, rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] = None, mirror: bool = False):
-    """Check metric names, load the snapshot and work out the dataset kwargs; return (snapshot, G record name, kwargs)."""
+def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] = None, mirror: bool = False,
+            check: Optional[Callable[[dict], None]] = None):
+    """Check metric names, load the snapshot and work out the dataset kwargs; return (snapshot, G record name, kwargs).
+
+    ``check(snapshot)`` may refuse the loaded snapshot with a ValueError (the caller's own checks,
+    e.g. of its ``audio`` block, which this layer knows nothing about); it becomes an EvaluationError
+    naming ``network``.
+    """
     from ..snapshot import SnapshotError, load_snapshot
     if not metrics:
         raise EvaluationError("--metrics: give at least one metric")
@@ -50,6 +56,11 @@ def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] 
     gname = "G_ema" if snap.get("G_ema") is not None else "G"
     if snap.get(gname) is None:
         raise EvaluationError(f"{network}: snapshot holds no generator (G_ema or G)")
+    if check is not None:
+        try:
+            check(snap)
+        except ValueError as e:
+            raise EvaluationError(f"{network}: {e}") from None
     stored = _stored_dataset_kwargs(network, snap.get("training_set_kwargs"), need_path=data is None)
     if data is not None:
         if not Path(data).exists():
@@ -144,14 +155,15 @@ def evaluate_snapshot(network: PathLike, metrics: Sequence[str], data: Optional[
                       detector: Optional[str] = None, pr_detector: Optional[str] = None, mirror: bool = False,
                       device: str = "auto", num_gen: Optional[int] = None, max_real: Optional[int] = None,
                       batch_size: int = 32, seed: int = 0, report: bool = True,
-                      progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None) -> List[dict]:
+                      progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None,
+                      check: Optional[Callable[[dict], None]] = None) -> List[dict]:
     """Compute ``metrics`` for the snapshot ``network``; return the records (also appended as JSON lines).
 
     With ``gpus > 1`` one process per GPU is spawned (``stylegan2.distributed.launch``); rank 0
     reports through ``echo`` and the log files, and the returned list is empty.
     """
     metrics = list(metrics)
-    prepared = prepare(network, metrics, data, mirror)  # fail fast, before spawning anything
+    prepared = prepare(network, metrics, data, mirror, check)  # fail fast, before spawning anything
     kwargs = dict(network=str(network), metrics=metrics, data=data, mirror=mirror, device=device, num_gpus=gpus,
                   detector=detector, pr_detector=pr_detector, num_gen=num_gen, max_real=max_real,
                   batch_size=batch_size, seed=seed, report=report)
