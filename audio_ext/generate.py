@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import io
+import math
 import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union

@@ -229,8 +229,10 @@ def _refusal_detail(message: str) -> str:
 def load_snapshot(path: PathLike) -> dict:
     """Read a snapshot written by :func:`save_snapshot`; never executes code from the file.
 
-    Every failure becomes ``SnapshotError("<path>: <problem>")``: missing file, not a snapshot,
-    truncated or corrupt data, an unsupported ``format_version``, or a pickle that would run code.
+    Every failure becomes ``SnapshotError("<path>: <problem>")``: missing file, not a regular file
+    (a FIFO is refused without blocking), not a snapshot, truncated or corrupt data, a zip that
+    would unpack to far more than its size, an unsupported ``format_version``, a pickle that would
+    run code, or values no training run writes (:func:`check_snapshot_values`).
     """
     path = Path(path)
     with _open_regular_file(path) as f:
