@@ -328,7 +328,8 @@ def _torch_load(path: Path, f) -> Any:
                 f"data{_refusal_detail(msg)}; upstream StyleGAN2 pickles are not supported") from None
         raise SnapshotError(f"{path}: truncated or corrupt snapshot ({msg.splitlines()[0] if msg else e!r})") from None
     except MemoryError:
-        raise SnapshotError(f"{path}: truncated or corrupt snapshot (it declares more data than fits in memory)") from None
+        raise SnapshotError(f"{path}: truncated or corrupt snapshot (it declares more data than fits in "
+                            f"memory)") from None
     except Exception as e:  # torch reports damaged files with many exception types; all mean the same here
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SnapshotError(f"{path}: truncated or corrupt snapshot ({first})") from None

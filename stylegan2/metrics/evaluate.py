@@ -137,8 +137,8 @@ def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device
                 try:
                     registry.append_metric_record(record, Path(network).parent)
                 except OSError as e:
-                    _warn(f"Warning: {name} was computed but not logged: {Path(network).parent / ('metric-' + name + '.jsonl')}: "
-                          f"{e.strerror or e}")
+                    log = Path(network).parent / f"metric-{name}.jsonl"
+                    _warn(f"Warning: {name} was computed but not logged: {log}: {e.strerror or e}")
     return records
 
 
