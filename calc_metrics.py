@@ -4,7 +4,8 @@
     python calc_metrics.py --network snap.pkl --data stft.zip --metrics fid50k_full,kid50k_full,pr50k3_full
     python calc_metrics.py --network snap.pkl --metrics sfd1k,tempo_fidelity    # no download needed
 
-Results are printed and appended to metric-<name>.jsonl beside the snapshot. A thin wrapper around
+Results are printed, then appended to metric-<name>.jsonl beside the snapshot (a log that cannot be
+written is a warning: the value is already on the screen). A thin wrapper around
 :func:`stylegan2.metrics.evaluate.evaluate_snapshot`; docs/metrics.md describes every metric.
 """
 from __future__ import annotations
@@ -14,8 +15,10 @@ import sys
 
 import click
 
+from stylegan2.cli_errors import one_line_errors
 from stylegan2.metrics.detector import DetectorError
 from stylegan2.metrics.evaluate import EvaluationError, evaluate_snapshot
+from stylegan2.snapshot import SnapshotError
 
 
 def _echo(record: dict) -> None:
@@ -25,6 +28,14 @@ def _echo(record: dict) -> None:
 
 def _echo_json(record: dict) -> None:
     click.echo(json.dumps(record, sort_keys=True))
+
+
+def _check_audio_block(snap: dict) -> None:
+    """Refuse a snapshot whose ``audio`` block is outside its physical ranges before any metric runs."""
+    block = snap.get("audio")
+    if block is not None:
+        from audio_ext.geometry import validate_audio_block
+        validate_audio_block(block)
 
 
 def _progress():
@@ -65,17 +76,16 @@ def _progress():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for latents and subsets.")
 @click.option("--no-report", is_flag=True, help="Print only; do not append to metric-*.jsonl.")
 @click.option("--json", "as_json", is_flag=True, help="Print each record as one JSON line.")
+@one_line_errors(EvaluationError, DetectorError, SnapshotError, ValueError)
 def main(network, metrics, data, mirror, gpus, device, detector, pr_detector, num_gen, max_real, batch, seed,
          no_report, as_json):
     """Compute metrics for a snapshot."""
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     echo = _echo_json if as_json else _echo  # module-level functions: they travel to spawned ranks
-    try:
-        evaluate_snapshot(network, names, data=data, gpus=gpus, detector=detector, pr_detector=pr_detector,
-                          mirror=mirror, device=device, num_gen=num_gen, max_real=max_real, batch_size=batch,
-                          seed=seed, report=not no_report, progress=None if as_json else _progress(), echo=echo)
-    except (EvaluationError, DetectorError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    evaluate_snapshot(network, names, data=data, gpus=gpus, detector=detector, pr_detector=pr_detector,
+                      mirror=mirror, device=device, num_gen=num_gen, max_real=max_real, batch_size=batch,
+                      seed=seed, report=not no_report, progress=None if as_json else _progress(), echo=echo,
+                      check=_check_audio_block)
 
 
 if __name__ == "__main__":

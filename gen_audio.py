@@ -8,10 +8,15 @@ A thin wrapper around :func:`audio_ext.generate.generate` (the logic and its doc
 """
 from __future__ import annotations
 
+import sys
+
 import click
 
 from audio_ext.generate import DEVICES, FORMATS, NOISE_MODES, GenerateError, GenerateOptions, generate
+from audio_ext.publish import Interrupted, stop_on_signals
 from audio_ext.seeds import SeedSyntaxError, parse_seeds
+from stylegan2.cli_errors import one_line_errors
+from stylegan2.snapshot import SnapshotError
 
 
 def _seeds(ctx, param, value):
@@ -48,12 +53,16 @@ def _seeds(ctx, param, value):
               help="Interpolated clips between consecutive --walk seeds.")
 @click.option("--crossfade", "crossfade_s", type=click.FloatRange(min=0), default=0.02, show_default=True,
               metavar="SECONDS", help="Crossfade at loop points and walk joins.")
+@one_line_errors(GenerateError, SnapshotError, ValueError)
 def main(**kwargs):
     """Generate audio clips from a trained network snapshot (see docs/generation.md)."""
     try:
-        result = generate(GenerateOptions(**kwargs), log=lambda msg: click.echo(msg, err=True))
-    except GenerateError as e:
-        raise click.ClickException(str(e)) from None
+        with stop_on_signals():     # Ctrl-C, SIGTERM, SIGHUP: remove the staging folder, then stop
+            result = generate(GenerateOptions(**kwargs), log=lambda msg: click.echo(msg, err=True))
+    except Interrupted as e:        # exit status 128 + signal number, as a shell reports it
+        done = "every file was already in --outdir" if e.completed else "nothing was changed in --outdir"
+        click.echo(f"Stopped: {e}; {done}", err=True)
+        sys.exit(128 + e.signum)
     click.echo(f"wrote {len(result.audio)} audio file(s); listening page: {result.page}")
 
 

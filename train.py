@@ -77,6 +77,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         probe = ImageFolderDataset(data, use_labels=cond, max_size=flags.get("subset"), xflip=mirror)
     except DatasetError as e:
         raise click.ClickException(str(e))
+    _check_audio_block(data, probe.audio)
     try:
         opts = resolve_config(cfg, probe.resolution, world, mirror=mirror, cond=cond,
                               metrics=_metrics_list(metrics), **flags)
@@ -142,6 +143,18 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _check_audio_block(data, block) -> None:
+    """Refuse an archive whose ``audio`` block is out of its physical ranges (a NaN mean, a tempo of
+    1e300) now, not after hours of training when the snapshots it is copied into fail to generate."""
+    if block is None:
+        return      # an image archive without audio: nothing to check
+    from audio_ext.geometry import validate_audio_block
+    try:
+        validate_audio_block(block)
+    except ValueError as e:
+        raise click.ClickException(f"{data}: dataset.json {e}") from None
 
 
 ABORTED = ("training aborted without a final snapshot; --resume latest continues from the last regular "

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import click
 import numpy as np
 
+from stylegan2.cli_errors import one_line_errors
 from stylegan2.misc import atomic_path
 
 from .archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json
@@ -182,6 +183,7 @@ def main() -> None:
 @click.option("--device", default=None, help="torch device [cuda if available, else cpu]")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
               help="images decoded together")
+@one_line_errors(ArchiveError, ValueError)
 def decode(data, clip_spec, outdir, method, iters, device, batch_size) -> None:
     """Decode archive images back to 16-bit WAV files (the training set after the round trip)."""
     try:

@@ -29,7 +29,7 @@ import numpy as np
 
 from stylegan2.misc import atomic_path
 
-from .geometry import StftGeometry
+from .geometry import validate_audio_block
 
 PathLike = Union[str, os.PathLike]
 
@@ -264,7 +264,8 @@ def read_dataset_json(path: PathLike) -> dict:
 
 
 def audio_block_of(path: PathLike, meta: dict) -> dict:
-    """The ``audio`` block of archive ``path``'s metadata, checked to describe a geometry this code can decode."""
+    """The ``audio`` block of archive ``path``'s metadata, every field checked against its physical
+    range (:func:`audio_ext.geometry.validate_audio_block`): a NaN mean is refused here, not at generation."""
     block = meta.get("audio")
     if not isinstance(block, dict):
         raise ArchiveError(f"{path}: dataset.json has no 'audio' block (not an audio archive)")
@@ -272,7 +273,7 @@ def audio_block_of(path: PathLike, meta: dict) -> dict:
     if missing:
         raise ArchiveError(f"{path}: audio block lacks {', '.join(missing)}")
     try:
-        StftGeometry.from_dict(block)
+        validate_audio_block(block)  # the same physical ranges as a snapshot's block (geometry.py)
     except ValueError as e:
         raise ArchiveError(f"{path}: {e}") from None
     return block

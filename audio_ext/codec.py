@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .geometry import StftGeometry, check_stats
+from .geometry import StftGeometry, check_stats, validate_audio_block
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -180,10 +180,7 @@ class AudioCodec:
                 raise ValueError("AudioCodec(geometry, mean, std): mean and std are required")
             geometry = block_or_geometry
         elif isinstance(block_or_geometry, Mapping):
-            block = block_or_geometry
-            missing = [k for k in ("mean", "std") if block.get(k) is None]
-            if missing:
-                raise ValueError(f"audio block is missing {', '.join(repr(k) for k in missing)}")
+            block = validate_audio_block(block_or_geometry)  # every field in its physical range
             geometry = StftGeometry.from_dict(block)
             mean, std, target_bpm = block["mean"], block["std"], block.get("target_bpm")
         else:

@@ -6,8 +6,9 @@ with the snapshot's own ``audio`` block (no dataset needed), and three kinds of 
 ``seedNNNN-<bpm>bpm.<wav|flac>`` (16-bit PCM at the archive's sample rate, 44.1 kHz by default),
 ``seedNNNN.png`` (the generated spectrogram, row 0 = highest frequency) and ``index.html``.
 
-Everything is written into a hidden temporary folder inside the output folder first and moved into
-place only when every file is complete, so a failure leaves no partial output. With the same
+Everything is written into a hidden temporary folder inside the output folder first and published
+only when every file is complete, all or nothing (:mod:`audio_ext.publish`): a failure, a full disk
+or a stop signal leaves the output folder exactly as it was. With the same
 snapshot, seeds and options the files are byte-identical: constant noise by default, and every
 random choice (noise in ``random`` mode, random phase initialisations) is seeded from its own clip's seed.
 """
@@ -15,17 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from . import loops
+from . import loops, publish
 from .page import ClipEntry, write_page
 
 FORMATS = ("wav", "flac")
@@ -33,6 +33,11 @@ NOISE_MODES = ("const", "random", "none")
 DEVICES = ("auto", "cpu", "cuda")
 #: Peak level (full scale = 1) that louder decoded audio is scaled down to before 16-bit conversion.
 PEAK_LIMIT = 0.99
+#: Largest |truncation psi| accepted: beyond it w leaves the trained region by orders of magnitude
+#: and float32 overflows (StyleGAN practice uses 0.5..1, extrapolation rarely beyond 2).
+MAX_TRUNC = 10.0
+#: Longest crossfade accepted, in seconds (a clip is at most a few minutes long).
+MAX_CROSSFADE_S = 60.0
 
 
 class GenerateError(Exception):
@@ -103,16 +108,16 @@ def load_generator(path, device: torch.device):
     if not isinstance(block, dict):
         raise GenerateError(f"{path}: snapshot has no 'audio' block (it was not trained on an audio archive), "
                             f"so its images cannot be turned into sound")
+    try:  # every field in its physical range, before anything is built (a tempo of 1e300 would hang)
+        from .geometry import validate_audio_block
+        validate_audio_block(block)
+    except ValueError as e:
+        raise GenerateError(f"{path}: {e}") from None
     name = "G_ema" if snap.get("G_ema") is not None else "G"
     try:
         G = build_networks(snap, device=device, names=[name])[name]
     except SnapshotError as e:
         raise GenerateError(f"{path}: {e}") from None
-    try:
-        from .codec import AudioCodec
-        AudioCodec(block)
-    except (ValueError, TypeError) as e:
-        raise GenerateError(f"{path}: unusable audio block: {e}") from None
     if int(getattr(G, "img_channels", 1)) != 1:
         raise GenerateError(f"{path}: generator makes {G.img_channels}-channel images; audio needs 1 channel")
     if int(G.img_resolution) != int(block["resolution"]):
@@ -236,10 +241,13 @@ def write_audio(path: Path, audio: np.ndarray, sr: int, fmt: str, tags: Dict[str
     """16-bit PCM WAV or FLAC with text tags (RIFF INFO / Vorbis comments via libsndfile)."""
     import soundfile as sf
     pcm = limit_peak(np.asarray(audio, np.float64)).astype(np.float32)
-    with sf.SoundFile(str(path), "w", samplerate=int(sr), channels=1, subtype="PCM_16", format=fmt.upper()) as f:
+    buf = io.BytesIO()  # encoded in memory, written with Python I/O: a full disk is an OSError naming the file
+    with sf.SoundFile(buf, "w", samplerate=int(sr), channels=1, subtype="PCM_16", format=fmt.upper()) as f:
         for key, value in tags.items():
             setattr(f, key, value)
         f.write(pcm)
+    with open(path, "wb") as out:
+        out.write(buf.getvalue())
 
 
 def save_png(path: Path, image_u8: np.ndarray) -> None:
@@ -259,16 +267,17 @@ def _validate(opts: GenerateOptions) -> None:
         raise GenerateError("nothing to generate: give --seeds and/or --walk")
     if not (isinstance(opts.batch, int) and opts.batch >= 1):
         raise GenerateError(f"--batch must be a positive integer, got {opts.batch!r}")
-    if not math.isfinite(opts.trunc):
-        raise GenerateError(f"--trunc must be a finite number, got {opts.trunc!r}")
+    if not (math.isfinite(opts.trunc) and abs(opts.trunc) <= MAX_TRUNC):
+        raise GenerateError(f"--trunc {opts.trunc!r}: truncation psi must be a number in -{MAX_TRUNC:g}..{MAX_TRUNC:g} "
+                            f"(1 = off, 0 = the average clip)")
     if opts.loop_bars is not None and opts.loop_bars < 1:
         raise GenerateError(f"--loop must be a positive number of bars, got {opts.loop_bars}")
     if opts.walk is not None and opts.walk_bars < 1:
         raise GenerateError(f"--bars must be a positive number of bars, got {opts.walk_bars}")
     if opts.walk_steps < 0:
         raise GenerateError(f"--walk-steps must be >= 0, got {opts.walk_steps}")
-    if not (math.isfinite(opts.crossfade_s) and opts.crossfade_s >= 0):
-        raise GenerateError(f"--crossfade must be a non-negative number of seconds, got {opts.crossfade_s}")
+    if not (math.isfinite(opts.crossfade_s) and 0 <= opts.crossfade_s <= MAX_CROSSFADE_S):
+        raise GenerateError(f"--crossfade {opts.crossfade_s!r}: must be 0..{MAX_CROSSFADE_S:g} seconds")
     if opts.n_iter is not None and opts.n_iter < 0:
         raise GenerateError(f"--iters must be >= 0, got {opts.n_iter}")
     methods = phase_methods()
@@ -277,33 +286,58 @@ def _validate(opts: GenerateOptions) -> None:
 
 
 @contextlib.contextmanager
-def staging_folder(outdir: Path):
+def staging_folder(outdir: Path, log=None):
     """A hidden temporary folder inside ``outdir``; its files move into ``outdir`` only on success.
 
-    On failure the temporary folder is removed, and so are the folders this call created.
+    Publishing is all or nothing (:func:`audio_ext.publish.publish`): ``outdir`` ends with every
+    new file or as it was. On failure (or SIGTERM, see :func:`audio_ext.publish.stop_on_signals`)
+    the temporary folder is removed, and so are the folders this call created. A file that cannot
+    be written (disk full, read-only) stops the run with one line naming it.
     """
-    created = []
+    created, tmp = [], None
     try:
-        if outdir.exists() and not outdir.is_dir():
-            raise GenerateError(f"--outdir {outdir}: exists and is not a folder")
-        for parent in reversed([outdir, *outdir.parents]):
-            if not parent.exists():
-                parent.mkdir()
-                created.append(parent)
-        tmp = Path(tempfile.mkdtemp(prefix=".gen_audio-", dir=outdir))
+        with publish.held_signals():        # a stop signal waits until the folders are known
+            if outdir.exists() and not outdir.is_dir():
+                raise GenerateError(f"--outdir {outdir}: exists and is not a folder")
+            for parent in reversed([outdir, *outdir.parents]):
+                if not parent.exists():
+                    parent.mkdir()
+                    created.append(parent)
+            _removed, kept = publish.remove_stale_staging(outdir)
+            for folder in kept if log else ():
+                log(f"Warning: {folder} was left by a run killed while publishing; its {publish.BACKUP_NAME}/ "
+                    f"holds the earlier versions of files it replaced (check, then remove it)")
+            tmp = publish.make_staging(outdir)
     except OSError as e:
         _remove_empty(created)
         raise GenerateError(f"--outdir {outdir}: cannot write there ({e.strerror or e})") from None
-    ok = False
+    except publish.Interrupted:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+    published = keep = False
     try:
-        yield tmp
-        for item in sorted(tmp.iterdir()):
-            os.replace(item, outdir / item.name)
-        ok = True
+        try:
+            yield tmp
+        except OSError as e:   # disk full, quota, read-only file system while writing the files
+            name = Path(e.filename).name if e.filename else "a file"
+            raise GenerateError(f"--outdir {outdir}: cannot write {name} ({e.strerror or e}); "
+                                f"nothing was changed there") from None
+        with publish.held_signals(completed=True):   # a stop signal now waits until this is done
+            try:
+                publish.publish(tmp, outdir)
+            except publish.PublishError as e:
+                keep = e.keep_staging
+                raise GenerateError(str(e)) from None
+            published = True
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not ok:
-            _remove_empty(created)
+        if not published:
+            with publish.held_signals():
+                if not keep:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                _remove_empty(created)
 
 
 def _remove_empty(folders: List[Path]) -> None:
@@ -468,7 +502,7 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes, bpm=bpm,
                snapshot_name=snapshot_name, desc=desc, log=log)
     outdir = Path(opts.outdir)
-    with staging_folder(outdir) as run.staging:
+    with staging_folder(outdir, log) as run.staging:
         if opts.seeds:
             _render_seeds(run)
         if opts.walk:

@@ -27,9 +27,42 @@ WINDOW = "hann"
 CENTER = True
 PAD_MODE = "reflect"
 
+# Physical ranges of an audio block's fields. Blocks come from files (dataset.json, snapshots) that
+# may be damaged or hostile; a value outside these ranges cannot describe music this code could
+# train on or play, and some (a tempo of 1e300, a sample rate of 2**40) would make generation loop
+# or allocate without end, so they are refused at load with the field named.
+#: Sample rates in Hz: telephone-grade 8 kHz and below down to 1 kHz, up to 768 kHz (the highest
+#: rate audio interfaces offer).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+#: Largest image side: 8192 (a 8192 x 8192 image is 64 Mpixel; the thesis uses 1024).
+MAX_RESOLUTION = 8192
+#: eps is added to |X|^2 before the log: positive, and at most 1 (beyond that it hides the music).
+MAX_EPS = 1.0
+#: clip_sigma: the +- range kept in standard deviations (3 in DESIGN.md).
+MAX_CLIP_SIGMA = 100.0
+#: Tempi in beats per minute that a target_bpm may have (ambient at 20 to extratone at 1000).
+MIN_BPM, MAX_BPM = 20.0, 1000.0
+#: Smallest std of ln power: below it every image would be one grey level.
+MIN_STD = 1e-3
+#: Headroom above full scale (in ln power, ln(100) = 20 dB) allowed for the mean of sources that
+#: were float audio beyond [-1, 1].
+MEAN_HEADROOM = math.log(100.0)
+
+
+class AudioBlockError(ValueError):
+    """An ``audio`` block field is missing, of the wrong type or outside its physical range.
+
+    The message is one line naming the field and its value; callers prefix the file.
+    """
+
 
 def _is_power_of_two(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
+
+
+def _is_number(x: Any) -> bool:
+    """A real number that is not a bool (JSON true would otherwise pass as 1)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def check_stats(mean: float, std: float, what: str) -> Tuple[float, float]:
@@ -64,6 +97,8 @@ class StftGeometry:
         r = self.resolution
         if isinstance(r, bool) or not isinstance(r, int) or not _is_power_of_two(r) or r < 4:
             raise ValueError(f"StftGeometry: resolution must be a power of two >= 4, got {r!r}")
+        if r > MAX_RESOLUTION:
+            raise ValueError(f"StftGeometry: resolution {r} is beyond the largest supported, {MAX_RESOLUTION}")
         hop = r if self.hop_length is None else self.hop_length
         if isinstance(hop, bool) or not isinstance(hop, int) or hop not in (r, r // 2):
             raise ValueError(f"StftGeometry: hop_length must be the resolution ({r}) or half of it ({r // 2}), "
@@ -72,10 +107,16 @@ class StftGeometry:
         sr = self.sample_rate
         if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
             raise ValueError(f"StftGeometry: sample_rate must be a positive integer (Hz), got {sr!r}")
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0):
+        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+            raise ValueError(f"StftGeometry: sample_rate {sr} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+        if not (_is_number(self.eps) and math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"StftGeometry: eps must be a positive finite number, got {self.eps!r}")
-        if not (isinstance(self.clip_sigma, (int, float)) and math.isfinite(self.clip_sigma) and self.clip_sigma > 0):
+        if self.eps > MAX_EPS:
+            raise ValueError(f"StftGeometry: eps {self.eps!r} is larger than {MAX_EPS:g}")
+        if not (_is_number(self.clip_sigma) and math.isfinite(self.clip_sigma) and self.clip_sigma > 0):
             raise ValueError(f"StftGeometry: clip_sigma must be a positive finite number, got {self.clip_sigma!r}")
+        if self.clip_sigma > MAX_CLIP_SIGMA:
+            raise ValueError(f"StftGeometry: clip_sigma {self.clip_sigma!r} is larger than {MAX_CLIP_SIGMA:g}")
         object.__setattr__(self, "eps", float(self.eps))
         object.__setattr__(self, "clip_sigma", float(self.clip_sigma))
 
@@ -189,3 +230,52 @@ class StftGeometry:
         if "center" in d and d["center"] is not CENTER:
             raise ValueError(f"audio block center={d['center']!r} is not supported (frames must be centred)")
         return geom
+
+
+def logpower_range(geometry: StftGeometry) -> Tuple[float, float]:
+    """The range of ``ln(|X|^2 + eps)`` for audio in [-1, 1]: ``(ln eps, ln(R^2 + eps))``.
+
+    A periodic Hann window of ``n_fft = 2R`` samples sums to R, so ``|X| <= R`` for samples in
+    [-1, 1]; the dataset mean of ln power lies in this range and its std is at most half its width.
+    """
+    return math.log(geometry.eps), math.log(float(geometry.resolution) ** 2 + geometry.eps)
+
+
+def validate_audio_block(block: Any) -> Mapping[str, Any]:
+    """Check every field of an ``audio`` block against its physical range; return the block unchanged.
+
+    One validator for archives (``dataset.json``) and snapshots: the geometry (sample_rate 1 kHz to
+    768 kHz, resolution a power of two 4..8192, hop R or R/2, n_fft 2R, hann, centred, eps in
+    (0, 1], clip_sigma in (0, 100]), the statistics (``mean`` finite and within the range ln power
+    can take for audio in [-1, 1] plus 20 dB, ``std`` finite, >= 1e-3 and at most that range's
+    half width) and ``target_bpm`` (absent/None, or 20..1000 BPM). Raises :class:`AudioBlockError`
+    with one line naming the first bad field and its value.
+    """
+    if not isinstance(block, Mapping):
+        raise AudioBlockError(f"audio block must be a mapping, got {type(block).__name__}")
+    for key in ("sample_rate", "resolution", "mean", "std"):
+        if block.get(key) is None:
+            raise AudioBlockError(f"audio block is missing {key!r}")
+    try:
+        geometry = StftGeometry.from_dict(block)
+    except ValueError as e:
+        raise AudioBlockError(f"audio block {str(e).replace('StftGeometry: ', '')}") from None
+    for key in ("mean", "std"):
+        value = block[key]
+        if not _is_number(value) or not math.isfinite(value):
+            raise AudioBlockError(f"audio block {key} {value!r} is not a finite number")
+    lo, hi = logpower_range(geometry)
+    mean, std = float(block["mean"]), float(block["std"])
+    if not lo - 1e-6 <= mean <= hi + MEAN_HEADROOM:
+        raise AudioBlockError(f"audio block mean {mean!r} is outside the range of ln power for this geometry "
+                              f"({lo:.4g}..{hi + MEAN_HEADROOM:.4g})")
+    max_std = (hi + MEAN_HEADROOM - lo) / 2
+    if not MIN_STD <= std <= max_std:
+        raise AudioBlockError(f"audio block std {std!r} is outside {MIN_STD:g}..{max_std:.4g} for this geometry")
+    bpm = block.get("target_bpm")
+    if bpm is not None:
+        if not _is_number(bpm) or not math.isfinite(bpm):
+            raise AudioBlockError(f"audio block target_bpm {bpm!r} is not a finite number")
+        if not MIN_BPM <= bpm <= MAX_BPM:
+            raise AudioBlockError(f"audio block target_bpm {bpm!r} is outside {MIN_BPM:g}..{MAX_BPM:g} BPM")
+    return block

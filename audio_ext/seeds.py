@@ -19,7 +19,7 @@ class SeedSyntaxError(ValueError):
 
 
 def _parse_int(text: str, spec: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() accepts '²' and '٣', which int() refuses
         raise SeedSyntaxError(f"seeds {spec!r}: {text!r} is not a non-negative integer "
                               f"(expected e.g. '0-19,42')")
     value = int(text)

@@ -28,10 +28,12 @@ Top-level keys (all optional except ``format_version``; the training loop writes
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Union
@@ -227,35 +229,23 @@ def _refusal_detail(message: str) -> str:
 def load_snapshot(path: PathLike) -> dict:
     """Read a snapshot written by :func:`save_snapshot`; never executes code from the file.
 
-    Every failure becomes ``SnapshotError("<path>: <problem>")``: missing file, not a snapshot,
-    truncated or corrupt data, an unsupported ``format_version``, or a pickle that would run code.
+    Every failure becomes ``SnapshotError("<path>: <problem>")``: missing file, not a regular file
+    (a FIFO is refused without blocking), not a snapshot, truncated or corrupt data, a zip that
+    would unpack to far more than its size, an unsupported ``format_version``, a pickle that would
+    run code, or values no training run writes (:func:`check_snapshot_values`).
     """
     path = Path(path)
-    if not path.exists():
-        raise SnapshotError(f"{path}: no such file")
-    if path.is_dir():
-        raise SnapshotError(f"{path}: is a directory, not a snapshot file")
-    with open(path, "rb") as f:
+    with _open_regular_file(path) as f:
         magic = f.read(4)
-    # torch.save writes a zip (PK\x03\x04); legacy torch files and raw pickles start with protocol 2+ (\x80).
-    if not magic:
-        raise SnapshotError(f"{path}: empty file, not a snapshot")
-    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
-        raise SnapshotError(f"{path}: not a network snapshot (neither a torch zip file nor a pickle)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "Weights only load failed" in msg:
-            raise SnapshotError(
-                f"{path}: refused to load: the file contains pickled code or objects other than plain "
-                f"data{_refusal_detail(msg)}; upstream StyleGAN2 pickles are not supported") from None
-        raise SnapshotError(f"{path}: truncated or corrupt snapshot ({msg.splitlines()[0] if msg else e!r})") from None
-    except Exception as e:  # torch reports damaged files with many exception types; all mean the same here
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SnapshotError(f"{path}: truncated or corrupt snapshot ({first})") from None
+        # torch.save writes a zip (PK\x03\x04); legacy torch files and raw pickles start with protocol 2+ (\x80).
+        if not magic:
+            raise SnapshotError(f"{path}: empty file, not a snapshot")
+        if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+            raise SnapshotError(f"{path}: not a network snapshot (neither a torch zip file nor a pickle)")
+        if magic.startswith(b"PK\x03\x04"):
+            _check_unpacked_size(path, f)
+        f.seek(0)
+        data = _torch_load(path, f)
     if not isinstance(data, dict) or "format_version" not in data:
         raise SnapshotError(f"{path}: not an ElectroGAN network snapshot (no format_version key)")
     version = data["format_version"]
@@ -263,7 +253,240 @@ def load_snapshot(path: PathLike) -> dict:
         raise SnapshotError(f"{path}: not an ElectroGAN network snapshot (format_version {version!r})")
     if version > FORMAT_VERSION or version < 1:
         raise SnapshotError(f"{path}: unsupported format_version {version} (this code reads up to {FORMAT_VERSION})")
+    check_snapshot_values(data, path)
     return data
+
+
+@contextlib.contextmanager
+def _open_regular_file(path: Path):
+    """The file at ``path`` opened for reading, refused at once unless it is a regular file.
+
+    Opened non-blocking and checked with ``fstat`` on the open descriptor (no window for a swap
+    between check and open): a FIFO would otherwise block forever waiting for a writer, and a
+    device such as /dev/zero would be read without end.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SnapshotError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SnapshotError(f"{path}: is a directory, not a snapshot file") from None
+    except PermissionError:
+        raise SnapshotError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise SnapshotError(f"{path}: cannot open ({e.strerror or e})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SnapshotError(f"{path}: is a directory, not a snapshot file")
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                    stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise SnapshotError(f"{path}: is {kind}, not a snapshot file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+#: A torch zip may unpack to at most this multiple of its size (plus 1 MiB). torch.save stores its
+#: members uncompressed (ratio 1); torch.load also reads deflated members, so without this check a
+#: 1 MB file of compressed zeros could make the loader allocate a gigabyte.
+MAX_UNPACK_RATIO = 2
+
+
+def _check_unpacked_size(path: Path, f) -> None:
+    """Refuse a zip whose members declare far more data than the file holds (a zip bomb)."""
+    import zipfile
+    size = os.fstat(f.fileno()).st_size
+    try:
+        f.seek(0)
+        with zipfile.ZipFile(f) as z:
+            declared = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return      # torch.load reports damaged files in its own words (truncated or corrupt)
+    if declared > MAX_UNPACK_RATIO * size + 2**20:
+        raise SnapshotError(f"{path}: its members unpack to {declared:,} bytes from a {size:,}-byte file; "
+                            f"snapshots are stored uncompressed, so this is not one (a zip bomb?)")
+
+
+def _torch_load(path: Path, f) -> Any:
+    """``torch.load(weights_only=True)`` of an open file; every failure becomes a one-line SnapshotError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        if "Weights only load failed" in msg:
+            raise SnapshotError(
+                f"{path}: refused to load: the file contains pickled code or objects other than plain "
+                f"data{_refusal_detail(msg)}; upstream StyleGAN2 pickles are not supported") from None
+        raise SnapshotError(f"{path}: truncated or corrupt snapshot ({msg.splitlines()[0] if msg else e!r})") from None
+    except MemoryError:
+        raise SnapshotError(f"{path}: truncated or corrupt snapshot (it declares more data than fits in "
+                            f"memory)") from None
+    except Exception as e:  # torch reports damaged files with many exception types; all mean the same here
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SnapshotError(f"{path}: truncated or corrupt snapshot ({first})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Values: what a snapshot may hold without being refused at load.
+
+#: Largest image counter a snapshot may claim: 10**12 images = 10**9 kimg, thousands of times any
+#: published training run (StyleGAN2-ADA's longest is 25,000 kimg).
+MAX_NIMG = 10**12
+_COUNTERS = ("cur_nimg", "cur_tick", "batch_idx")
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """True when no element of ``t`` is NaN or inf.
+
+    A sum is non-finite when any element is (NaN and inf propagate), and summing reads the data
+    once without the boolean mask ``isfinite(t).all()`` allocates; only a sum that overflowed
+    (finite values beyond float range together) is settled element by element.
+    """
+    if bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
+def _first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
+    """Name (key path) of the first floating-point tensor or float holding NaN or inf, else None."""
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor):
+            if (value.is_floating_point() or value.is_complex()) and value.numel() and not _all_finite(value):
+                return name
+        elif isinstance(value, float):
+            if not np.isfinite(value):
+                return name
+        elif isinstance(value, dict):
+            inner = _first_non_finite({f"{name}.{k}": v for k, v in value.items()})
+            if inner:
+                return inner
+        elif isinstance(value, (list, tuple)):
+            inner = _first_non_finite({f"{name}[{i}]": v for i, v in enumerate(value)})
+            if inner:
+                return inner
+    return None
+
+
+def check_snapshot_values(data: dict, path: PathLike = "snapshot") -> None:
+    """Refuse values no healthy training run writes, with one line naming ``path`` and the field.
+
+    * ``cur_nimg``, ``cur_tick``, ``batch_idx``: integers in 0..10**12 (a negative or absurd image
+      counter would shift the data order, the schedules and the snapshot names of a resumed run);
+    * the weights and buffers of ``G``, ``D``, ``G_ema`` and the optimizer states: finite (NaN or
+      inf weights generate silence or noise, and a resumed run would never recover);
+    * ``pl_mean``: finite and >= 0; ``augment.p`` and ``ada_stats.p``: in [0, 1].
+    """
+    for key in _COUNTERS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SnapshotError(f"{path}: {key} {value!r} is not an integer")
+        if not 0 <= value <= MAX_NIMG:
+            raise SnapshotError(f"{path}: {key} {value} is outside 0..{MAX_NIMG:.0e}; the counter is damaged")
+    for key in NETWORK_KEYS:
+        record = data.get(key)
+        state = record.get("state_dict") if isinstance(record, dict) else None
+        if isinstance(state, dict):
+            bad = _first_non_finite(state)
+            if bad:
+                raise SnapshotError(f"{path}: {key} weight {bad} holds NaN or inf; the snapshot is unusable "
+                                    f"(use an earlier one)")
+    for key in ("opt_G", "opt_D"):
+        state = data.get(key)
+        if isinstance(state, dict) and isinstance(state.get("state"), dict):
+            bad = _first_non_finite({str(k): v for k, v in state["state"].items()})
+            if bad:
+                raise SnapshotError(f"{path}: {key} optimizer state {bad} holds NaN or inf; cannot resume from it")
+    pl_mean = data.get("pl_mean")
+    if pl_mean is not None:
+        try:
+            value = float(pl_mean)
+        except (TypeError, ValueError, RuntimeError):
+            raise SnapshotError(f"{path}: pl_mean is not a number ({type(pl_mean).__name__})") from None
+        if not (np.isfinite(value) and value >= 0):
+            raise SnapshotError(f"{path}: pl_mean {value!r} is not a finite number >= 0")
+    for key in ("augment", "ada_stats"):
+        block = data.get(key)
+        if isinstance(block, dict) and "p" in block:
+            p = block["p"]
+            try:
+                p = float(p)
+            except (TypeError, ValueError, RuntimeError):
+                raise SnapshotError(f"{path}: {key}.p {p!r} is not a number") from None
+            if not 0.0 <= p <= 1.0:   # also False for NaN
+                raise SnapshotError(f"{path}: {key}.p {p!r} is not a probability in [0, 1]")
+
+
+#: Upper bounds on the sizes a network record may declare in its init_kwargs (at any nesting depth,
+#: e.g. ``mapping_kwargs.num_layers``). Far beyond every published StyleGAN configuration; they
+#: exist so that a small file cannot make the loader build a huge network before the shape check.
+SIZE_LIMITS = {
+    "img_resolution": 8192, "resolution": 8192, "img_channels": 4, "z_dim": 65536, "w_dim": 65536,
+    "c_dim": 65536, "num_ws": 64, "channel_base": 2**24, "channel_max": 65536, "num_layers": 64,
+    "cmap_dim": 65536, "embed_features": 65536, "layer_features": 65536, "mbstd_group_size": 4096,
+    "mbstd_num_channels": 64, "num_fp16_res": 16,
+}
+
+
+def _check_declared_sizes(key: str, kwargs: dict, where: str = "init_kwargs") -> None:
+    """Refuse a declared size that is not an integer in ``0..SIZE_LIMITS[name]`` (resolutions: powers of two)."""
+    for name, value in kwargs.items():
+        here = f"{where}.{name}"
+        if isinstance(value, dict):
+            _check_declared_sizes(key, value, here)
+            continue
+        limit = SIZE_LIMITS.get(name)
+        if limit is None or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+            raise SnapshotError(f"snapshot: '{key}' {here} {value!r} is not an integer in 0..{limit}")
+        if name.endswith("resolution") and value & (value - 1):
+            raise SnapshotError(f"snapshot: '{key}' {here} {value} is not a power of two")
+
+
+def _check_shapes_before_building(key: str, name: str, cls: type, record: dict) -> None:
+    """Compare the tensors ``init_kwargs`` would create with the stored ones before allocating anything.
+
+    The network is first built on torch's ``meta`` device (shapes only, no memory), so a small file
+    that declares a huge network (a resolution of 2**14 with a 64 x 64 state dict) is refused with
+    the first missing, unexpected or mis-shaped tensor named, instead of building gigabytes of
+    weights only to fail at ``load_state_dict``. What is then built holds as many numbers as the file.
+    """
+    stored = record["state_dict"]
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in cls(**record["init_kwargs"]).state_dict().items()}
+    except Exception as e:  # a bad kwarg set is a snapshot problem, report it as one
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SnapshotError(f"snapshot: cannot construct '{key}' ({name}): {first}") from None
+    missing = [k for k in shapes if k not in stored]
+    unexpected = [k for k in stored if k not in shapes]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) its init_kwargs declare are missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} stored tensor(s) are not in the network (first: {unexpected[0]})")
+        raise SnapshotError(f"snapshot: '{key}' state_dict does not fit {name}: {'; '.join(parts)}")
+    for k, shape in shapes.items():
+        value = stored[k]
+        if not isinstance(value, torch.Tensor):
+            raise SnapshotError(f"snapshot: '{key}' state_dict entry {k} is not a tensor")
+        if tuple(value.shape) != shape:
+            raise SnapshotError(f"snapshot: '{key}' state_dict does not fit {name}: {k} is stored as "
+                                f"{list(value.shape)}, its init_kwargs declare {list(shape)}")
 
 
 def build_networks(snapshot: dict, device: Union[str, torch.device] = "cpu",
@@ -271,8 +494,9 @@ def build_networks(snapshot: dict, device: Union[str, torch.device] = "cpu",
     """Rebuild networks from the records of a loaded snapshot; return ``{'G': .., 'D': .., 'G_ema': ..}``.
 
     ``names`` = which records to build (default: whichever of G, D, G_ema are present; at least one
-    must be). Classes come only from the allow-list; the networks are returned in eval mode with
-    ``requires_grad`` off, on ``device``.
+    must be). Classes come only from the allow-list; the sizes declared in ``init_kwargs`` are
+    checked against :data:`SIZE_LIMITS` and the stored tensors' shapes before anything is allocated;
+    the networks are returned in eval mode with ``requires_grad`` off, on ``device``.
     """
     if not isinstance(snapshot, dict):
         raise SnapshotError(f"snapshot: expected a dict, got {type(snapshot).__name__}")
@@ -293,8 +517,12 @@ def build_networks(snapshot: dict, device: Union[str, torch.device] = "cpu",
             raise SnapshotError(f"snapshot: '{key}' has class {name!r}, which is not an allowed network class")
         if not isinstance(record["init_kwargs"], dict):
             raise SnapshotError(f"snapshot: '{key}'.init_kwargs is not a dict")
+        if not isinstance(record["state_dict"], dict):
+            raise SnapshotError(f"snapshot: '{key}'.state_dict is not a dict")
+        _check_declared_sizes(key, record["init_kwargs"])
+        cls = factory()
+        _check_shapes_before_building(key, name, cls, record)
         try:
-            cls = factory()
             net = cls(**record["init_kwargs"])
         except Exception as e:  # a bad kwarg set is a snapshot problem, report it as one
             raise SnapshotError(f"snapshot: cannot construct '{key}' ({name}): {e}") from None

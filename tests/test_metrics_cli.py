@@ -91,3 +91,61 @@ def test_bad_input_gives_one_line_errors(world, monkeypatch, tmp_path, args, mes
     assert r.exit_code != 0
     assert message in r.output
     assert "Traceback" not in r.output
+
+
+def test_a_log_that_cannot_be_written_is_a_warning_after_the_value(world, monkeypatch, tmp_path):
+    # The run folder refuses the log (metric-fid1k.jsonl is a folder: unwritable even for root); the
+    # value must still be printed, the failure be one warning line, and the exit status 0.
+    run = tmp_path / "run"
+    run.mkdir()
+    snap = run / "network-snapshot-000000.pkl"
+    snap.write_bytes(world["snap"].read_bytes())
+    (run / "metric-fid1k.jsonl").mkdir()
+    r = run_cli(world, monkeypatch, "--network", snap, "--metrics", "fid1k", "--detector", world["detector"],
+                "--num-gen", 8, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    lines = [l.strip() for l in re.split(r"[\r\n]", r.output) if l.strip()]
+    value = [i for i, l in enumerate(lines) if re.match(r"fid1k [0-9.e+-]+ ", l)]
+    warning = [i for i, l in enumerate(lines) if l.startswith("Warning: fid1k was computed but not logged")]
+    assert len(value) == 1 and len(warning) == 1 and value[0] < warning[0], r.output
+    assert str(run / "metric-fid1k.jsonl") in lines[warning[0]]
+    assert "Traceback" not in r.output and list((run / "metric-fid1k.jsonl").iterdir()) == []
+
+
+@pytest.mark.parametrize("stored, words", [
+    (["not", "a", "dict"], "training_set_kwargs is a list, not a dict"),
+    ({"path": 5}, "training_set_kwargs.path is 5, expected str"),
+    ({"path": "{data}", "resolution": "32"}, "training_set_kwargs.resolution is '32', expected int or None"),
+    ({"path": "{data}", "use_labels": "yes"}, "training_set_kwargs.use_labels is 'yes', expected bool"),
+    ({"path": "{data}", "max_size": -4}, "training_set_kwargs.max_size is -4, expected >= 0"),
+])
+def test_odd_training_set_kwargs_give_one_line_naming_the_key(world, monkeypatch, tmp_path, stored, words):
+    snap = snapshot.load_snapshot(world["snap"])
+    if isinstance(stored, dict):
+        stored = {k: (v.format(data=world["data"]) if isinstance(v, str) else v) for k, v in stored.items()}
+    snap["training_set_kwargs"] = stored
+    odd = tmp_path / "odd.pkl"
+    snapshot.save_snapshot(odd, snap)
+    r = run_cli(world, monkeypatch, "--network", odd, "--metrics", "sfd1k", "--num-gen", 4, "--device", "cpu",
+                "--no-report")
+    assert r.exit_code == 1
+    errors = [l for l in r.output.splitlines() if l.startswith("Error")]
+    assert len(errors) == 1 and str(odd) in errors[0] and words in errors[0], r.output
+    assert "Traceback" not in r.output
+
+
+def test_a_snapshot_with_an_absurd_audio_block_is_refused_before_any_metric(world, monkeypatch, tmp_path):
+    snap = snapshot.load_snapshot(world["snap"])
+    snap["audio"] = dict(snap["audio"], mean=float("nan"))
+    odd = tmp_path / "nan-mean.pkl"
+    snapshot.save_snapshot(odd, snap)
+    computed = []
+    real = calc_metrics.evaluate_snapshot.__globals__["registry"].calc_metric
+    monkeypatch.setattr(calc_metrics.evaluate_snapshot.__globals__["registry"], "calc_metric",
+                        lambda *a, **k: computed.append(1) or real(*a, **k))
+    r = run_cli(world, monkeypatch, "--network", odd, "--metrics", "fid1k,sfd1k", "--detector", world["detector"],
+                "--num-gen", 4, "--device", "cpu")
+    assert r.exit_code == 1 and computed == []
+    errors = [l for l in r.output.splitlines() if l.startswith("Error")]
+    assert errors == [f"Error: {odd}: audio block mean nan is not a finite number"], r.output
+    assert not list(tmp_path.glob("metric-*.jsonl"))

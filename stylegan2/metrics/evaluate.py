@@ -8,6 +8,7 @@ without mirroring unless asked. Each result is printed by the caller and appende
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -34,8 +35,14 @@ def _device(name: str, rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] = None, mirror: bool = False):
-    """Check metric names, load the snapshot and work out the dataset kwargs; return (snapshot, G record name, kwargs)."""
+def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] = None, mirror: bool = False,
+            check: Optional[Callable[[dict], None]] = None):
+    """Check metric names, load the snapshot and work out the dataset kwargs; return (snapshot, G record name, kwargs).
+
+    ``check(snapshot)`` may refuse the loaded snapshot with a ValueError (the caller's own checks,
+    e.g. of its ``audio`` block, which this layer knows nothing about); it becomes an EvaluationError
+    naming ``network``.
+    """
     from ..snapshot import SnapshotError, load_snapshot
     if not metrics:
         raise EvaluationError("--metrics: give at least one metric")
@@ -49,22 +56,59 @@ def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] 
     gname = "G_ema" if snap.get("G_ema") is not None else "G"
     if snap.get(gname) is None:
         raise EvaluationError(f"{network}: snapshot holds no generator (G_ema or G)")
+    if check is not None:
+        try:
+            check(snap)
+        except ValueError as e:
+            raise EvaluationError(f"{network}: {e}") from None
+    stored = _stored_dataset_kwargs(network, snap.get("training_set_kwargs"), need_path=data is None)
     if data is not None:
         if not Path(data).exists():
             raise EvaluationError(f"{data}: no such dataset (zip or folder)")
         kwargs = dict(path=str(data))
-        stored = snap.get("training_set_kwargs") or {}
         if "use_labels" in stored:
-            kwargs["use_labels"] = bool(stored["use_labels"])
+            kwargs["use_labels"] = stored["use_labels"]
     else:
-        stored = snap.get("training_set_kwargs")
-        if not isinstance(stored, dict) or not stored.get("path"):
-            raise EvaluationError(f"{network}: snapshot does not name its training set; pass --data")
         if not Path(stored["path"]).exists():
             raise EvaluationError(f"{network}: its training set {stored['path']} is missing; pass --data")
         kwargs = {k: v for k, v in stored.items() if k not in ("max_size", "class_name")}
     kwargs["xflip"] = bool(mirror)
     return snap, gname, kwargs
+
+
+#: The dataset options a snapshot's ``training_set_kwargs`` may hold (``ImageFolderDataset``'s
+#: arguments) and the types each accepts; other keys are ignored.
+_DATASET_OPTIONS = {"path": (str,), "resolution": (int, type(None)), "use_labels": (bool,),
+                    "max_size": (int, type(None)), "xflip": (bool,), "random_seed": (int,),
+                    "name": (str, type(None)), "class_name": (str, type(None))}
+
+
+def _stored_dataset_kwargs(network: PathLike, stored, need_path: bool) -> dict:
+    """The usable dataset options of a snapshot's ``training_set_kwargs``, each type-checked.
+
+    The snapshot is data from a file: a value of the wrong type is refused with one line naming the
+    snapshot and the key (pass ``--data`` to evaluate against another set); unknown keys are dropped.
+    """
+    if stored is None:
+        stored = {}
+    if not isinstance(stored, dict):
+        raise EvaluationError(f"{network}: training_set_kwargs is a {type(stored).__name__}, not a dict; "
+                              f"pass --data")
+    kwargs = {}
+    for key, types in _DATASET_OPTIONS.items():
+        if key not in stored:
+            continue
+        value = stored[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            expected = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, expected {expected}; "
+                                  f"pass --data")
+        if key in ("resolution", "max_size", "random_seed") and value is not None and value < 0:
+            raise EvaluationError(f"{network}: training_set_kwargs.{key} is {value!r}, expected >= 0; pass --data")
+        kwargs[key] = value
+    if need_path and not kwargs.get("path"):
+        raise EvaluationError(f"{network}: snapshot does not name its training set; pass --data")
+    return kwargs
 
 
 def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device: str, num_gpus: int,
@@ -85,11 +129,22 @@ def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device
                                       pr_detector_path=pr_detector, num_gen=num_gen, max_real=max_real,
                                       batch_size=batch_size, seed=seed, audio=snap.get("audio"))
         if rank == 0:
-            record = registry.report_metric(result, Path(network).parent if report else None, snapshot_pkl=network)
+            record = registry.report_metric(result, None, snapshot_pkl=network)
             records.append(record)
-            if echo is not None:
+            if echo is not None:   # shown first: a log that cannot be written must not cost the value
                 echo(record)
+            if report:
+                try:
+                    registry.append_metric_record(record, Path(network).parent)
+                except OSError as e:
+                    log = Path(network).parent / f"metric-{name}.jsonl"
+                    _warn(f"Warning: {name} was computed but not logged: {log}: {e.strerror or e}")
     return records
+
+
+def _warn(message: str) -> None:
+    """One line on stderr (a module-level function: it works the same in spawned ranks)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _spawned(rank: int, **kwargs) -> None:
@@ -100,14 +155,15 @@ def evaluate_snapshot(network: PathLike, metrics: Sequence[str], data: Optional[
                       detector: Optional[str] = None, pr_detector: Optional[str] = None, mirror: bool = False,
                       device: str = "auto", num_gen: Optional[int] = None, max_real: Optional[int] = None,
                       batch_size: int = 32, seed: int = 0, report: bool = True,
-                      progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None) -> List[dict]:
+                      progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None,
+                      check: Optional[Callable[[dict], None]] = None) -> List[dict]:
     """Compute ``metrics`` for the snapshot ``network``; return the records (also appended as JSON lines).
 
     With ``gpus > 1`` one process per GPU is spawned (``stylegan2.distributed.launch``); rank 0
     reports through ``echo`` and the log files, and the returned list is empty.
     """
     metrics = list(metrics)
-    prepared = prepare(network, metrics, data, mirror)  # fail fast, before spawning anything
+    prepared = prepare(network, metrics, data, mirror, check)  # fail fast, before spawning anything
     kwargs = dict(network=str(network), metrics=metrics, data=data, mirror=mirror, device=device, num_gpus=gpus,
                   detector=detector, pr_detector=pr_detector, num_gen=num_gen, max_real=max_real,
                   batch_size=batch_size, seed=seed, report=report)

@@ -115,11 +115,21 @@ def report_metric(result: dict, run_dir: Optional[Union[str, os.PathLike]], snap
     record = dict(result, snapshot_pkl=None if snapshot_pkl is None else os.path.basename(str(snapshot_pkl)),
                   timestamp=time.time())
     if run_dir is not None:
-        path = Path(run_dir) / f"metric-{result['metric']}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:  # appending one line is atomic enough for a log
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        append_metric_record(record, run_dir)
     return record
+
+
+def append_metric_record(record: dict, run_dir: Union[str, os.PathLike]) -> Path:
+    """Append ``record`` as one JSON line to ``run_dir/metric-<metric>.jsonl``; return the file's path.
+
+    Raises OSError when the folder cannot be written (read-only, full): callers that have already
+    shown the value decide whether that is fatal.
+    """
+    path = Path(run_dir) / f"metric-{record['metric']}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:  # appending one line is atomic enough for a log
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+    return path
 
 
 def read_metric_log(run_dir: Union[str, os.PathLike], name: str) -> List[dict]:
