@@ -79,8 +79,55 @@ def _check_samples(path, audio: np.ndarray) -> np.ndarray:
     return audio
 
 
+def audio_file_problem(path) -> Optional[str]:
+    """Why ``path`` cannot be opened as an audio file, in a few words, or None when it can.
+
+    Checked before any decoder touches the file, because decoders word these cases badly
+    (libsndfile says "System error" for a permission problem, ``is_file`` says "no such file" for
+    a symlink loop) or block: opening a FIFO for reading waits for a writer forever. Only regular
+    files (after following symlinks) are accepted; the open test is non-blocking.
+    """
+    import errno
+    import stat
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "no such file"
+        return f"cannot access ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                           (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+            if test(st.st_mode):
+                return f"not a regular file ({kind})"
+        return "not a regular file"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"cannot open ({e.strerror or e})"
+    os.close(fd)
+    return None
+
+
+def _check_file(path) -> None:
+    """Raise :class:`AudioError` naming ``path`` when :func:`audio_file_problem` finds one."""
+    problem = audio_file_problem(path)
+    if problem is not None:
+        raise AudioError(f"{path}: {problem}")
+
+
 def audio_duration(path) -> float:
-    """Duration of the file in seconds as the container reports it (0.0 when unknown)."""
+    """Duration of the file in seconds as the container reports it (0.0 when unknown or unusable)."""
+    if audio_file_problem(path) is not None:
+        return 0.0
     try:
         import soundfile as sf
         info = sf.info(str(path))
@@ -137,8 +184,7 @@ def load_audio(path, sr: int = 44100) -> np.ndarray:
     Raises :class:`AudioError` for missing, unreadable, empty or non-finite audio.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    _check_file(path)
     try:
         import soundfile as sf
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -160,8 +206,7 @@ def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECOND
     segment is tracked and cut independently. Raises :class:`AudioError` as :func:`load_audio`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    _check_file(path)
     if segment_seconds <= 0:
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds!r}")
     try:
