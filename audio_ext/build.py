@@ -40,8 +40,8 @@ from .stats import RunningStats
 #: Extensions read as audio when a folder is scanned (case-insensitive).
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
                               ".aifc", ".m4a", ".aac", ".wma", ".w64", ".rf64", ".caf", ".au", ".snd"})
-#: Layout version of the work folder's per-file results.
-CACHE_VERSION = 2
+#: Layout version of the work folder's per-file results (3: the tempo-consistency rule).
+CACHE_VERSION = 3
 
 # ---------------------------------------------------------------------------------------------
 # Sources, shards, labels
@@ -388,8 +388,9 @@ class BuildSummary:
         out += [f"  skipped  {n}: {r}" for n, r in self.skipped]
         out += [f"  failed   {n}: {r}" for n, r in self.failed]
         out.append(f"audio: {c.seconds / 3600:.3f} h read; segments: {c.segments_kept} kept, "
-                   f"{c.segments_tempo} discarded by tempo, {c.segments_no_beat} without beat, "
-                   f"{c.segments_silent} silent, {c.segments_short} too short")
+                   f"{c.segments_tempo} discarded by tempo, {c.segments_relative} at a small-ratio relative "
+                   f"and {c.segments_off_track} off their file's tempo on weak evidence, {c.segments_no_beat} without "
+                   f"beat, {c.segments_silent} silent, {c.segments_short} too short")
         out.append(f"clips: {self.clips_written} written ({c.clips_silent} near-silent skipped); "
                    f"stretcher: {c.stretcher or '-'}")
         out.append(f"statistics: mean {self.mean:.4f}, std {self.std:.4f} ({self.stats_source})")
