@@ -87,6 +87,8 @@ def gather_sources(source: PathLike) -> Tuple[List[Source], List[Tuple[str, str]
                     ignored.append((rel, "not an audio file extension"))
                     continue
                 found.append(Source(full, rel))
+    elif audio_file_problem(source) not in (None, "no such file"):  # a FIFO would block the read below
+        raise ArchiveError(f"{source}: {audio_file_problem(source)}")
     elif source.is_file():
         try:
             lines = source.read_text(encoding="utf-8").splitlines()
@@ -144,6 +146,9 @@ def read_labels(spec: Optional[str], sources: Sequence[Source]) -> Tuple[Dict[st
         names = sorted(set(tops.values()))
         return {k: names.index(v) for k, v in tops.items()}, names
     path = Path(spec)
+    problem = audio_file_problem(path)
+    if problem is not None:
+        raise ArchiveError(f"{path}: cannot read labels ({problem})")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
@@ -174,6 +179,9 @@ def read_labels(spec: Optional[str], sources: Sequence[Source]) -> Tuple[Dict[st
 def load_stats(path: PathLike) -> Tuple[float, float, dict]:
     """(mean, std, the JSON) from a stats file (RunningStats.to_dict(), or any object with mean and std)."""
     path = Path(path)
+    problem = audio_file_problem(path)
+    if problem not in (None, "no such file"):
+        raise ArchiveError(f"{path}: cannot read the statistics ({problem})")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

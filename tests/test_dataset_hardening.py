@@ -383,3 +383,16 @@ def test_a_full_disk_is_one_line_naming_the_destination_and_loses_nothing(tmp_pa
     result = run("--source", music, "--dest", dest, "--overwrite", "--stats", stats, *FLAGS)
     assert result.exit_code == 0, result.output
     assert "0 failed" in result.output and len(read_dataset_json(dest)["clips"]) > 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("flag", ["--source", "--stats", "--labels"])
+def test_a_fifo_given_as_source_list_statistics_or_labels_is_refused_not_waited_on(tmp_path, music, stats, flag):
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    args = {"--source": ["--source", fifo, "--stats", stats], "--stats": ["--source", music, "--stats", fifo],
+            "--labels": ["--source", music, "--stats", stats, "--labels", fifo]}[flag]
+    result = _build_in_thread([*args, "--dest", tmp_path / "x.zip", *FLAGS])
+    line = error_line(result)
+    assert str(fifo) in line and "not a regular file (a FIFO)" in line
+    assert not (tmp_path / "x.zip").exists()
