@@ -8,9 +8,10 @@ other's files. :class:`WorkLock` makes the second run stop with one line naming 
 The lock is the file ``<work>/lock``: opened (created if missing) and locked with ``flock``,
 which the kernel releases when the holder dies, even by ``kill -9``; while held, the file says
 who holds it (JSON: ``pid``, ``host``, ``started``). A lock file left by a dead process is taken
-over with a message. A holder recorded on another host is never taken over (a shared file system
-may not carry ``flock`` between hosts): the message names the file to delete once that run is
-known to be gone.
+over with a message. A holder recorded on another host (a shared file system may not carry
+``flock`` between hosts), or a live process that does not hold the kernel lock (a pid reused after
+a reboot), is never taken over: the message names the file to delete once that run is known to be
+gone.
 """
 from __future__ import annotations
 
@@ -98,9 +99,11 @@ class WorkLock:
                     raise ArchiveError(f"{self.work}: locked by a build on another host ({_describe(previous)}); "
                                        f"if it is no longer running, delete {self.path}")
                 if pid != os.getpid() and _pid_alive(pid):
+                    # The kernel lock is free, yet the recorded process lives: a file system without
+                    # flock, or the pid was reused after a reboot. Do not guess; say how to decide.
                     os.close(fd)
-                    raise ArchiveError(f"{self.work}: in use by another build ({_describe(previous)}); "
-                                       "wait for it to finish or stop it")
+                    raise ArchiveError(f"{self.work}: the lock names a running process ({_describe(previous)}); "
+                                       f"if that is not a build of this destination, delete {self.path}")
                 self.log(f"{self.work}: taking over the lock of a build that is no longer running "
                          f"({_describe(previous)})")
             info = {"pid": os.getpid(), "host": host,

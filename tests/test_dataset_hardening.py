@@ -396,3 +396,18 @@ def test_a_fifo_given_as_source_list_statistics_or_labels_is_refused_not_waited_
     line = error_line(result)
     assert str(fifo) in line and "not a regular file (a FIFO)" in line
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_a_lock_naming_a_live_process_but_not_held_is_not_taken_over(tmp_path):
+    """The kernel lock is free but the recorded pid runs (a reused pid): refuse, and say what to delete."""
+    work = tmp_path / "w"
+    work.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (work / "lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "x"}))
+        with pytest.raises(ArchiveError, match=rf"names a running process \(pid {live.pid} .*delete .*lock$"):
+            WorkLock(work).acquire()
+    finally:
+        live.kill()
+        live.wait()
+    assert json.loads((work / "lock").read_text())["pid"] == live.pid
