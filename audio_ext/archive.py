@@ -208,11 +208,12 @@ def check_destination(dest: PathLike, overwrite: bool = False, sources: Sequence
 def _stale_temp_pattern(dest: Path) -> "re.Pattern[str]":
     """Names of the temporaries a run writing ``dest`` leaves beside it when killed (mkstemp/mkdtemp
     add 8 characters of [a-z0-9_]): the zip or folder being written, a folder archive's old copy
-    being replaced, and the atomic writes of ``<dest>.log`` / ``<dest>.stats.json``."""
+    being replaced, the atomic writes of ``<dest>.log`` / ``<dest>.stats.json`` and of a
+    ``--stats-only`` JSON destination."""
     name = re.escape(dest.name)
     rnd = r"[a-z0-9_]{8}"
     return re.compile(rf"\.{name}\.(?:{rnd}\.zip\.tmp|{rnd}\.tmp|old-\d+|{rnd}\.json\.tmp|"
-                      rf"log\.{rnd}\.log\.tmp|stats\.json\.{rnd}\.json\.tmp|stats-{rnd}\.tmp)")
+                      rf"log\.{rnd}\.log\.tmp|stats\.json\.{rnd}\.json\.tmp)")
 
 
 def remove_stale_temps(dest: PathLike, log: Optional[Callable[[str], None]] = None) -> List[str]:
