@@ -411,3 +411,39 @@ def test_a_lock_naming_a_live_process_but_not_held_is_not_taken_over(tmp_path):
         live.kill()
         live.wait()
     assert json.loads((work / "lock").read_text())["pid"] == live.pid
+
+
+@pytest.mark.parametrize("dest_name", ["stft.zip", "stft_folder"])
+def test_kill_9_while_assembling_then_the_same_command_cleans_up_and_gives_the_same_archive(tmp_path, music, stats,
+                                                                                           dest_name):
+    """A real SIGKILL in the middle of writing the archive (after its first clip), then a rerun."""
+    dest = tmp_path / dest_name
+    args = ["--source", str(music), "--dest", str(dest), "--stats", str(stats), *FLAGS]
+    killer = ("import os, signal, sys\n"
+              "import audio_ext.archive as a\n"
+              "real = a.ArchiveWriter.add_png\n"
+              "def add_then_die(self, *args, **kwargs):\n"
+              "    real(self, *args, **kwargs)\n"
+              "    if self.kind == 'zip':\n"
+              "        self._zip.fp.flush()\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "a.ArchiveWriter.add_png = add_then_die\n"
+              "from dataset_tool_audio import main\n"
+              "main(sys.argv[1:])\n")
+    proc = subprocess.Popen([sys.executable, "-c", killer, *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == -9, err
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{dest_name}.")]
+    assert len(leftovers) == 1 and not dest.exists()
+    assert json.loads((tmp_path / f"{dest_name}.partial" / "lock").read_text())["pid"] == proc.pid
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "removed 1 temporary file(s)" in result.output and "taking over the lock" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["music", "stats.json", dest_name, f"{dest_name}.log"])
+    fresh = tmp_path / "fresh" / dest_name
+    assert run("--source", music, "--dest", fresh, "--stats", stats, *FLAGS).exit_code == 0
+    if dest_name.endswith(".zip"):
+        assert dest.read_bytes() == fresh.read_bytes()
+    else:
+        assert tree(dest) == tree(fresh)
