@@ -3,7 +3,7 @@
     python dataset_tool_audio.py --source mixsets/ --dest stft.zip
 
 Every flag is described in docs/dataset.md; the work is done by audio_ext.build.build_archive
-(and audio_ext.archive.merge_archives for --merge).
+(and audio_ext.build.merge_into for --merge).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from audio_ext.archive import ArchiveError, merge_archives
-from audio_ext.build import BuildOptions, build_archive, parse_shard
+from audio_ext.archive import ArchiveError
+from audio_ext.build import BuildOptions, build_archive, merge_into, parse_shard
 from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, STRETCH_CHOICES, STRIDE_BEATS,
                                TARGET_BPM, SliceParams)
 
@@ -55,7 +55,7 @@ def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample,
         if merge:
             if source:
                 raise ArchiveError("--merge and --source do not go together: merge first, or build first")
-            n = merge_archives(merge, dest, overwrite=overwrite)
+            n = merge_into(merge, dest, overwrite=overwrite, log=lambda line: click.echo(line, err=True))
             click.echo(f"merged {len(merge)} archive(s), {n} clips -> {dest}", err=True)
             return
         if not source:

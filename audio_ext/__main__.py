@@ -11,10 +11,11 @@ malformed image is skipped and reported, and the command fails only when nothing
 from __future__ import annotations
 
 import io
+import os
 import sys
 import zipfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import click
 import numpy as np
@@ -22,30 +23,54 @@ import numpy as np
 from stylegan2.cli_errors import one_line_errors
 from stylegan2.misc import atomic_path
 
-from .archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json
+from .archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json, png_size_cap
 from .codec import AudioCodec
 from .phase import DEFAULT_METHOD, METHODS
 
 
-def parse_clip_range(spec: str) -> List[int]:
-    """Clip indices from ``'0-4'`` (inclusive), ``'3'`` or ``'0,2,5-7'``, in the order given, without repeats."""
-    out: List[int] = []
+def parse_clip_ranges(spec: str) -> List[Tuple[int, int]]:
+    """Inclusive ``(first, last)`` index ranges from ``'0-4'``, ``'3'`` or ``'0,2,5-7'`` (syntax only).
+
+    Nothing is expanded here, so ``0-100000000000`` costs no more than ``0-4``; see
+    :func:`parse_clip_range` for the check against an archive's size.
+    """
+    out: List[Tuple[int, int]] = []
     for part in str(spec).split(","):
         part = part.strip()
         try:
             if "-" in part:
                 a, b = part.split("-", 1)
                 lo, hi = int(a), int(b)
-                if lo > hi:
-                    raise ValueError
-                items = range(lo, hi + 1)
             else:
-                items = [int(part)]
-            if any(i < 0 for i in items):
+                lo = hi = int(part)
+            if lo < 0 or lo > hi:
                 raise ValueError
         except ValueError:
             raise ValueError(f"bad clip range {spec!r}: use non-negative indices like '0-4', '7' or '0,2,5-7'") from None
-        out.extend(i for i in items if i not in out)
+        out.append((lo, hi))
+    return out
+
+
+def parse_clip_range(spec: str, count: Optional[int] = None) -> List[int]:
+    """Clip indices from ``'0-4'`` (inclusive), ``'3'`` or ``'0,2,5-7'``, in the order given, without repeats.
+
+    With ``count`` (the archive's number of clips) an index at or past it is an error naming the
+    valid range, raised before any list is built: the work is linear in the clips asked for and
+    never more than ``count`` per range, whatever the numbers typed.
+    """
+    ranges = parse_clip_ranges(spec)
+    if count is not None:
+        for lo, hi in ranges:
+            if hi >= count:
+                last = f"0-{count - 1}" if count else "none"
+                raise ValueError(f"clip {max(lo, count)} is out of range (the archive has {count} clips, {last})")
+    out: List[int] = []
+    seen = set()
+    for lo, hi in ranges:
+        for i in range(lo, hi + 1):
+            if i not in seen:
+                seen.add(i)
+                out.append(i)
     return out
 
 
@@ -70,9 +95,9 @@ class ArchiveImages:
             if "dataset.json" not in names:
                 raise ArchiveError(f"{self.path}: dataset.json is missing at the archive root")
             try:
-                data = self._files.read("dataset.json")
+                data = self._files.read_dataset_json()
             except (KeyError, OSError, zipfile.BadZipFile) as e:
-                raise ArchiveError(f"{self.path}: dataset.json is not valid JSON ({e})") from None
+                raise ArchiveError(f"{self.path}: cannot read dataset.json ({e})") from None
             block = audio_block_of(self.path, parse_dataset_json(self.path, data))
             try:
                 self.codec = AudioCodec.from_audio_block(block)
@@ -93,7 +118,8 @@ class ArchiveImages:
         name = self.images[index]
         r = self.codec.geometry.resolution
         try:
-            with Image.open(io.BytesIO(self._files.read(name))) as im:
+            data = self._files.read(name, png_size_cap(r))
+            with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 if im.mode != "L":
                     raise ValueError(f"mode {im.mode}, expected greyscale 'L'")
@@ -123,25 +149,61 @@ def write_wav(path, audio: np.ndarray, sample_rate: int) -> None:
         sf.write(str(tmp), pcm, sample_rate, subtype="PCM_16", format="WAV")
 
 
-def decode_clips(data, clips: Sequence[int], outdir, method: str = DEFAULT_METHOD, n_iter: Optional[int] = None,
+def check_device(device: str) -> str:
+    """``device`` if torch can put a tensor there, else ValueError naming ``--device`` in one line."""
+    import torch
+    try:
+        torch.empty(1, device=torch.device(device))
+    except Exception as e:  # RuntimeError for a bad string, AssertionError/RuntimeError for a missing backend
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--device {device!r}: not usable here ({why[:160]})") from None
+    return device
+
+
+def check_outdir(outdir) -> Path:
+    """``outdir`` as a Path; ValueError naming it when it is a file or could not be created or written.
+
+    Nothing is created here (the first WAV creates the folder), so a failed command leaves nothing.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"{outdir}: --outdir is a file, not a folder")
+    probe = outdir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{outdir}: --outdir cannot be created ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{outdir}: --outdir is not writable ({probe})")
+    return outdir
+
+
+def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: str = DEFAULT_METHOD, n_iter: Optional[int] = None,
                  device: Optional[str] = None, batch_size: int = 8,
                  log: Callable[[str], None] = print) -> Tuple[List[Path], Dict[str, str]]:
     """Decode the given clip indices of archive ``data`` into ``outdir``; returns (written paths, skipped name -> why).
 
-    Raises :class:`ArchiveError` for an unusable archive or an index past its last clip.
+    ``clips`` is a list of indices or a range text as ``--clips`` takes it (checked against the
+    archive's size before it is expanded). Raises :class:`ArchiveError` for an unusable archive or an
+    index past its last clip, ValueError for an unusable ``device`` or ``outdir``.
     """
     import torch
     from .phase import decode_audio
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    dev = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    outdir = check_outdir(outdir)
     archive = ArchiveImages(data)
     try:
+        if isinstance(clips, str):
+            try:
+                clips = parse_clip_range(clips, len(archive))
+            except ValueError as e:
+                raise ArchiveError(f"{archive.path}: {e}") from None
         bad = [i for i in clips if i >= len(archive)]
         if bad:
             raise ArchiveError(f"{archive.path}: clip {bad[0]} is out of range (the archive has {len(archive)} clips, "
                                f"0-{len(archive) - 1})")
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        outdir = Path(outdir)
         written: List[Path] = []
         skipped: Dict[str, str] = {}
         sr = archive.codec.geometry.sample_rate
@@ -187,14 +249,16 @@ def main() -> None:
 def decode(data, clip_spec, outdir, method, iters, device, batch_size) -> None:
     """Decode archive images back to 16-bit WAV files (the training set after the round trip)."""
     try:
-        clips = parse_clip_range(clip_spec)
+        parse_clip_ranges(clip_spec)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--clips") from None
     try:
-        written, skipped = decode_clips(data, clips, outdir, method=method, n_iter=iters, device=device,
+        written, skipped = decode_clips(data, clip_spec, outdir, method=method, n_iter=iters, device=device,
                                         batch_size=batch_size, log=click.echo)
-    except ArchiveError as e:
+    except (ArchiveError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{outdir}: cannot write ({e.strerror or e})") from None
     click.echo(f"decoded {len(written)} clip(s) into {outdir}" + (f"; skipped {len(skipped)}" if skipped else ""))
     if not written:
         raise click.ClickException(f"{data}: none of the requested clips could be decoded")

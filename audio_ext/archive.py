@@ -19,11 +19,12 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -65,16 +66,135 @@ def _dest_kind(dest: Path) -> str:
     return "zip" if dest.suffix.lower() == ".zip" else "folder"
 
 
-def check_destination(dest: PathLike, overwrite: bool = False) -> Path:
-    """Fail early, with one line, when ``dest`` cannot receive an archive; returns it as a Path."""
+#: Marker file at the root of every folder archive this code writes, so ``--overwrite`` can tell an
+#: archive of ours from any other folder. Hidden, so image readers never list it.
+MARKER_NAME = ".electrogan-archive"
+MARKER_TEXT = '{"format": "electrogan-stft-archive", "layout": 1}\n'
+_CLIP_FOLDER = re.compile(r"\d{5}")
+_CLIP_FILE = re.compile(r"img\d{8}\.png")
+
+#: Largest ``dataset.json`` read: 1 MiB plus 1 KiB per archive member (a clip record and a label
+#: take about 200 bytes), so a crafted archive cannot make a reader allocate gigabytes.
+JSON_BASE_CAP = 1 << 20
+JSON_BYTES_PER_MEMBER = 1024
+
+
+def json_size_cap(members: int) -> int:
+    """Largest accepted ``dataset.json`` in bytes for an archive of ``members`` files."""
+    return JSON_BASE_CAP + JSON_BYTES_PER_MEMBER * max(0, int(members))
+
+
+def png_size_cap(resolution: int, channels: int = 1) -> int:
+    """Largest accepted PNG in bytes for an 8-bit ``resolution`` x ``resolution`` image.
+
+    Uncompressed (zlib stored blocks) it is ``R * (R * channels + 1)`` bytes of filtered rows,
+    5 bytes per 64 KiB block and 12 per chunk; twice that plus 64 KiB leaves room for odd but
+    valid encoders (many small IDAT chunks, text chunks) and still stops a crafted member that
+    declares gigabytes.
+    """
+    r = int(resolution)
+    return 2 * r * (r * int(channels) + 1) + 65536
+
+
+def _is_our_dataset_json(data: bytes) -> bool:
+    try:
+        meta = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("audio"), dict) and "clips" in meta
+
+
+def foreign_reason(dest: PathLike) -> Optional[str]:
+    """Why the existing ``dest`` is not recognisably an archive of ours (None: it is one, or empty).
+
+    A zip is ours when its ``dataset.json`` has an ``audio`` block and ``clips`` records. A folder
+    is ours when it has :data:`MARKER_NAME` or such a ``dataset.json`` (archives written before
+    the marker) *and* holds nothing but the archive layout: ``NNNNN/imgNNNNNNNN.png``,
+    ``dataset.json`` and the marker -- a folder archive into which someone put other files is not
+    replaced, since those files would be lost.
+    """
     dest = Path(dest)
-    if dest.exists():
+    if dest.is_symlink():
+        return "is a symbolic link"
+    if dest.is_dir():
+        entries = sorted(os.listdir(dest))
+        if not entries:
+            return None
+        if MARKER_NAME not in entries:
+            try:
+                with open(dest / "dataset.json", "rb") as f:
+                    data = f.read(json_size_cap(len(entries) * FILES_PER_FOLDER) + 1)
+            except OSError:
+                return "is a folder that is not an archive (no dataset.json)"
+            if not _is_our_dataset_json(data):
+                return "is a folder whose dataset.json is not an ElectroGAN archive's"
+        for name in entries:
+            full = dest / name
+            if name in (MARKER_NAME, "dataset.json") and full.is_file() and not full.is_symlink():
+                continue
+            if not (_CLIP_FOLDER.fullmatch(name) and full.is_dir() and not full.is_symlink()):
+                return f"holds {name!r}, which is not part of an archive"
+            for sub in os.scandir(full):
+                if not (_CLIP_FILE.fullmatch(sub.name) and sub.is_file(follow_symlinks=False)):
+                    return f"holds {name}/{sub.name!r}, which is not part of an archive"
+        return None
+    if not dest.is_file():
+        return "is not a regular file"
+    try:
+        with zipfile.ZipFile(dest) as z:
+            names = z.namelist()
+            if "dataset.json" not in names:
+                return "is a zip without a dataset.json"
+            info = z.getinfo("dataset.json")
+            if info.file_size > json_size_cap(len(names)):
+                return "is a zip whose dataset.json is implausibly large"
+            with z.open(info) as f:
+                data = f.read(json_size_cap(len(names)) + 1)
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError):
+        return "is not a zip archive"
+    if not _is_our_dataset_json(data):
+        return "is a zip whose dataset.json is not an ElectroGAN archive's"
+    return None
+
+
+def _real(p: PathLike) -> Path:
+    return Path(os.path.realpath(os.fspath(p)))
+
+
+def check_not_overlapping(dest: PathLike, sources: Sequence[PathLike], what: str = "source") -> None:
+    """Refuse a destination equal to, inside of, or containing any of ``sources`` (symlinks resolved)."""
+    d = _real(dest)
+    for src in sources:
+        s = _real(src)
+        if d == s:
+            raise ArchiveError(f"{dest}: is the {what} {src} itself; choose another --dest")
+        if s in d.parents:
+            raise ArchiveError(f"{dest}: is inside the {what} {src}; put the archive outside it")
+        if d in s.parents:
+            raise ArchiveError(f"{dest}: contains the {what} {src}; choose another --dest")
+
+
+def check_destination(dest: PathLike, overwrite: bool = False, sources: Sequence[PathLike] = (),
+                      what: str = "source") -> Path:
+    """Fail early, with one line, when ``dest`` cannot receive an archive; returns it as a Path.
+
+    ``sources`` (the ``--source`` or the ``--merge`` inputs) must not be, lie inside, or contain
+    ``dest``. An existing ``dest`` is replaced only with ``overwrite`` and only when it is
+    recognisably an archive of ours (:func:`foreign_reason`); nothing is deleted here.
+    """
+    dest = Path(dest)
+    check_not_overlapping(dest, sources, what)
+    if dest.exists() or dest.is_symlink():
         if not overwrite:
             raise ArchiveError(f"{dest}: already exists; pass --overwrite to replace it")
         if _dest_kind(dest) == "zip" and dest.is_dir():
             raise ArchiveError(f"{dest}: is a folder, not a zip file; refusing to replace it")
         if _dest_kind(dest) == "folder" and not dest.is_dir():
             raise ArchiveError(f"{dest}: is a file; a folder destination must not be a file")
+        reason = foreign_reason(dest)
+        if reason is not None:
+            raise ArchiveError(f"{dest}: {reason}; --overwrite replaces only an archive made by this tool, "
+                               "refusing to touch it")
     parent = dest.parent if str(dest.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +203,56 @@ def check_destination(dest: PathLike, overwrite: bool = False) -> Path:
     if not os.access(parent, os.W_OK):
         raise ArchiveError(f"{dest}: the folder {parent} is not writable")
     return dest
+
+
+def _stale_temp_pattern(dest: Path) -> "re.Pattern[str]":
+    """Names of the temporaries a run writing ``dest`` leaves beside it when killed (mkstemp/mkdtemp
+    add 8 characters of [a-z0-9_]): the zip or folder being written, a folder archive's old copy
+    being replaced, the atomic writes of ``<dest>.log`` / ``<dest>.stats.json`` and of a
+    ``--stats-only`` JSON destination."""
+    name = re.escape(dest.name)
+    rnd = r"[a-z0-9_]{8}"
+    return re.compile(rf"\.{name}\.(?:{rnd}\.zip\.tmp|{rnd}\.tmp|old-\d+|{rnd}\.json\.tmp|"
+                      rf"log\.{rnd}\.log\.tmp|stats\.json\.{rnd}\.json\.tmp)")
+
+
+def remove_stale_temps(dest: PathLike, log: Optional[Callable[[str], None]] = None) -> List[str]:
+    """Delete the temporaries of an earlier, killed run for ``dest`` (only names we make); returns them.
+
+    Call it only while holding the destination's work lock (:mod:`audio_ext.worklock`), so that no
+    live run is writing them.
+    """
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    pattern = _stale_temp_pattern(dest)
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    olds = sorted((e for e in entries if re.fullmatch(rf"\.{re.escape(dest.name)}\.old-\d+", e.name)
+                   and e.is_dir(follow_symlinks=False)), key=lambda e: e.stat(follow_symlinks=False).st_mtime)
+    if olds and not (dest.exists() or dest.is_symlink()):
+        # Killed between moving the old folder archive aside and moving the new one in: put the old back.
+        os.replace(olds[-1].path, dest)
+        if log is not None:
+            log(f"{dest}: restored the previous archive from {olds[-1].name} (an interrupted run had moved it aside)")
+        entries = [e for e in entries if e.name != olds[-1].name]
+    for e in entries:
+        if not pattern.fullmatch(e.name):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)
+            else:
+                os.unlink(e.path)
+            removed.append(e.name)
+        except OSError:
+            continue
+    if removed and log is not None:
+        log(f"removed {len(removed)} temporary file(s) left beside {dest} by an interrupted run: "
+            + ", ".join(removed[:3]) + (" ..." if len(removed) > 3 else ""))
+    return removed
 
 
 class ArchiveWriter:
@@ -146,6 +316,8 @@ class ArchiveWriter:
                                "give every clip a label or none")
         meta = {"labels": self._labels or None, "audio": audio, **(extra or {}), "clips": self._records}
         self._write("dataset.json", _dataset_json_text(meta).encode("utf-8"))
+        if self.kind == "folder":
+            self._write(MARKER_NAME, MARKER_TEXT.encode("ascii"))
         self._closed = True
         if self.kind == "zip":
             self._zip.close()
@@ -220,11 +392,37 @@ class ArchiveFiles:
             names = [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
         return sorted(names)
 
-    def read(self, name: str) -> bytes:
-        """The bytes of the file ``name``."""
+    def size(self, name: str) -> int:
+        """The size of file ``name`` in bytes as the archive declares it (zip) or the file system says."""
         if self._zip is not None:
-            return self._zip.read(name)
-        return (self.path / name).read_bytes()
+            return self._zip.getinfo(name).file_size
+        return (self.path / name).stat().st_size
+
+    def read(self, name: str, max_bytes: Optional[int] = None) -> bytes:
+        """The bytes of the file ``name``, refused (:class:`ArchiveError`) beyond ``max_bytes``.
+
+        The declared size is checked before anything is read, and the read itself stops at
+        ``max_bytes + 1`` bytes, so neither a large member nor a header that understates the size
+        can make the reader allocate more than the cap (see :func:`png_size_cap`,
+        :func:`json_size_cap`).
+        """
+        if max_bytes is not None and self.size(name) > max_bytes:
+            raise ArchiveError(f"{self.path}:{name}: {self.size(name)} bytes, more than the {max_bytes} "
+                               "this file can hold")
+        limit = -1 if max_bytes is None else max_bytes + 1
+        if self._zip is not None:
+            with self._zip.open(name) as f:
+                data = f.read(limit)
+        else:
+            with open(self.path / name, "rb") as f:
+                data = f.read(limit)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ArchiveError(f"{self.path}:{name}: larger than the {max_bytes} bytes this file can hold")
+        return data
+
+    def read_dataset_json(self) -> bytes:
+        """The bytes of ``dataset.json``, capped by :func:`json_size_cap` of the member count."""
+        return self.read("dataset.json", json_size_cap(len(self.names())))
 
     def close(self) -> None:
         if self._zip is not None:
@@ -255,11 +453,13 @@ def read_dataset_json(path: PathLike) -> dict:
         raise ArchiveError(f"{path}: no such folder or zip archive")
     try:
         with ArchiveFiles(path) as files:
-            data = files.read("dataset.json")
+            data = files.read_dataset_json()
     except (KeyError, FileNotFoundError):
         raise ArchiveError(f"{path}: has no dataset.json") from None
     except zipfile.BadZipFile:
         raise ArchiveError(f"{path}: not a zip archive") from None
+    except OSError as e:
+        raise ArchiveError(f"{path}: cannot read dataset.json ({e.strerror or e})") from None
     return parse_dataset_json(path, data)
 
 
@@ -304,9 +504,15 @@ def merge_archives(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = 
     if any(labelled) and not all(labelled):
         raise ArchiveError(f"{metas[labelled.index(False)][0]}: has no labels while other archives have")
     names = sorted({n for _, m in metas for n in (m.get("label_names") or [])})
+    check_destination(dest, overwrite, [p for p, _ in metas], what="--merge input")
+    block = audio_block_of(first_path, first)
+    cap = png_size_cap(int(block["resolution"]))
     with ArchiveWriter(dest, overwrite=overwrite) as writer:
         for p, m in metas:
-            files = ArchiveFiles(p)
+            try:
+                files = ArchiveFiles(p)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise ArchiveError(f"{p}: cannot open ({e})") from None
             try:
                 label_of = {f: c for f, c in (m.get("labels") or [])}
                 own = m.get("label_names") or []
@@ -316,9 +522,11 @@ def merge_archives(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = 
                     label = label_of.get(name)
                     if label is not None and own and names:
                         label = names.index(own[label])
-                    writer.add_png(files.read(name), rec, label)
-            except (KeyError, OSError) as e:
-                raise ArchiveError(f"{p}: cannot read a clip ({e})") from None
+                    try:
+                        png = files.read(name, cap)
+                    except (KeyError, OSError, zipfile.BadZipFile) as e:
+                        raise ArchiveError(f"{p}: cannot read a clip ({e})") from None
+                    writer.add_png(png, rec, label)  # an OSError here is the destination's: the caller names it
             finally:
                 files.close()
         extra = {k: v for k, v in first.items() if k not in ("labels", "audio", "clips", "shard")}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -20,7 +21,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -30,16 +30,18 @@ import numpy as np
 
 from stylegan2.misc import atomic_path, atomic_write_text
 
-from .archive import ArchiveError, ArchiveWriter, PathLike, check_destination, png_bytes
+from .archive import (ArchiveError, ArchiveWriter, PathLike, check_destination, check_not_overlapping, merge_archives,
+                      png_bytes, remove_stale_temps)
 from .geometry import StftGeometry
-from .slicing import AudioError, SliceCounts, SliceParams, audio_duration, iter_track_clips
+from .slicing import AudioError, SliceCounts, SliceParams, audio_duration, audio_file_problem, iter_track_clips
+from .worklock import WorkLock
 from .stats import RunningStats
 
 #: Extensions read as audio when a folder is scanned (case-insensitive).
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
                               ".aifc", ".m4a", ".aac", ".wma", ".w64", ".rf64", ".caf", ".au", ".snd"})
-#: Layout version of the work folder's per-file results.
-CACHE_VERSION = 2
+#: Layout version of the work folder's per-file results (3: the tempo-consistency rule).
+CACHE_VERSION = 3
 
 # ---------------------------------------------------------------------------------------------
 # Sources, shards, labels
@@ -85,6 +87,8 @@ def gather_sources(source: PathLike) -> Tuple[List[Source], List[Tuple[str, str]
                     ignored.append((rel, "not an audio file extension"))
                     continue
                 found.append(Source(full, rel))
+    elif audio_file_problem(source) not in (None, "no such file"):  # a FIFO would block the read below
+        raise ArchiveError(f"{source}: {audio_file_problem(source)}")
     elif source.is_file():
         try:
             lines = source.read_text(encoding="utf-8").splitlines()
@@ -142,6 +146,9 @@ def read_labels(spec: Optional[str], sources: Sequence[Source]) -> Tuple[Dict[st
         names = sorted(set(tops.values()))
         return {k: names.index(v) for k, v in tops.items()}, names
     path = Path(spec)
+    problem = audio_file_problem(path)
+    if problem is not None:
+        raise ArchiveError(f"{path}: cannot read labels ({problem})")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
@@ -172,6 +179,9 @@ def read_labels(spec: Optional[str], sources: Sequence[Source]) -> Tuple[Dict[st
 def load_stats(path: PathLike) -> Tuple[float, float, dict]:
     """(mean, std, the JSON) from a stats file (RunningStats.to_dict(), or any object with mean and std)."""
     path = Path(path)
+    problem = audio_file_problem(path)
+    if problem not in (None, "no such file"):
+        raise ArchiveError(f"{path}: cannot read the statistics ({problem})")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -230,6 +240,10 @@ def _stamp(path: Path) -> list:
         return [None, None]
 
 
+#: errno values that mean "the disk we write to cannot take it", never "this source is bad".
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
 def _cache_key(name: str) -> str:
     return hashlib.sha1(_name_bytes(name)).hexdigest()[:20]
 
@@ -265,6 +279,10 @@ def _file_worker(task) -> dict:
             meta.update(status="skipped", reason=counts.why_no_clips(params.min_bpm, params.max_bpm))
     except AudioError as e:
         meta.update(status="failed", reason=str(e).split(": ", 1)[-1])
+    except OSError as e:
+        if e.errno in _DISK_ERRNOS:  # the work folder's disk, not this source: stop the build
+            raise
+        meta.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0][:300])
     except Exception as e:  # an unexpected decoder crash on one file must not stop a 2,500-hour build
         meta.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0][:300])
     if meta["status"] != "ok":
@@ -378,8 +396,9 @@ class BuildSummary:
         out += [f"  skipped  {n}: {r}" for n, r in self.skipped]
         out += [f"  failed   {n}: {r}" for n, r in self.failed]
         out.append(f"audio: {c.seconds / 3600:.3f} h read; segments: {c.segments_kept} kept, "
-                   f"{c.segments_tempo} discarded by tempo, {c.segments_no_beat} without beat, "
-                   f"{c.segments_silent} silent, {c.segments_short} too short")
+                   f"{c.segments_tempo} discarded by tempo, {c.segments_relative} at a small-ratio relative "
+                   f"and {c.segments_off_track} off their file's tempo on weak evidence, {c.segments_no_beat} without "
+                   f"beat, {c.segments_silent} silent, {c.segments_short} too short")
         out.append(f"clips: {self.clips_written} written ({c.clips_silent} near-silent skipped); "
                    f"stretcher: {c.stretcher or '-'}")
         out.append(f"statistics: mean {self.mean:.4f}, std {self.std:.4f} ({self.stats_source})")
@@ -430,7 +449,7 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
     opts = options
     if opts.stats_only:
         return _stats_only(source, dest, opts, log)
-    dest = check_destination(dest, opts.overwrite)
+    dest = check_destination(dest, opts.overwrite, [source])
     geometry = StftGeometry(opts.resolution, opts.hop_length)
     params = opts.slicing
     if params.segment_seconds * params.target_bpm / params.max_bpm < geometry.clip_seconds:
@@ -438,6 +457,8 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
                            f"{geometry.clip_seconds:.2f} s clip at resolution {geometry.resolution}")
     summary = BuildSummary(dest=str(dest))
     sources, summary.ignored = gather_sources(source)
+    if dest.exists():  # a listed file inside the archive being replaced would be deleted with it
+        check_not_overlapping(dest, [s.path for s in sources])
     label_of, label_names = read_labels(opts.labels, sources)
     all_sources = sources
     sources = [s for s in sources if in_shard(s.name, opts.shard)]
@@ -446,7 +467,43 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
         raise ArchiveError(f"{source}: no audio files found" + (f" in shard {opts.shard[0]}/{opts.shard[1]}"
                                                                  if opts.shard[1] > 1 else ""))
     work = Path(opts.work_dir) if opts.work_dir else dest.with_name(dest.name + ".partial")
-    work.mkdir(parents=True, exist_ok=True)
+    with WorkLock(work, log), destination_errors(dest, work):
+        remove_stale_temps(dest, log)
+        _remove_work_temps(work)
+        return _build_locked(dest, work, sources, all_sources, label_of, label_names, geometry, summary, opts,
+                             log, t_start)
+
+
+@contextlib.contextmanager
+def destination_errors(dest: Path, work: Optional[Path] = None):
+    """Turn an OSError while writing (disk full, read-only, quota) into one :class:`ArchiveError` line.
+
+    The archive writer has already removed its temporary output by then, so the line can promise
+    that nothing half-written is at ``dest``; finished per-file results stay in the work folder.
+    """
+    try:
+        yield
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        kept = f"; finished files are kept in {work} for the next run" if work is not None and work.is_dir() else ""
+        raise ArchiveError(f"{dest}: cannot write: {e.strerror or e}{where}; nothing was written to {dest}"
+                           f"{kept}") from None
+
+
+def _remove_work_temps(work: Path) -> None:
+    """Delete the atomic-write temporaries (``.<name>.XXXXXXXX.<ext>.tmp``) a killed worker left in ``work``."""
+    for p in work.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _build_locked(dest: Path, work: Path, sources: List[Source], all_sources: List[Source],
+                  label_of: Dict[str, int], label_names: List[str], geometry: StftGeometry, summary: BuildSummary,
+                  opts: BuildOptions, log: Callable[[str], None], t_start: float) -> BuildSummary:
+    """The build proper, run while holding the work folder's lock (see :func:`build_archive`)."""
+    params = opts.slicing
+    unusable = {s.name: p for s in all_sources if (p := audio_file_problem(s.path)) is not None}
+    all_sources = [s for s in all_sources if s.name not in unusable]
 
     # --- statistics: given, cached from an interrupted run, or sampled ---------------------
     if opts.stats_path:
@@ -481,7 +538,7 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
     metas: Dict[str, dict] = {}
     todo: List[Source] = []
     for s in sources:
-        if _lacks_label(s, label_of, opts):
+        if _lacks_label(s, label_of, opts) or s.name in unusable:
             continue
         cached = work / f"{_cache_key(s.name)}.json"
         if cached.exists():
@@ -502,11 +559,12 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
     tasks = [(str(s.path), s.name, str(work), geometry.to_dict(), mean, std, params.to_dict()) for s in todo]
     by_name = {s.name: s for s in todo}
     order = {s.name: i for i, s in enumerate(sources)}
+    usable = [s for s in sources if s.name not in unusable]
     try:
         for meta in _ordered_map(_file_worker, tasks, opts.workers):
             metas[meta["name"]] = meta
             progress.update(_file_size(by_name[meta["name"]].path), sum(len(m["records"]) for m in metas.values()))
-            if opts.max_clips is not None and _prefix_clips(sources, metas, label_of, opts) >= opts.max_clips:
+            if opts.max_clips is not None and _prefix_clips(usable, metas, label_of, opts) >= opts.max_clips:
                 break
     finally:
         progress.close()
@@ -516,6 +574,9 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
         for s in sorted(sources, key=lambda s: order[s.name]):
             if _lacks_label(s, label_of, opts):
                 summary.skipped.append((s.name, "no label"))
+                continue
+            if s.name in unusable:
+                summary.skipped.append((s.name, unusable[s.name]))
                 continue
             meta = metas.get(s.name)
             if meta is None:  # not reached because --max-clips was satisfied earlier
@@ -554,22 +615,73 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
     return summary
 
 
+def check_stats_destination(dest: PathLike, overwrite: bool, source: PathLike) -> Path:
+    """Like :func:`~audio_ext.archive.check_destination` for the JSON file of ``--stats-only``:
+    an existing file is replaced only with ``overwrite`` and only when it is a statistics file."""
+    dest = Path(dest)
+    check_not_overlapping(dest, [source])
+    if dest.exists() or dest.is_symlink():
+        if not overwrite:
+            raise ArchiveError(f"{dest}: already exists; pass --overwrite to replace it")
+        try:
+            with open(dest, "rb") as f:
+                d = json.loads(f.read(1 << 20))
+            ours = isinstance(d, dict) and "mean" in d and "std" in d and dest.is_file() and not dest.is_symlink()
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise ArchiveError(f"{dest}: is not a statistics file written by this tool; refusing to replace it")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArchiveError(f"{dest}: cannot create the parent folder ({e.strerror or e})") from None
+    return dest
+
+
 def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Callable[[str], None]) -> BuildSummary:
-    """Sample the statistics of ``source`` (all shards alike) and write them to the JSON file ``dest``."""
-    dest = check_destination(dest, opts.overwrite)
+    """Sample the statistics of ``source`` (all shards alike) and write them to the JSON file ``dest``.
+
+    The sample is cached in ``<dest>.partial/`` (locked like a build's), so an interrupted run resumes.
+    """
+    dest = check_stats_destination(dest, opts.overwrite, source)
     geometry = StftGeometry(opts.resolution, opts.hop_length)
     sources, ignored = gather_sources(source)
+    sources = [s for s in sources if audio_file_problem(s.path) is None]
     if not sources:
         raise ArchiveError(f"{source}: no audio files found")
-    with tempfile.TemporaryDirectory(prefix=".stats-", dir=dest.parent) as work:
-        mean, std = _sampled_stats(sources, geometry, opts.slicing, opts, Path(work), log)
-    summary = BuildSummary(dest=str(dest), files_found=len(sources), ignored=ignored, mean=mean, std=std,
-                           stats_source=f"sampled from up to {opts.stats_sample} clips")
-    atomic_write_text(dest, json.dumps({"mean": mean, "std": std, "source": summary.stats_source,
-                                        "resolution": geometry.resolution, "hop_length": geometry.hop_length},
-                                       indent=1))
+    work = Path(opts.work_dir) if opts.work_dir else dest.with_name(dest.name + ".partial")
+    with WorkLock(work, log), destination_errors(dest, work):
+        remove_stale_temps(dest, log)
+        _remove_work_temps(work)
+        mean, std = _sampled_stats(sources, geometry, opts.slicing, opts, work, log)
+        summary = BuildSummary(dest=str(dest), files_found=len(sources), ignored=ignored, mean=mean, std=std,
+                               stats_source=f"sampled from up to {opts.stats_sample} clips")
+        atomic_write_text(dest, json.dumps({"mean": mean, "std": std, "source": summary.stats_source,
+                                            "resolution": geometry.resolution, "hop_length": geometry.hop_length},
+                                           indent=1))
+        if not opts.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
     log(f"statistics: mean {mean:.4f}, std {std:.4f} ({summary.stats_source}) -> {dest}")
     return summary
+
+
+def merge_into(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = False,
+               log: Callable[[str], None] = print) -> int:
+    """:func:`~audio_ext.archive.merge_archives` under the destination's lock, after removing the
+    temporaries of a killed run; a write failure is one line naming ``dest``. Returns the clip count."""
+    dest = Path(dest)
+    check_destination(dest, overwrite, list(paths), what="--merge input")
+    work = dest.with_name(dest.name + ".partial")
+    existed = work.exists()
+    try:
+        with WorkLock(work, log), destination_errors(dest):
+            remove_stale_temps(dest, log)
+            return merge_archives(paths, dest, overwrite=overwrite)
+    finally:
+        if not existed:
+            with contextlib.suppress(OSError):
+                work.rmdir()
 
 
 def _lacks_label(source: Source, label_of: Dict[str, int], opts: BuildOptions) -> bool:

@@ -3,7 +3,9 @@
 A track or DJ set is decoded, resampled to the archive's rate and mixed to mono, then cut into
 one-minute segments. Per segment the beat is tracked, the tempo refined by a least-squares line
 through the beat times and folded by octaves (65 or 260 BPM read as 130); segments outside the
-accepted range (120..145 BPM) are dropped, the rest time-stretched to the target tempo (130 BPM)
+accepted range (120..145 BPM) are dropped, and so are segments whose tempo disagrees with the rest
+of the file on weak evidence (:mod:`audio_ext.tempo`); the rest are time-stretched to the target
+tempo (130 BPM)
 and cut into clips of ``geometry.clip_samples`` samples that start on a beat, ``stride_beats``
 beats apart. Near-silent clips are skipped.
 
@@ -27,6 +29,8 @@ from pathlib import Path
 from typing import Container, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .tempo import SegmentEvidence, Verdict, judge_segments
 
 #: Thesis defaults (paper-notes.md, "Dataset").
 TARGET_BPM = 130.0
@@ -79,8 +83,55 @@ def _check_samples(path, audio: np.ndarray) -> np.ndarray:
     return audio
 
 
+def audio_file_problem(path) -> Optional[str]:
+    """Why ``path`` cannot be opened as an audio file, in a few words, or None when it can.
+
+    Checked before any decoder touches the file, because decoders word these cases badly
+    (libsndfile says "System error" for a permission problem, ``is_file`` says "no such file" for
+    a symlink loop) or block: opening a FIFO for reading waits for a writer forever. Only regular
+    files (after following symlinks) are accepted; the open test is non-blocking.
+    """
+    import errno
+    import stat
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "no such file"
+        return f"cannot access ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                           (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+            if test(st.st_mode):
+                return f"not a regular file ({kind})"
+        return "not a regular file"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied"
+        if e.errno == errno.ELOOP:
+            return "symlink loop"
+        return f"cannot open ({e.strerror or e})"
+    os.close(fd)
+    return None
+
+
+def _check_file(path) -> None:
+    """Raise :class:`AudioError` naming ``path`` when :func:`audio_file_problem` finds one."""
+    problem = audio_file_problem(path)
+    if problem is not None:
+        raise AudioError(f"{path}: {problem}")
+
+
 def audio_duration(path) -> float:
-    """Duration of the file in seconds as the container reports it (0.0 when unknown)."""
+    """Duration of the file in seconds as the container reports it (0.0 when unknown or unusable)."""
+    if audio_file_problem(path) is not None:
+        return 0.0
     try:
         import soundfile as sf
         info = sf.info(str(path))
@@ -137,8 +188,7 @@ def load_audio(path, sr: int = 44100) -> np.ndarray:
     Raises :class:`AudioError` for missing, unreadable, empty or non-finite audio.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    _check_file(path)
     try:
         import soundfile as sf
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -160,8 +210,7 @@ def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECOND
     segment is tracked and cut independently. Raises :class:`AudioError` as :func:`load_audio`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+    _check_file(path)
     if segment_seconds <= 0:
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds!r}")
     try:
@@ -511,6 +560,9 @@ class Tempo:
     bpm: float
     beats: np.ndarray
     strength: float
+    #: How well a comb at the beat period explains the percussive low band (:func:`_comb_fit`):
+    #: the kick evidence, in units that compare segments of one file (NaN when not measured).
+    kick: float = float("nan")
 
     def __iter__(self):  # so that ``bpm, beats = track_tempo(...)`` reads naturally
         return iter((self.bpm, self.beats))
@@ -567,7 +619,7 @@ def track_tempo(segment: np.ndarray, sr: int = 44100, centre_bpm: float = TARGET
     period, first = _comb_refine(kick, kick_rate, period, first)
     first = first - math.floor(first / period) * period
     grid = first + period * np.arange(int((duration - first) / period) + 1)
-    return Tempo(60.0 / period, grid[grid < duration], strength)
+    return Tempo(60.0 / period, grid[grid < duration], strength, _comb_fit(salience[0], salience[1], period))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -731,6 +783,8 @@ class SliceCounts:
     segments_silent: int = 0     # discarded: RMS below silence_db
     segments_no_beat: int = 0    # discarded: no steady beat
     segments_short: int = 0      # discarded: too short to hold one clip after stretching
+    segments_relative: int = 0   # discarded: weak evidence for a 6:5..3:2 relative of the file's tempo (audio_ext.tempo)
+    segments_off_track: int = 0  # discarded: weak evidence for a tempo the rest of the file disagrees with
     clips: int = 0
     clips_silent: int = 0
     stretcher: str = ""
@@ -760,7 +814,9 @@ class SliceCounts:
         if self.segments_kept and self.clips_silent:
             return "every clip near-silent"
         parts = [f"{v} {k}" for k, v in (("out of tempo range", self.segments_tempo), ("without beat", self.segments_no_beat),
-                                          ("silent", self.segments_silent), ("too short", self.segments_short)) if v]
+                                          ("silent", self.segments_silent), ("too short", self.segments_short),
+                                          ("at a relative of the track's tempo", self.segments_relative),
+                                          ("off the track's tempo", self.segments_off_track)) if v]
         return "no usable segment (" + ", ".join(parts) + ")"
 
 
@@ -810,12 +866,23 @@ def clip_starts(n_samples: int, first_beat: float, sr: int, clip_samples: int, t
         k += 1
 
 
+def segment_tempo(audio: np.ndarray, sr: int, params: SliceParams = SliceParams()) -> Optional[Tempo]:
+    """The tracked tempo of one segment, or None when it is silent (below ``params.silence_db``)."""
+    if rms_dbfs(audio) < params.silence_db:
+        return None
+    return track_tempo(audio, sr, centre_bpm=params.target_bpm)
+
+
 def slice_segment(audio: np.ndarray, sr: int, clip_samples: int, params: SliceParams = SliceParams(),
+                  tempo: Optional[Tempo] = None, verdict: Optional[Verdict] = None,
                   ) -> Tuple[List[np.ndarray], List[dict], SliceCounts]:
     """Track, fold, stretch and cut one segment; returns (clips, per-clip records, counts).
 
-    Record times are relative to the segment start, in source seconds: ``first_beat_s`` is the
-    first beat, ``clip_start_s`` the clip start mapped back through the stretch.
+    ``tempo``: the segment's :func:`segment_tempo` when already known (it is tracked here
+    otherwise); ``verdict``: the file-level tempo-consistency verdict (:mod:`audio_ext.tempo`) for
+    a segment whose tempo is in range. Record times are relative to the segment start, in source
+    seconds: ``first_beat_s`` is the first beat, ``clip_start_s`` the clip start mapped back
+    through the stretch.
     """
     counts = SliceCounts(seconds=audio.size / sr, segments=1)
     clips: List[np.ndarray] = []
@@ -823,13 +890,20 @@ def slice_segment(audio: np.ndarray, sr: int, clip_samples: int, params: SlicePa
     if rms_dbfs(audio) < params.silence_db:
         counts.segments_silent += 1
         return clips, records, counts
-    tempo = track_tempo(audio, sr, centre_bpm=params.target_bpm)
+    if tempo is None:
+        tempo = track_tempo(audio, sr, centre_bpm=params.target_bpm)
     if not math.isfinite(tempo.bpm) or tempo.beats.size == 0:
         counts.segments_no_beat += 1
         return clips, records, counts
     bpm = fold_tempo(tempo.bpm, params.min_bpm, params.max_bpm)
     if not params.min_bpm <= bpm <= params.max_bpm:
         counts.segments_tempo += 1
+        return clips, records, counts
+    if verdict is not None and not verdict.keep:
+        if verdict.reason == "relative":
+            counts.segments_relative += 1
+        else:
+            counts.segments_off_track += 1
         return clips, records, counts
     # A folded tempo keeps the tracked phase: every tracked beat is also a beat at half tempo, and
     # at double tempo the first tracked beat stays a beat (the in-between ones are added).
@@ -866,6 +940,11 @@ def slice_segment(audio: np.ndarray, sr: int, clip_samples: int, params: SlicePa
     return clips, records, counts
 
 
+#: Files of at most this many segments keep their decoded audio between the two passes of
+#: :func:`iter_track_clips` (5 one-minute segments: 53 MB of float32 at 44.1 kHz per worker).
+_REUSE_SEGMENTS = 5
+
+
 def iter_track_clips(path, geometry, params: SliceParams = SliceParams(), source: Optional[str] = None,
                      counts: Optional[SliceCounts] = None, segments: Optional[Container[int]] = None
                      ) -> Iterator[Tuple[np.ndarray, dict]]:
@@ -874,13 +953,35 @@ def iter_track_clips(path, geometry, params: SliceParams = SliceParams(), source
     ``geometry`` gives ``sample_rate`` and ``clip_samples`` (an :class:`~audio_ext.geometry.StftGeometry`).
     ``source`` is the name stored in the records (default: the path as given). Counts accumulate
     into ``counts`` if given; ``segments`` restricts the work to those segment indices (used to
-    sample statistics). Raises :class:`AudioError` for unusable files.
+    sample statistics). Every segment's tempo is tracked first and checked against the others
+    (:func:`audio_ext.tempo.judge_segments`: a segment that disagrees with the file's tempo on
+    weak evidence is discarded and counted), then the segments are cut. Raises
+    :class:`AudioError` for unusable files.
     """
     sr = geometry.sample_rate
     name = str(path) if source is None else source
     counts = SliceCounts() if counts is None else counts
+    # Pass 1: every segment's tempo, so that each can be checked against the rest of the file
+    # (audio_ext.tempo); the audio is decoded again in pass 2 rather than held (a set is hours long),
+    # except for files of a few segments.
+    tempos: List[Optional[Tempo]] = []
+    seconds: List[float] = []
+    kept_audio: Optional[List[Tuple[float, np.ndarray]]] = []
     for seg_start, audio in iter_segments(path, sr, params.segment_seconds, only=segments):
-        clips, records, c = slice_segment(audio, sr, geometry.clip_samples, params)
+        tempos.append(segment_tempo(audio, sr, params))
+        seconds.append(audio.size / sr)
+        if kept_audio is not None and len(kept_audio) < _REUSE_SEGMENTS:
+            kept_audio.append((seg_start, audio))
+        else:
+            kept_audio = None
+    verdicts = judge_segments([None if t is None or not math.isfinite(t.bpm) or t.beats.size == 0
+                               else SegmentEvidence(t.bpm, t.strength, t.kick, secs)
+                               for t, secs in zip(tempos, seconds)])
+    pass2 = kept_audio if kept_audio is not None else iter_segments(path, sr, params.segment_seconds, only=segments)
+    for k, (seg_start, audio) in enumerate(pass2):
+        if k >= len(tempos):
+            raise AudioError(f"{path}: the file changed while it was read (more segments on the second pass)")
+        clips, records, c = slice_segment(audio, sr, geometry.clip_samples, params, tempos[k], verdicts[k])
         counts.add(c)
         for clip, rec in zip(clips, records):
             rec = {"source": name, "segment_start_s": round(seg_start, 5), **rec}

@@ -12,6 +12,7 @@ a warning); one that fails to decode later is reported and replaced by the next 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -85,6 +86,22 @@ def _png_header(head: bytes, where: str) -> Optional[Tuple[int, int, int]]:
     return width, height, channels
 
 
+#: Largest ``dataset.json`` read: 1 MiB plus 1 KiB per file in the dataset (a label or clip record
+#: takes ~200 bytes), so a crafted file cannot make the reader allocate gigabytes.
+JSON_BASE_CAP = 1 << 20
+JSON_BYTES_PER_FILE = 1024
+
+
+def image_size_cap(width: int, height: int, channels: int) -> int:
+    """Largest accepted image file in bytes for an 8-bit ``width`` x ``height`` x ``channels`` image.
+
+    An uncompressed PNG (zlib stored blocks) holds ``height * (width * channels + 1)`` bytes of
+    filtered rows plus a few bytes per block and chunk; twice that plus 64 KiB leaves room for any
+    sane encoder and still refuses a member that declares (or inflates to) gigabytes.
+    """
+    return 2 * int(height) * (int(width) * int(channels) + 1) + 65536
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Square, power-of-two, 8-bit images from a folder or zip, with optional labels.
 
@@ -116,6 +133,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{path}: no such folder or zip archive")
         self._name = name or (p.stem if p.is_file() else p.name)
 
+        self._json_cap = JSON_BASE_CAP + JSON_BYTES_PER_FILE * len(names)
+        self._image_cap: Optional[int] = None
         exts = _image_extensions()
         candidates = sorted(n for n in names if os.path.splitext(n)[1].lower() in exts
                             and not any(part.startswith(".") for part in n.split("/")))
@@ -156,6 +175,24 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             return open(os.path.join(self._path, fname), "rb")
         return self._get_zipfile().open(fname, "r")
 
+    def _size(self, fname: str) -> int:
+        """Size in bytes of ``fname`` as the zip directory declares it (or the file system says)."""
+        if self._type == "dir":
+            return os.stat(os.path.join(self._path, fname)).st_size
+        return self._get_zipfile().getinfo(fname).file_size
+
+    def _read_capped(self, fname: str, cap: int) -> bytes:
+        """The bytes of ``fname``, refused beyond ``cap``: the declared size is checked before reading
+        and the read stops at ``cap + 1`` bytes, so a header that understates the size cannot help."""
+        size = self._size(fname)
+        if size > cap:
+            raise DatasetError(f"{self._where(fname)}: {size} bytes, more than the {cap} such a file can hold")
+        with self._open(fname) as f:
+            data = f.read(cap + 1)
+        if len(data) > cap:
+            raise DatasetError(f"{self._where(fname)}: larger than the {cap} bytes such a file can hold")
+        return data
+
     def close(self) -> None:
         """Close the zip handle of this process (it is reopened on the next access)."""
         if self._zipfile is not None:
@@ -180,8 +217,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             return {}
         where = self._where("dataset.json")
         try:
-            with self._open("dataset.json") as f:
-                meta = json.load(f)
+            meta = json.loads(self._read_capped("dataset.json", self._json_cap))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(f"{where}: bad json ({e})") from None
         if not isinstance(meta, dict):
@@ -196,6 +232,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         for fname in candidates:
             where = self._where(fname)
             try:
+                declared = self._size(fname)
+                if self._image_cap is not None and declared > self._image_cap:
+                    self.skipped.append((fname, f"{declared} bytes, more than the {self._image_cap} an image "
+                                                f"of this size can hold"))
+                    continue
                 with self._open(fname) as f:
                     header = _png_header(f.read(33), where) if shape is not None else None
                     if header is not None:
@@ -205,6 +246,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                         image = PIL.Image.open(f)
                         size, channels = image.size, _check_mode(image, where)
                         if shape is None:
+                            cap = image_size_cap(size[0], size[1], channels)
+                            if declared > cap:
+                                raise DatasetError(f"{where}: {declared} bytes, more than the {cap} a "
+                                                   f"{size[0]}x{size[1]} image can hold")
                             image.load()  # decode the first one fully: a broken first image fails early
             except DatasetError:
                 raise
@@ -218,6 +263,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 if w < 4 or w & (w - 1):
                     raise DatasetError(f"{where}: resolution {w} is not a power of two (>= 4)")
                 shape, first = (channels, h, w), fname
+                self._image_cap = image_size_cap(w, h, channels)
             elif (channels, h, w) != shape:
                 raise DatasetError(f"{where}: image is {w}x{h} with {channels} channel(s) but {first} is "
                                    f"{shape[2]}x{shape[1]} with {shape[0]}; all images must match")
@@ -269,10 +315,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         fname = self._fnames[raw_idx]
-        with self._open(fname) as f:
-            image = PIL.Image.open(f)
-            image.load()
-        array = np.array(image)  # a writable copy: torch warns on (and may not own) read-only buffers
+        with PIL.Image.open(io.BytesIO(self._read_capped(fname, self._image_cap))) as image:
+            array = np.array(image)  # a writable copy: torch warns on (and may not own) read-only buffers
         if array.ndim == 2:
             array = array[:, :, np.newaxis]
         array = array.transpose(2, 0, 1)

@@ -87,23 +87,88 @@ def test_a_crash_while_writing_leaves_nothing_at_dest(tmp_path, dest_name):
     assert os.listdir(tmp_path) == []
 
 
+def _write_archive(dest, n=1):
+    with ArchiveWriter(dest, overwrite=True) as w:
+        for im in _images(n):
+            w.add(im)
+        w.close(_block())
+
+
 def test_existing_dest_is_refused_unless_overwrite(tmp_path):
     dest = tmp_path / "d.zip"
-    dest.write_bytes(b"old")
+    _write_archive(dest, 2)
     with pytest.raises(ArchiveError, match=r"d\.zip: already exists; pass --overwrite"):
         ArchiveWriter(dest)
-    with ArchiveWriter(dest, overwrite=True) as w:
-        w.add(_images(1)[0])
-        w.close(_block())
-    assert read_audio_block(dest)["resolution"] == R
+    _write_archive(dest, 1)
+    assert len(read_dataset_json(dest)["clips"]) == 1
     folder = tmp_path / "f"
-    folder.mkdir()
-    (folder / "stale.png").write_bytes(b"x")
-    with ArchiveWriter(folder, overwrite=True) as w:
-        w.add(_images(1)[0])
-        w.close(_block())
-    assert sorted(p.name for p in folder.iterdir()) == ["00000", "dataset.json"]
+    _write_archive(folder, 2)
+    assert sorted(p.name for p in folder.iterdir()) == [".electrogan-archive", "00000", "dataset.json"]
+    _write_archive(folder, 1)
+    assert [p.name for p in (folder / "00000").iterdir()] == ["img00000000.png"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _tree(root):
+    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else None) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["foreign zip", "zip of images", "plain folder", "archive plus a user file",
+                                  "foreign dataset.json", "marker plus a user file"])
+def test_overwrite_replaces_only_archives_of_ours_and_deletes_nothing_else(tmp_path, case):
+    if "zip" in case:
+        dest = tmp_path / "d.zip"
+        if case == "foreign zip":
+            dest.write_bytes(b"my thesis, not a zip")
+        else:
+            with zipfile.ZipFile(dest, "w") as z:
+                z.writestr("dataset.json", json.dumps({"labels": None}))
+                z.writestr("a.png", b"x")
+    else:
+        dest = tmp_path / "f"
+        if case == "plain folder":
+            dest.mkdir()
+            (dest / "song.wav").write_bytes(b"precious")
+        elif case == "foreign dataset.json":
+            dest.mkdir()
+            (dest / "dataset.json").write_text(json.dumps({"labels": None}))
+        else:
+            _write_archive(dest, 1)
+            if case == "marker plus a user file":
+                (dest / "dataset.json").unlink()
+            (dest / "00000" / "notes.txt").write_text("mine")
+    before = _tree(tmp_path)
+    with pytest.raises(ArchiveError) as e:
+        ArchiveWriter(dest, overwrite=True)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(dest)) and "refusing to touch it" in msg
+    assert _tree(tmp_path) == before
+
+
+def test_overwrite_accepts_old_folder_archives_without_the_marker_and_empty_folders(tmp_path):
+    old = tmp_path / "old"
+    _write_archive(old, 2)
+    (old / ".electrogan-archive").unlink()  # as written before the marker existed
+    _write_archive(old, 1)
+    assert (old / ".electrogan-archive").is_file() and len(read_dataset_json(old)["clips"]) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _write_archive(empty, 1)
+    assert len(read_dataset_json(empty)["clips"]) == 1
+
+
+@pytest.mark.parametrize("where", ["equal", "inside", "contains"])
+def test_a_destination_overlapping_the_source_is_refused(tmp_path, where):
+    from audio_ext.archive import check_destination
+    src = tmp_path / "music"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.wav").write_bytes(b"RIFF")
+    dest = {"equal": src, "inside": src / "sub" / "stft.zip", "contains": tmp_path}[where]
+    before = _tree(tmp_path)
+    with pytest.raises(ArchiveError, match={"equal": "is the source", "inside": "is inside the source",
+                                            "contains": "contains the source"}[where]):
+        check_destination(dest, overwrite=True, sources=[src])
+    assert _tree(tmp_path) == before
 
 
 def test_labels_on_some_clips_only_is_an_error(tmp_path):
