@@ -5,7 +5,10 @@ One iteration shows ``batch`` real images to D (upstream-notes §3 and §6):
 - phases ``Gmain``, ``Greg`` (every ``G_reg_interval`` = 4 iterations), ``Dmain``, ``Dreg`` (every
   ``D_reg_interval`` = 16), each with its own fresh latents; a phase zeroes the gradients,
   accumulates ``rounds = batch / (batch_gpu * world)`` chunks of ``batch_gpu`` images, averages
-  the gradients over ranks (NaN -> 0, +-inf -> +-1e5) and steps Adam;
+  the gradients over ranks (NaN -> 0, +-inf -> +-1e5, as upstream) and steps Adam;
+- a step whose losses or gradients held NaN/inf is counted (``Progress/nonfinite_steps``); after
+  ``max_nonfinite`` consecutive ones :class:`TrainingDiverged` names the last good snapshot, and
+  no snapshot of a NaN/inf state is ever written;
 - ``G_ema`` follows G with half-life ``ema_kimg`` (ramped up to ``ema_rampup * cur_nimg``);
 - with ``aug ada`` the augmentation probability p moves by the sign heuristic every 4 iterations.
 
@@ -21,8 +24,12 @@ A tick every ``tick`` kimg prints one line and appends ``stats.jsonl``; every ``
 :func:`snapshot_tag` for the image-count names that keep short runs from overwriting) are written
 and the metrics in ``metrics`` are computed. Only rank 0 writes files.
 
-SIGINT / SIGTERM (:class:`StopRequest`) ask for a graceful stop: the ranks agree on it once per
-iteration (an all-reduced flag), a final snapshot is written at the current image count, and
+No host sync per step (issue 13.4): statistics stay on the device until a tick, the non-finite
+counters are device tensors, and one small copy per check point (every ``ada_interval``
+iterations and at every tick) reads the ADA sign sums, the counters and the stop flag together.
+
+SIGINT / SIGTERM (:class:`StopRequest`) ask for a graceful stop: the ranks agree on it at the next
+check point (an all-reduced flag; alone, at once), a final snapshot is written at the current image count, and
 :class:`TrainingInterrupted` is raised; a second SIGINT aborts at once (``KeyboardInterrupt``).
 """
 from __future__ import annotations
@@ -775,15 +782,17 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                     path = run_dir / f"network-snapshot-{tag}.pkl"
                     failure = None
                     if is_main:
+                        target = run_dir / f"fakes{tag}.png"
                         try:
-                            save_image_grid(grid_fakes(), run_dir / f"fakes{tag}.png", drange=(-1, 1), grid_size=grid)
+                            save_image_grid(grid_fakes(), target, drange=(-1, 1), grid_size=grid)
+                            target = path
                             snap_io.save_snapshot(path, _snapshot_data(
                                 snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada,
                                 loss, opts, training_set_kwargs, dataset, best or None, nonfinite_total))
-                        except OSError as e:
-                            failure = (f"{e.filename or path}: cannot write the snapshot "
-                                       f"({e.strerror or type(e).__name__}); nothing half-written was left and "
-                                       f"earlier snapshots are intact (last: {last_snapshot or resume or 'none yet'})")
+                        except OSError as e:       # the temporary file is gone (atomic_path); name the target
+                            failure = (f"{target}: cannot write the snapshot ({e.strerror or e}); nothing "
+                                       f"half-written was left and earlier snapshots are intact "
+                                       f"(last: {last_snapshot or resume or 'none yet'})")
                     if world > 1:           # every rank learns whether rank 0's write worked (and waits for it)
                         flag = torch.tensor([1.0 if failure else 0.0], device=device)
                         distributed.all_reduce_sum_(flag)
