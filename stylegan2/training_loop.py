@@ -293,6 +293,37 @@ def check_optimizer_state(state: Any, opt: torch.optim.Optimizer, where: str) ->
                 raise ValueError(f"{where}: {field} of parameter {key} holds NaN or infinite values")
 
 
+def check_loop_state(snap: dict) -> None:
+    """Check the loop's own resume fields of a snapshot: augment p, ADA state, counters (``ValueError``, one line).
+
+    p and the ADA sums must be finite (p >= 0, count >= 0), the counters non-negative integers,
+    so a crafted or damaged snapshot cannot carry NaN into the augmentation or the controller.
+    """
+    def number(value, what, minimum=0.0):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+            raise ValueError(f"{what} is {value!r}; expected a finite number >= {minimum:g}")
+
+    def count(value, what):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{what} is {value!r}; expected an integer >= 0")
+    for key in ("cur_nimg", "cur_tick", "batch_idx", "nonfinite_steps"):
+        if key in snap:
+            count(snap[key], key)
+    augment = snap.get("augment")
+    if augment is not None:
+        if not isinstance(augment, dict):
+            raise ValueError(f"augment is a {type(augment).__name__}, not a dict")
+        number(augment.get("p"), "augment p")
+    ada_stats = snap.get("ada_stats")
+    if ada_stats is not None:
+        if not isinstance(ada_stats, dict):
+            raise ValueError(f"ada_stats is a {type(ada_stats).__name__}, not a dict")
+        number(ada_stats.get("p"), "ada_stats p")
+        number(ada_stats.get("sign_sum", 0.0), "ada_stats sign_sum", -math.inf)
+        number(ada_stats.get("sign_count", 0.0), "ada_stats sign_count")
+        count(ada_stats.get("iterations", 0), "ada_stats iterations")
+
+
 def restore_rng_or_fail(snap_io, state: Any, resume: str) -> None:
     """Restore a snapshot's RNG state, or raise a one-line ``SnapshotError`` naming the file and the part.
 
@@ -526,11 +557,15 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
                 for g, (lr_now, betas_now) in zip(opt.param_groups, lrs):   # current flags win
                     g["lr"], g["betas"] = lr_now, betas_now
+        try:
+            check_loop_state(snap)
+        except ValueError as e:
+            raise snap_io.SnapshotError(f"{resume}: {e}") from None
         cur_nimg = int(snap.get("cur_nimg", 0))
         cur_tick = int(snap.get("cur_tick", 0))
         batch_idx = int(snap.get("batch_idx", 0))
         if augment_pipe is not None and snap.get("augment"):
-            augment_pipe.p.fill_(float(snap["augment"]["p"]))
+            augment_pipe.set_p(float(snap["augment"]["p"]))
         if ada is not None and snap.get("ada_stats") is not None:
             ada.load_state_dict(snap["ada_stats"])
         if snap.get("pl_mean") is not None:

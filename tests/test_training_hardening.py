@@ -194,6 +194,9 @@ def altered(good_snapshot, tmp_path, change):
      "opt_D: exp_avg_sq of parameter 1 holds NaN or infinite values"),
     (lambda d: d["opt_G"]["state"][0].__setitem__("step", torch.tensor(-5.0)), "invalid step count"),
     (lambda d: d.__setitem__("opt_D", {"state": 3}), "opt_D: not an optimizer state"),
+    (lambda d: d.__setitem__("augment", {"kwargs": {}, "p": float("nan")}), "augment p is nan; expected a finite"),
+    (lambda d: d.__setitem__("ada_stats", {"p": 0.1, "sign_count": -4.0}), "ada_stats sign_count is -4.0"),
+    (lambda d: d.__setitem__("batch_idx", 2.5), "batch_idx is 2.5; expected an integer >= 0"),
 ])
 def test_resume_with_an_odd_rng_or_optimizer_state_is_one_line(archive, good_snapshot, tmp_path, change, expected):
     bad = altered(good_snapshot, tmp_path, change)

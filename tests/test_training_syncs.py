@@ -195,3 +195,60 @@ def test_steady_state_training_has_at_most_one_sync_per_ada_interval(tmp_path, m
     from stylegan2.snapshot import load_snapshot
     snap = load_snapshot(result["snapshot"])
     assert snap["augment"]["p"] > 0                   # the augmentations were really running
+
+
+def test_steady_state_loop_reads_only_at_its_check_points(tmp_path, monkeypatch):
+    """CPU stand-in for the GPU test: between ticks, our code reads tensors back only where it must.
+
+    Every host read (``item``, ``cpu``, ``__float__``, ...) made from a line of ``stylegan2/`` while
+    the loop runs steady-state iterations is recorded by call site. Allowed: the loop's check point
+    (once per ADA interval), the ADA controller's update on its own CPU sums (and the float32
+    rounding of the new p on the host), and the style-mixing draws, which come from a CPU
+    generator by design. Anything else would be a host sync per step
+    on a GPU.
+    """
+    import sys
+    from pathlib import Path
+    from stylegan2 import training_loop as tl
+    from stylegan2.presets import resolve_config
+    from test_training_hardening import RES, write_archive
+
+    package = str(Path(tl.__file__).parent)
+    START, WINDOW, INTERVAL, BATCH = 4, 16, 4, 4
+    sites, state = [], {"on": False, "iteration": 0}
+    saved = {name: getattr(torch.Tensor, name) for name in READS}
+
+    def wrap(name, fn):
+        def recording(self, *args, **kwargs):
+            if state["on"]:
+                frame = sys._getframe(1)
+                if frame.f_code.co_filename.startswith(package):
+                    sites.append((Path(frame.f_code.co_filename).name, frame.f_code.co_name, name))
+            return fn(self, *args, **kwargs)
+        return recording
+    original = tl.update_ema
+
+    def watched_update_ema(G_ema, G, beta):
+        original(G_ema, G, beta)
+        state["iteration"] += 1
+        state["on"] = START <= state["iteration"] < START + WINDOW
+    monkeypatch.setattr(tl, "update_ema", watched_update_ema)
+    for name, fn in saved.items():
+        monkeypatch.setattr(torch.Tensor, name, wrap(name, fn))
+
+    total = (START + WINDOW + 2) * BATCH
+    opts = resolve_config("tiny", RES, 1, batch=BATCH, batch_gpu=BATCH, kimg=total / 1000, tick=total / 1000,
+                          snap=1000, workers=0, grid_limit=8, aug="ada", ada_interval=INTERVAL, ada_kimg=0.1)
+    result = tl.training_loop(0, run_dir=str(tmp_path / "run"), data=str(write_archive(tmp_path / "d.zip")),
+                              progress=False, **opts)
+    assert result["cur_nimg"] == total
+    allowed = {("training_loop.py", "check_point"),                  # the one read per interval
+               ("ada.py", "step"), ("ada.py", "<genexpr>"),              # the controller's CPU-side sums
+               ("augment.py", "set_p"),                                  # rounding p to float32 on the host
+               ("loss.py", "style_mix")}                                 # CPU generator by design
+    unexpected = sorted({s for s in sites if s[:2] not in allowed})
+    assert unexpected == [], unexpected
+    # Each check point copies one small tensor to the host (.cpu(), the sync) and unpacks the copy.
+    reads = [s[2] for s in sites if s[:2] == ("training_loop.py", "check_point")]
+    assert reads == ["cpu", "tolist"] * (len(reads) // 2)
+    assert 1 <= reads.count("cpu") <= WINDOW // INTERVAL
