@@ -16,9 +16,9 @@ import math
 import os
 from typing import Any, Dict, Optional
 
-# Per-preset values; None means "derive" (the auto formulas, or batch // ref_gpus for batch_gpu).
-# ref_gpus: the GPU count the preset was tuned for; batch_gpu = batch // ref_gpus by default, so
-# fewer GPUs accumulate gradients over several rounds instead of using more memory.
+# Per-preset values; None means "derive" (the auto formulas, or derive_batch_gpu for batch_gpu).
+# ref_gpus: the GPU count the preset was tuned for; batch_gpu is at most batch // ref_gpus by default (but at
+# least one minibatch-stddev group), so fewer GPUs accumulate gradients over several rounds instead.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "auto": dict(ref_gpus=None, kimg=25000, batch=None, mbstd_group=None, cbase=None, lr=None, gamma=None,
                  ema_kimg=None, ema_rampup=0.05, map=2, aug="ada"),
@@ -165,6 +165,11 @@ def resolve_config(cfg: str, resolution: int, gpus: int = 1, **overrides) -> Dic
         opts["batch_gpu"] = derived_bg if derived_bg is not None else max(opts["batch"] // gpus, 1)
     elif opts["batch_gpu"] is None and isinstance(opts["batch"], int):
         opts["batch_gpu"] = max(opts["batch"] // gpus, 1)      # the validation names what does not fit
+    elif "mbstd_group" not in given and isinstance(opts["batch_gpu"], int) and opts["batch_gpu"] >= 1 \
+            and isinstance(opts["mbstd_group"], int) and opts["mbstd_group"] >= 1 \
+            and opts["batch_gpu"] % opts["mbstd_group"]:
+        # --batch-gpu given, the group from the preset: the group follows (largest divisor <= preset's).
+        opts["mbstd_group"] = max(d for d in _divisors(opts["batch_gpu"]) if d <= opts["mbstd_group"])
     if opts["workers"] is None:
         opts["workers"] = min(DEFAULT_WORKERS, usable_cpus())
     lr = opts.pop("lr")

@@ -280,9 +280,17 @@ def test_presets_derive_a_per_gpu_batch_that_passes_their_own_checks(cfg, batch,
     assert batch % (gpus * opts["batch_gpu"]) == 0 and opts["batch_gpu"] % opts["mbstd_group"] == 0
 
 
+def test_a_preset_group_follows_a_given_batch_gpu():
+    opts = resolve_config("stylegan2", 64, 1, batch=8, batch_gpu=2)
+    assert (opts["batch_gpu"], opts["mbstd_group"]) == (2, 2)
+    assert resolve_config("stylegan2", 64, 1, batch=16, batch_gpu=8)["mbstd_group"] == 4   # fits: unchanged
+
+
 def test_values_the_user_gave_are_still_rejected():
     with pytest.raises(ConfigError, match="--batch-gpu 1 is smaller than the minibatch-stddev group 4"):
-        resolve_config("stylegan2", 64, 1, batch=8, batch_gpu=1)
+        resolve_config("stylegan2", 64, 1, batch=8, batch_gpu=1, mbstd_group=4)
+    with pytest.raises(ConfigError, match="--batch 8 is not divisible by --gpus 1 x --batch-gpu 3"):
+        resolve_config("stylegan2", 64, 1, batch=8, batch_gpu=3)
     with pytest.raises(ConfigError, match="--batch-gpu 2 is smaller than the minibatch-stddev group 4"):
         resolve_config("stylegan2", 64, 1, batch=2, mbstd_group=4)
 
