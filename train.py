@@ -143,6 +143,9 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         prefix = TrainingInterrupted.__module__ + "." + TrainingInterrupted.__name__ + ": "
         if last.startswith(prefix):
             _stop(last[len(prefix):], _RECEIVED[0] if _RECEIVED else signal.SIGINT)
+        # "stylegan2.training_loop.TrainingDiverged: <message>" -> "<message>" for the errors we raise
+        last = re.sub(r"^(?:[\w]+\.)*(?:TrainingDiverged|SnapshotWriteError|SnapshotError|DatasetError|"
+                      r"ConfigError|ValueError|OSError): ", "", last)
         raise click.ClickException(last)
     finally:
         for sig, handler in saved.items():

@@ -85,8 +85,9 @@ class StopRequest:
     """SIGINT/SIGTERM handlers that turn the first signal into a flag and a second SIGINT into an abort.
 
     ``install()`` (main thread only; elsewhere it does nothing) replaces the handlers until
-    ``uninstall()``. The first SIGINT or SIGTERM sets :attr:`signum`; the loop polls
-    :meth:`agreed` once per iteration. A second SIGINT raises ``KeyboardInterrupt`` at once; further
+    ``uninstall()``. The first SIGINT or SIGTERM sets :attr:`signum`; the loop reads it every
+    iteration and, with several ranks, all-reduces it at its check points (every ADA interval) so
+    all ranks stop together (:meth:`agreed` does the same as a standalone call). A second SIGINT raises ``KeyboardInterrupt`` at once; further
     SIGTERMs are ignored (a scheduler that wants a hard stop sends SIGKILL; torchrun's agent sends
     SIGTERM after the terminal's SIGINT, which must not count as a second Ctrl-C).
     """
