@@ -544,7 +544,9 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                 raise snap_io.SnapshotError(f"{resume}: its {key} does not fit the configured network "
                                             f"({str(e).splitlines()[0]}); use the same --cfg/--cbase/--map") from None
         for opt, key in ((opt_G, "opt_G"), (opt_D, "opt_D")):
-            if snap.get(key) is not None:
+            if snap.get(key) is None:
+                say(f"Warning: {resume} holds no {key}; its Adam moments start from zero")
+            else:
                 lrs = [(g["lr"], g["betas"]) for g in opt.param_groups]
                 try:
                     check_optimizer_state(snap[key], opt, f"{resume}: {key}")
