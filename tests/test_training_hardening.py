@@ -369,3 +369,28 @@ def test_numeric_flags_are_validated_up_front(archive, tmp_path, flags, expected
     line = error_line(res)
     assert expected in line and "lower --lr" not in line, line
     assert not (tmp_path / "out").exists()
+
+
+def _rank_with_a_nan_loss_on_rank_1(rank, archive, run_dir, opts):
+    # Only rank 1's loss is NaN (its gradients stay finite): the ranks must still agree on the streak.
+    if rank == 1:
+        tl.StyleGAN2Loss = poisoned_loss(0, grads=False)
+    try:
+        tl.training_loop(rank, run_dir=run_dir, data=archive, progress=False, **opts)
+    except tl.TrainingDiverged as e:       # each rank records that it stopped by itself, and why
+        (Path(run_dir).parent / f"rank{rank}.txt").write_text(str(e))
+        raise
+
+
+@pytest.mark.slow
+def test_two_ranks_agree_on_a_run_of_nonfinite_steps_seen_by_one(archive, tmp_path):
+    from stylegan2 import distributed
+    opts = resolve_config("tiny", RES, 2, batch=4, batch_gpu=2, mbstd_group=2, tick=0.004, snap=1, kimg=0.04,
+                          workers=0, grid_limit=8, aug="noaug", max_nonfinite=3)
+    with pytest.raises(Exception) as info:       # torch.multiprocessing.ProcessRaisedException
+        distributed.launch(_rank_with_a_nan_loss_on_rank_1, 2,
+                           dict(archive=str(archive), run_dir=str(tmp_path / "run"), opts=opts))
+    assert "TrainingDiverged" in str(info.value) and "after 3 consecutive steps" in str(info.value)
+    for rank in (0, 1):                    # rank 0 saw only finite losses, yet stopped at the same step
+        assert "training stopped at kimg 0.012 after 3 consecutive steps" in (tmp_path / f"rank{rank}.txt").read_text()
+    assert not list((tmp_path / "run").glob("network-snapshot-*.pkl"))     # every step was bad
