@@ -7,6 +7,7 @@ written. Tiny 32x32 archives, the ``tiny`` preset on the CPU, a handful of itera
 import errno
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -182,21 +183,22 @@ def altered(good_snapshot, tmp_path, change):
     return path
 
 
+# Regexes: where load_snapshot's value checks refuse the same field first, their wording counts too.
 @pytest.mark.parametrize("change, expected", [
-    (lambda d: d.__setitem__("rng", {"torch": "nonsense"}), "its RNG state is unusable ('torch' is not a CPU"),
-    (lambda d: d["rng"].pop("numpy"), "its RNG state is unusable ('numpy' is not an MT19937 state)"),
+    (lambda d: d.__setitem__("rng", {"torch": "nonsense"}), re.escape("its RNG state is unusable ('torch' is not a CPU")),
+    (lambda d: d["rng"].pop("numpy"), re.escape("its RNG state is unusable ('numpy' is not an MT19937 state)")),
     (lambda d: d["rng"]["python"].__setitem__("internal", torch.zeros(3, dtype=torch.int64)),
-     "its RNG state is unusable ('python'"),
+     re.escape("its RNG state is unusable ('python'")),
     (lambda d: d["opt_G"]["state"][0].__setitem__("exp_avg", torch.zeros(3)),
-     "opt_G: exp_avg of parameter 0 has shape [3], but the network's parameter has"),
+     re.escape("opt_G: exp_avg of parameter 0 has shape [3], but the network's parameter has")),
     (lambda d: d["opt_D"]["state"][1].__setitem__("exp_avg_sq", torch.full_like(d["opt_D"]["state"][1]["exp_avg_sq"],
                                                                                  float("nan"))),
-     "opt_D: exp_avg_sq of parameter 1 holds NaN or infinite values"),
+     r"opt_D\b.*exp_avg_sq.* holds NaN"),
     (lambda d: d["opt_G"]["state"][0].__setitem__("step", torch.tensor(-5.0)), "invalid step count"),
     (lambda d: d.__setitem__("opt_D", {"state": 3}), "opt_D: not an optimizer state"),
-    (lambda d: d.__setitem__("augment", {"kwargs": {}, "p": float("nan")}), "augment p is nan; expected a finite"),
+    (lambda d: d.__setitem__("augment", {"kwargs": {}, "p": float("nan")}), r"augment.p\b.*\bnan\b"),
     (lambda d: d.__setitem__("ada_stats", {"p": 0.1, "sign_count": -4.0}), "ada_stats sign_count is -4.0"),
-    (lambda d: d.__setitem__("batch_idx", 2.5), "batch_idx is 2.5; expected an integer >= 0"),
+    (lambda d: d.__setitem__("batch_idx", 2.5), r"batch_idx\b.*2\.5.*integer"),
 ])
 def test_resume_with_an_odd_rng_or_optimizer_state_is_one_line(archive, good_snapshot, tmp_path, change, expected):
     bad = altered(good_snapshot, tmp_path, change)
@@ -204,7 +206,7 @@ def test_resume_with_an_odd_rng_or_optimizer_state_is_one_line(archive, good_sna
     res = train_cli(cli_args(archive, tmp_path / "out", "--kimg", "0.008", "--resume", bad))
     assert res.exit_code == 1
     line = error_line(res)
-    assert str(bad) in line and expected in line, line
+    assert str(bad) in line and re.search(expected, line), line
     assert bad.read_bytes() == before                                  # the input is untouched
     assert not list((tmp_path / "out").glob("*/network-snapshot-*.pkl"))
 
