@@ -58,7 +58,10 @@ def _metrics_list(value: str):
 @click.option("--keep-best", help="Keep best-snapshot.pkl by this metric (one of --metrics)")
 @click.option("--resume", help="Snapshot to continue exactly, or 'latest' (newest in --outdir)")
 @click.option("--fp32/--no-fp32", default=None, help="Disable mixed precision")
-@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="DataLoader worker processes [default: 3, at most the usable CPUs]")
+@click.option("--max-nonfinite", type=click.IntRange(min=1),
+              help="Stop after this many consecutive steps with NaN/inf losses or gradients [default: 50]")
 @click.option("--ops", type=click.Choice(["auto", "reference", "cuda"]), help="CUDA kernels or reference ops")
 @click.option("--allow-tf32", is_flag=True, default=None, help="Allow TF32 matmuls/convolutions on Ampere+ GPUs (off: exact fp32)")
 @click.option("--nobench", is_flag=True, default=None, help="Turn cudnn.benchmark off (avoids its start-up memory peak)")
@@ -116,7 +119,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         return
     probe.close()
     kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress)
-    from stylegan2.training_loop import TrainingDiverged, TrainingInterrupted
+    from stylegan2.training_loop import SnapshotWriteError, TrainingDiverged, TrainingInterrupted
     # With spawned ranks this process only waits: a terminal's Ctrl-C reaches the ranks directly (same
     # process group), a SIGTERM or SIGINT sent to this process alone is passed on to them as SIGTERM
     # (a graceful stop there, never mistaken for a second Ctrl-C).
@@ -131,14 +134,19 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         _stop(str(e), e.signum)
     except KeyboardInterrupt:
         _stop(ABORTED, signal.SIGINT)
-    except (TrainingDiverged, snap_io.SnapshotError, DatasetError, ValueError) as e:
+    except (TrainingDiverged, SnapshotWriteError, snap_io.SnapshotError, DatasetError, ValueError) as e:
         raise click.ClickException(str(e))
+    except OSError as e:        # e.g. disk full or a read-only run folder while writing logs or grids
+        raise click.ClickException(f"{e.filename or outdir}: {e.strerror or e}")
     except torch.multiprocessing.ProcessRaisedException as e:   # a spawned rank failed: show its last line
         lines = [l for l in str(e).splitlines() if l.strip()]
         last = lines[-1] if lines else repr(e)
         prefix = TrainingInterrupted.__module__ + "." + TrainingInterrupted.__name__ + ": "
         if last.startswith(prefix):
             _stop(last[len(prefix):], _RECEIVED[0] if _RECEIVED else signal.SIGINT)
+        # "stylegan2.training_loop.TrainingDiverged: <message>" -> "<message>" for the errors we raise
+        last = re.sub(r"^(?:[\w]+\.)*(?:TrainingDiverged|SnapshotWriteError|SnapshotError|DatasetError|"
+                      r"ConfigError|ValueError|OSError): ", "", last)
         raise click.ClickException(last)
     finally:
         for sig, handler in saved.items():

@@ -90,12 +90,20 @@ class AdaController:
         self.rt = total / count
         direction = (self.rt > self.target) - (self.rt < self.target)  # sign(r_t - target)
         self.p = max(self.p + direction * self.step_size, 0.0)
-        if augment_pipe is not None:
-            augment_pipe.p.copy_(torch.as_tensor(self.p, dtype=augment_pipe.p.dtype))
+        if augment_pipe is not None:     # a fill from the host: no device sync (AugmentPipe.set_p)
+            if hasattr(augment_pipe, "set_p"):
+                augment_pipe.set_p(self.p)
+            else:
+                augment_pipe.p.fill_(self.p)
         return True
 
     def state_dict(self) -> dict:
-        """Plain data for a snapshot: p, the pending sums and the iteration phase (not the settings)."""
+        """Plain data for a snapshot: p, the pending sums and the iteration phase (not the settings).
+
+        ``sign_sum``/``sign_count`` are the statistics of the interval in progress, so a run resumed
+        mid-interval moves p exactly as the uninterrupted run would (the training loop hands over
+        the signs it has gathered in this interval before saving, see ``training_loop``).
+        """
         return {"p": self.p, "rt": self.rt, "iterations": self.iterations,
                 "sign_sum": self._sum, "sign_count": self._count,
                 "target": self.target, "interval": self.interval, "ada_kimg": self.ada_kimg}

@@ -123,6 +123,26 @@ class AugmentPipe(torch.nn.Module):
         for key, value in self.init_kwargs.items():
             setattr(self, key, float(value))
         self.register_buffer("p", torch.zeros([]))
+        self._p_host = (None, -1, 0.0)      # (data_ptr, version of p, float value): see :meth:`p_value`
+
+    def p_value(self) -> float:
+        """The augmentation probability as a Python float, without a device sync in the steady state.
+
+        ``p`` lives on the training device (it is a buffer, saved with the module). Reading it there
+        costs a host sync, so the last value read is cached together with the tensor's identity and
+        in-place version counter: any change to ``p`` (``fill_``, ``copy_``, ``load_state_dict``,
+        moving the module) is noticed and read once; :meth:`set_p` updates both sides without a read.
+        """
+        key = (self.p.data_ptr(), self.p._version)
+        if self._p_host[:2] != key:
+            self._p_host = key + (float(self.p),)
+        return self._p_host[2]
+
+    def set_p(self, value: float) -> None:
+        """Set ``p`` to ``value`` from the host (a fill kernel, no sync) and remember the value."""
+        self.p.fill_(float(value))
+        # The value as p's dtype holds it (float32 rounding), computed on the host.
+        self._p_host = (self.p.data_ptr(), self.p._version, float(torch.tensor(float(value), dtype=self.p.dtype)))
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "AugmentPipe":
@@ -145,7 +165,7 @@ class AugmentPipe(torch.nn.Module):
         """Augment a batch; ``generator`` fixes the random draws (defaults to torch's global RNG)."""
         if images.ndim != 4:
             raise ValueError(f"AugmentPipe expects NCHW images, got shape {list(images.shape)}")
-        p = float(self.p)  # read once per batch (one device sync), not once per transform
+        p = self.p_value()  # cached on the host: no device sync per call (see p_value)
         if p <= 0:
             return images
         n, _, h, w = images.shape
@@ -209,5 +229,5 @@ def build_augment_pipe(aug: str = "ada", preset: str = "audio", p: float = 0.0, 
     if p < 0:
         raise ValueError(f"augment probability p must be >= 0, got {p}")
     pipe = AugmentPipe.from_preset(preset, **overrides)
-    pipe.p.fill_(float(p))
+    pipe.set_p(float(p))
     return pipe

@@ -102,6 +102,9 @@ def image_size_cap(width: int, height: int, channels: int) -> int:
     return 2 * int(height) * (int(width) * int(channels) + 1) + 65536
 
 
+MAX_CLASSES = 65536     # integer class labels become one-hot vectors of this length at most
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Square, power-of-two, 8-bit images from a folder or zip, with optional labels.
 
@@ -294,10 +297,13 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{where}: no label for {fname}")
             values.append(table[fname])
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            for fname, v in zip(self._fnames, values):      # checked as Python ints: no int64 overflow
+                if v < 0:
+                    raise DatasetError(f"{where}: negative class label for {fname}")
+                if v >= MAX_CLASSES:
+                    raise DatasetError(f"{where}: class label {v} for {fname} is too large (labels are class "
+                                       f"indices 0..{MAX_CLASSES - 1}; one-hot vectors of that length per image)")
             ints = np.asarray(values, dtype=np.int64)
-            if ints.min() < 0:
-                bad = self._fnames[int(np.argmin(ints))]
-                raise DatasetError(f"{where}: negative class label for {bad}")
             onehot = np.zeros((ints.size, int(ints.max()) + 1), dtype=np.float32)
             onehot[np.arange(ints.size), ints] = 1
             return onehot
@@ -307,6 +313,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{where}: labels must be all ints or all equal-length lists of numbers") from None
         if vectors.ndim != 2:
             raise DatasetError(f"{where}: labels must be all ints or all equal-length lists of numbers")
+        finite = np.isfinite(vectors).all(axis=1)
+        if not finite.all():
+            bad = self._fnames[int(np.argmin(finite))]
+            raise DatasetError(f"{where}: non-finite labels (NaN or infinity, or beyond float32) for {bad} "
+                               f"and {int((~finite).sum()) - 1} other image(s)")
         return vectors
 
     # ---------------------------------------------------------------------------- Dataset API

@@ -144,15 +144,18 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def average_buffers_(module: torch.nn.Module) -> None:
+def average_buffers_(module: torch.nn.Module, names: Optional[Iterable[str]] = None) -> None:
     """Average the floating-point buffers of ``module`` over ranks in place (no-op alone).
 
     Used for G's moving average of w (``w_avg``), which each rank updates from its own chunk;
     averaging keeps every rank, and so rank 0's snapshot, on the global-batch statistic.
+    ``names`` limits it to those buffers (the training loop passes only the ones that change while
+    training, so constant buffers such as resampling filters are not all-reduced every step).
     """
     if get_world_size() == 1:
         return
-    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    wanted = None if names is None else set(names)
+    buffers = [b for n, b in module.named_buffers() if b.is_floating_point() and (wanted is None or n in wanted)]
     if not buffers:
         return
     flat = torch.cat([b.detach().flatten() for b in buffers])
@@ -164,21 +167,33 @@ def average_buffers_(module: torch.nn.Module) -> None:
         offset += b.numel()
 
 
-def all_reduce_grads(params: Iterable[torch.nn.Parameter], clean: bool = True) -> None:
+def running_average_buffers(module: torch.nn.Module) -> list:
+    """Names of ``module``'s buffers that training updates (the w moving average ``*w_avg``).
+
+    Every other buffer of our networks (resampling filters, constant noise) is fixed at
+    construction and broadcast once at start, so it never needs averaging.
+    """
+    return [n for n, b in module.named_buffers() if n.split(".")[-1] == "w_avg" and b.is_floating_point()]
+
+
+def all_reduce_grads(params: Iterable[torch.nn.Parameter], clean: bool = True) -> Optional[torch.Tensor]:
     """Average the gradients of ``params`` over ranks with one flattened all-reduce.
 
     Parameters without a gradient count as zero (and get one), so all ranks reduce the same
     layout. ``clean`` replaces NaN by 0 and +-inf by +-1e5 afterwards, as upstream does, so one
-    bad batch cannot poison Adam's moments; the loop separately aborts when the losses go non-finite.
+    bad batch cannot poison Adam's moments. Returns a 0-d bool tensor on the gradients' device,
+    True when any averaged gradient was NaN or infinite before cleaning (None without parameters);
+    it is not read here, so no host sync: the training loop counts such steps on the device.
     """
     params = [p for p in params if p.requires_grad]
     if not params:
-        return
+        return None
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
     world = get_world_size()
     if world > 1:
         dist.all_reduce(flat)
         flat /= world
+    bad = ~torch.isfinite(flat).all()
     if clean:
         torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5, out=flat)
     offset = 0
@@ -186,3 +201,4 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter], clean: bool = True) -
         n = p.numel()
         p.grad = flat[offset:offset + n].view_as(p).clone()
         offset += n
+    return bad

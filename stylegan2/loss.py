@@ -184,15 +184,18 @@ class StyleGAN2Loss:
         """Close a phase after all its chunks: update ``pl_mean`` from the whole batch's path lengths.
 
         ``all_reduce`` (in-place sum across ranks, or None) merges the per-rank sums, so every rank
-        ends with the same ``pl_mean``: ``pl_mean += pl_decay * (mean(a) - pl_mean)``.
+        ends with the same ``pl_mean``: ``pl_mean += pl_decay * (mean(a) - pl_mean)``; a non-finite
+        ``mean(a)`` leaves it unchanged. No host sync.
         """
         if phase not in ("Greg", "Gboth"):
             return
         acc = torch.stack([self._pl_sum, self._pl_num])
         if all_reduce is not None:
             all_reduce(acc)
-        if float(acc[1]) > 0:
-            batch_mean = (acc[0] / acc[1]).to(self.pl_mean.dtype)
-            self.pl_mean.copy_(self.pl_mean.lerp(batch_mean, self.pl_decay))
+        # Decided on the device (no host sync). Without path lengths this phase, or when they were
+        # NaN/inf (one bad step), pl_mean stays as it is, so one bad step cannot poison every later one.
+        batch_mean = (acc[0] / acc[1].clamp(min=1)).to(self.pl_mean.dtype)
+        keep = (acc[1] > 0) & torch.isfinite(batch_mean)
+        self.pl_mean.copy_(torch.where(keep, self.pl_mean.lerp(batch_mean, self.pl_decay), self.pl_mean))
         self._pl_sum.zero_()
         self._pl_num.zero_()

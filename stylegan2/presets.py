@@ -13,11 +13,12 @@ Backend switches (``allow_tf32``, ``nobench``) and freeze-D (``freezed``) defaul
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+import os
+from typing import Any, Dict, Optional
 
-# Per-preset values; None means "derive" (the auto formulas, or batch // ref_gpus for batch_gpu).
-# ref_gpus: the GPU count the preset was tuned for; batch_gpu = batch // ref_gpus by default, so
-# fewer GPUs accumulate gradients over several rounds instead of using more memory.
+# Per-preset values; None means "derive" (the auto formulas, or derive_batch_gpu for batch_gpu).
+# ref_gpus: the GPU count the preset was tuned for; batch_gpu is at most batch // ref_gpus by default (but at
+# least one minibatch-stddev group), so fewer GPUs accumulate gradients over several rounds instead.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "auto": dict(ref_gpus=None, kimg=25000, batch=None, mbstd_group=None, cbase=None, lr=None, gamma=None,
                  ema_kimg=None, ema_rampup=0.05, map=2, aug="ada"),
@@ -50,9 +51,10 @@ COMMON: Dict[str, Any] = dict(
     style_mixing_prob=0.9, pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01,
     G_reg_interval=4, D_reg_interval=16,
     tick=4.0, snap=50, p=None, target=0.6, ada_interval=4, ada_kimg=500, augpipe="audio",
-    mirror=False, cond=False, subset=None, metrics=[], seed=0, workers=3, ops="auto", keep_best=None,
-    grid_limit=None, allow_tf32=False, nobench=False, freezed=0,
+    mirror=False, cond=False, subset=None, metrics=[], seed=0, workers=None, ops="auto", keep_best=None,
+    grid_limit=None, allow_tf32=False, nobench=False, freezed=0, max_nonfinite=50,
 )
+DEFAULT_WORKERS = 3     # DataLoader workers when --workers is not given (at most the usable CPU count)
 
 AUG_MODES = ("ada", "noaug", "fixed")
 
@@ -78,6 +80,45 @@ def auto_values(resolution: int, gpus: int) -> Dict[str, Any]:
 
 def _fail(msg: str):
     raise ConfigError(msg)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: the scheduler affinity where the OS has one, else ``os.cpu_count()``."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def _divisors(n: int) -> list:
+    """The divisors of ``n`` in increasing order (O(sqrt(n)))."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def derive_batch_gpu(batch: int, gpus: int, ref_gpus: int, mbstd_group: int, mbstd_given: bool):
+    """The per-GPU batch (and minibatch-stddev group) when ``--batch-gpu`` is not given.
+
+    ``batch_gpu`` must divide the per-GPU batch ``batch / gpus`` and be a multiple of the mbstd
+    group. Among those, take the largest that is <= the preset's reference ``batch / ref_gpus``
+    (so a preset tuned for 8 GPUs accumulates on fewer instead of using more memory); when the
+    reference is smaller than the group, the smallest valid one (the group itself). A group that
+    the user did not give is lowered to the largest divisor of the per-GPU batch that is <= the
+    preset's group (so a per-GPU batch smaller than the group becomes one whole group). Returns
+    ``(batch_gpu, mbstd_group)``; ``batch_gpu`` None when nothing fits (the user's group; the
+    validation then names it).
+    """
+    per_gpu = batch // gpus
+    if per_gpu < 1:
+        return None, mbstd_group
+    if not mbstd_given and per_gpu % mbstd_group:
+        mbstd_group = max(d for d in _divisors(per_gpu) if d <= mbstd_group)
+    valid = [d for d in _divisors(per_gpu) if d % mbstd_group == 0]
+    if not valid:
+        return None, mbstd_group
+    ref = max(batch // max(ref_gpus, 1), 1)
+    below = [d for d in valid if d <= ref]
+    return (max(below) if below else min(valid)), mbstd_group
 
 
 def resolve_config(cfg: str, resolution: int, gpus: int = 1, **overrides) -> Dict[str, Any]:
@@ -117,8 +158,20 @@ def resolve_config(cfg: str, resolution: int, gpus: int = 1, **overrides) -> Dic
         opts["gamma"] = 0.0002 * resolution ** 2 / opts["batch"]
     if opts["ema_kimg"] is None:
         opts["ema_kimg"] = opts["batch"] * 10 / 32
-    if opts["batch_gpu"] is None:
-        opts["batch_gpu"] = max(min(opts["batch"] // opts["ref_gpus"], opts["batch"] // gpus), 1)
+    if opts["batch_gpu"] is None and isinstance(opts["batch"], int) and isinstance(opts["mbstd_group"], int) \
+            and opts["batch"] >= 1 and opts["mbstd_group"] >= 1 and opts["batch"] % gpus == 0:
+        derived_bg, opts["mbstd_group"] = derive_batch_gpu(opts["batch"], gpus, opts["ref_gpus"], opts["mbstd_group"],
+                                                           mbstd_given="mbstd_group" in given)
+        opts["batch_gpu"] = derived_bg if derived_bg is not None else max(opts["batch"] // gpus, 1)
+    elif opts["batch_gpu"] is None and isinstance(opts["batch"], int):
+        opts["batch_gpu"] = max(opts["batch"] // gpus, 1)      # the validation names what does not fit
+    elif "mbstd_group" not in given and isinstance(opts["batch_gpu"], int) and opts["batch_gpu"] >= 1 \
+            and isinstance(opts["mbstd_group"], int) and opts["mbstd_group"] >= 1 \
+            and opts["batch_gpu"] % opts["mbstd_group"]:
+        # --batch-gpu given, the group from the preset: the group follows (largest divisor <= preset's).
+        opts["mbstd_group"] = max(d for d in _divisors(opts["batch_gpu"]) if d <= opts["mbstd_group"])
+    if opts["workers"] is None:
+        opts["workers"] = min(DEFAULT_WORKERS, usable_cpus())
     lr = opts.pop("lr")
     opts["glr"] = float(opts["glr"] if opts["glr"] is not None else lr)
     opts["dlr"] = float(opts["dlr"] if opts["dlr"] is not None else lr)
@@ -139,6 +192,10 @@ def resolve_config(cfg: str, resolution: int, gpus: int = 1, **overrides) -> Dic
     return dict(sorted(opts.items()))
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _validate(o: Dict[str, Any]) -> None:
     gpus, batch, bg, mbstd = o["gpus"], o["batch"], o["batch_gpu"], o["mbstd_group"]
     for key in ("batch", "batch_gpu", "mbstd_group", "map", "cbase", "cmax", "z_dim", "w_dim", "snap",
@@ -157,17 +214,44 @@ def _validate(o: Dict[str, Any]) -> None:
     if bg % mbstd:
         _fail(f"--batch-gpu {bg} is not divisible by the minibatch-stddev group {mbstd}")
     for key in ("glr", "dlr", "kimg", "tick"):
-        if not o[key] > 0 or not math.isfinite(o[key]):
-            _fail(f"--{key} must be a positive number; got {o[key]!r}")
-    if not o["gamma"] >= 0:
-        _fail(f"--gamma must be >= 0; got {o['gamma']!r}")
-    if not o["ema_kimg"] > 0:
-        _fail(f"ema_kimg must be > 0; got {o['ema_kimg']!r}")
+        if not _is_number(o[key]) or not o[key] > 0 or not math.isfinite(o[key]):
+            _fail(f"--{key} must be a positive number (finite); got {o[key]!r}")
+    if not _is_number(o["gamma"]) or not 0 <= o["gamma"] < math.inf:
+        _fail(f"invalid --gamma: --gamma must be >= 0 and finite (the R1 weight); got {o['gamma']!r}")
+    if not _is_number(o["ema_kimg"]) or not 0 < o["ema_kimg"] < math.inf:
+        _fail(f"ema_kimg must be a finite number > 0; got {o['ema_kimg']!r}")
+    if o["ema_rampup"] is not None and (not _is_number(o["ema_rampup"]) or not 0 < o["ema_rampup"] < math.inf):
+        _fail(f"ema_rampup must be None or a finite number > 0; got {o['ema_rampup']!r}")
+    if not isinstance(o["seed"], int) or isinstance(o["seed"], bool) or not 0 <= o["seed"] < 2 ** 32:
+        _fail(f"--seed must be an integer from 0 to 4294967295 (2**32 - 1); got {o['seed']!r}")
+    if not _is_number(o["ada_kimg"]) or not 0 < o["ada_kimg"] < math.inf:
+        _fail(f"ada_kimg must be a finite number > 0; got {o['ada_kimg']!r}")
+    betas = o["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        _fail(f"betas must be two numbers in [0, 1); got {betas!r}")
+    if not _is_number(o["eps"]) or not 0 < o["eps"] < math.inf:
+        _fail(f"eps must be a finite number > 0; got {o['eps']!r}")
+    for key in ("style_mixing_prob", "pl_decay"):
+        if not _is_number(o[key]) or not 0 <= o[key] <= 1:
+            _fail(f"{key} must be a number in [0, 1]; got {o[key]!r}")
+    if not _is_number(o["pl_weight"]) or not 0 <= o["pl_weight"] < math.inf:
+        _fail(f"pl_weight must be a finite number >= 0; got {o['pl_weight']!r}")
+    if not isinstance(o["max_nonfinite"], int) or isinstance(o["max_nonfinite"], bool) or o["max_nonfinite"] < 1:
+        _fail(f"--max-nonfinite must be a positive integer (consecutive NaN/inf steps before stopping); "
+              f"got {o['max_nonfinite']!r}")
+    if not isinstance(o["workers"], int) or isinstance(o["workers"], bool) or o["workers"] < 0:
+        _fail(f"--workers must be an integer >= 0; got {o['workers']!r}")
+    if o["grid_limit"] is not None and (not isinstance(o["grid_limit"], int) or o["grid_limit"] < 1):
+        _fail(f"grid_limit must be None or a positive integer; got {o['grid_limit']!r}")
+    res = o["resolution"]
+    if min(o["cbase"] // res, o["cmax"]) < 1:
+        _fail(f"--cbase {o['cbase']} gives no channels at resolution {res} (channels = cbase / resolution, "
+              f"at most cmax); use --cbase >= {res}")
     if o["aug"] not in AUG_MODES:
         _fail(f"--aug must be one of {', '.join(AUG_MODES)}; got {o['aug']!r}")
-    if not 0 <= o["p"] <= 1:
+    if not _is_number(o["p"]) or not 0 <= o["p"] <= 1:
         _fail(f"--p must be in [0, 1]; got {o['p']!r}")
-    if not 0 < o["target"] <= 1:
+    if not _is_number(o["target"]) or not 0 < o["target"] <= 1:
         _fail(f"--target must be in (0, 1]; got {o['target']!r}")
     if o["subset"] is not None and (not isinstance(o["subset"], int) or o["subset"] < 1):
         _fail(f"--subset must be a positive integer; got {o['subset']!r}")

@@ -5,7 +5,10 @@ One iteration shows ``batch`` real images to D (upstream-notes §3 and §6):
 - phases ``Gmain``, ``Greg`` (every ``G_reg_interval`` = 4 iterations), ``Dmain``, ``Dreg`` (every
   ``D_reg_interval`` = 16), each with its own fresh latents; a phase zeroes the gradients,
   accumulates ``rounds = batch / (batch_gpu * world)`` chunks of ``batch_gpu`` images, averages
-  the gradients over ranks (NaN -> 0, +-inf -> +-1e5) and steps Adam;
+  the gradients over ranks (NaN -> 0, +-inf -> +-1e5, as upstream) and steps Adam;
+- a step whose losses or gradients held NaN/inf is counted (``Progress/nonfinite_steps``); after
+  ``max_nonfinite`` consecutive ones :class:`TrainingDiverged` names the last good snapshot, and
+  no snapshot of a NaN/inf state is ever written;
 - ``G_ema`` follows G with half-life ``ema_kimg`` (ramped up to ``ema_rampup * cur_nimg``);
 - with ``aug ada`` the augmentation probability p moves by the sign heuristic every 4 iterations.
 
@@ -21,8 +24,12 @@ A tick every ``tick`` kimg prints one line and appends ``stats.jsonl``; every ``
 :func:`snapshot_tag` for the image-count names that keep short runs from overwriting) are written
 and the metrics in ``metrics`` are computed. Only rank 0 writes files.
 
-SIGINT / SIGTERM (:class:`StopRequest`) ask for a graceful stop: the ranks agree on it once per
-iteration (an all-reduced flag), a final snapshot is written at the current image count, and
+No host sync per step (issue 13.4): statistics stay on the device until a tick, the non-finite
+counters are device tensors, and one small copy per check point (every ``ada_interval``
+iterations and at every tick) reads the ADA sign sums, the counters and the stop flag together.
+
+SIGINT / SIGTERM (:class:`StopRequest`) ask for a graceful stop: the ranks agree on it at the next
+check point (an all-reduced flag; alone, at once), a final snapshot is written at the current image count, and
 :class:`TrainingInterrupted` is raised; a second SIGINT aborts at once (``KeyboardInterrupt``).
 """
 from __future__ import annotations
@@ -47,8 +54,18 @@ from .loss import StyleGAN2Loss, lazy_regularization_adam
 from .misc import atomic_path, atomic_write_text
 
 
+LOSS_REGEX = r"Loss/(G|D)/(loss|reg)"     # the losses whose NaN/inf marks a step as non-finite
+ADA_SIGNS = "Loss/signs/real"             # sign(D(real)) reported by the loss, read by the ADA controller
+
+
 class TrainingDiverged(RuntimeError):
-    """The losses became NaN or infinite; training stops instead of writing garbage snapshots."""
+    """A run of ``max_nonfinite`` consecutive steps had NaN/inf losses or gradients (or the weights
+    became non-finite); training stops without writing the broken state, naming the last good snapshot."""
+
+
+class SnapshotWriteError(RuntimeError):
+    """A snapshot could not be written (e.g. disk full); nothing half-written is left and earlier
+    snapshots are untouched. The message names the file, the cause and the last snapshot written."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -68,8 +85,9 @@ class StopRequest:
     """SIGINT/SIGTERM handlers that turn the first signal into a flag and a second SIGINT into an abort.
 
     ``install()`` (main thread only; elsewhere it does nothing) replaces the handlers until
-    ``uninstall()``. The first SIGINT or SIGTERM sets :attr:`signum`; the loop polls
-    :meth:`agreed` once per iteration. A second SIGINT raises ``KeyboardInterrupt`` at once; further
+    ``uninstall()``. The first SIGINT or SIGTERM sets :attr:`signum`; the loop reads it every
+    iteration and, with several ranks, all-reduces it at its check points (every ADA interval) so
+    all ranks stop together (:meth:`agreed` does the same as a standalone call). A second SIGINT raises ``KeyboardInterrupt`` at once; further
     SIGTERMs are ignored (a scheduler that wants a hard stop sends SIGKILL; torchrun's agent sends
     SIGTERM after the terminal's SIGINT, which must not count as a second Ctrl-C).
     """
@@ -230,6 +248,115 @@ def carried_best_record(snap: dict, resume_path: str, keep: Optional[str]) -> Op
     return best
 
 
+class _GroupMismatch(ValueError):
+    """The saved optimizer has another parameter layout (e.g. ``--freezed`` changed): moments restart."""
+
+
+def check_optimizer_state(state: Any, opt: torch.optim.Optimizer, where: str) -> None:
+    """Check a saved Adam ``state_dict`` against ``opt`` before loading it; one-line ``ValueError`` naming ``where``.
+
+    ``torch.optim.Optimizer.load_state_dict`` accepts moments of any shape and only fails at the
+    first step, deep inside training. Here every moment must be a finite tensor shaped like its
+    parameter and every ``step`` a finite number. A different group layout raises
+    :class:`_GroupMismatch` (the loop then starts the moments from zero with a warning, as for a
+    changed ``--freezed``).
+    """
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict) or \
+            not isinstance(state.get("param_groups"), list):
+        raise ValueError(f"{where}: not an optimizer state (needs 'state' and 'param_groups')")
+    groups = state["param_groups"]
+    if len(groups) != len(opt.param_groups) or any(
+            not isinstance(g, dict) or not isinstance(g.get("params"), list) or len(g["params"]) != len(cur["params"])
+            for g, cur in zip(groups, opt.param_groups)):
+        raise _GroupMismatch("its parameter groups differ from this run's")
+    params = {}
+    for g, cur in zip(groups, opt.param_groups):
+        params.update(zip(g["params"], cur["params"]))
+    for key, entry in state["state"].items():
+        if key not in params:
+            raise ValueError(f"{where}: holds a state for parameter {key!r}, which none of its groups lists")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: the state of parameter {key} is not a dict")
+        param = params[key]
+        for field, value in entry.items():
+            if field == "step":
+                number = value.reshape(-1)[0].item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
+                        or number < 0:
+                    raise ValueError(f"{where}: parameter {key} has an invalid step count {value!r}")
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"{where}: {field} of parameter {key} is a {type(value).__name__}, not a tensor")
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(f"{where}: {field} of parameter {key} has shape {list(value.shape)}, but the "
+                                 f"network's parameter has {list(param.shape)}; use the run's --cfg/--cbase/--map")
+            if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{where}: {field} of parameter {key} holds NaN or infinite values")
+
+
+def check_loop_state(snap: dict) -> None:
+    """Check the loop's own resume fields of a snapshot: augment p, ADA state, counters (``ValueError``, one line).
+
+    p and the ADA sums must be finite (p >= 0, count >= 0), the counters non-negative integers,
+    so a crafted or damaged snapshot cannot carry NaN into the augmentation or the controller.
+    """
+    def number(value, what, minimum=0.0):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+            raise ValueError(f"{what} is {value!r}; expected a finite number >= {minimum:g}")
+
+    def count(value, what):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{what} is {value!r}; expected an integer >= 0")
+    for key in ("cur_nimg", "cur_tick", "batch_idx", "nonfinite_steps"):
+        if key in snap:
+            count(snap[key], key)
+    augment = snap.get("augment")
+    if augment is not None:
+        if not isinstance(augment, dict):
+            raise ValueError(f"augment is a {type(augment).__name__}, not a dict")
+        number(augment.get("p"), "augment p")
+    ada_stats = snap.get("ada_stats")
+    if ada_stats is not None:
+        if not isinstance(ada_stats, dict):
+            raise ValueError(f"ada_stats is a {type(ada_stats).__name__}, not a dict")
+        number(ada_stats.get("p"), "ada_stats p")
+        number(ada_stats.get("sign_sum", 0.0), "ada_stats sign_sum", -math.inf)
+        number(ada_stats.get("sign_count", 0.0), "ada_stats sign_count")
+        count(ada_stats.get("iterations", 0), "ada_stats iterations")
+
+
+def restore_rng_or_fail(snap_io, state: Any, resume: str) -> None:
+    """Restore a snapshot's RNG state, or raise a one-line ``SnapshotError`` naming the file and the part.
+
+    The state is checked in full before anything is restored, so a bad one changes nothing.
+    """
+    def fail(part: str):
+        raise snap_io.SnapshotError(f"{resume}: its RNG state is unusable ({part}); the networks are fine: "
+                                    f"remove the snapshot's 'rng' entry or start a new run") from None
+    if not isinstance(state, dict):
+        fail(f"a {type(state).__name__}, not a dict")
+    torch_state, np_state, py_state = state.get("torch"), state.get("numpy"), state.get("python")
+    if not isinstance(torch_state, torch.Tensor) or torch_state.dtype != torch.uint8 or \
+            torch_state.shape != torch.get_rng_state().shape:
+        fail("'torch' is not a CPU generator state")
+    if not isinstance(np_state, dict) or not isinstance(np_state.get("keys"), torch.Tensor) or \
+            np_state["keys"].numel() != 624 or not isinstance(np_state.get("pos"), int) or \
+            np_state.get("bit_generator") != "MT19937":
+        fail("'numpy' is not an MT19937 state")
+    if not isinstance(py_state, dict) or not isinstance(py_state.get("internal"), torch.Tensor) or \
+            py_state["internal"].numel() != 625 or not isinstance(py_state.get("version"), int):
+        fail("'python' is not a random.getstate() state")
+    cuda = state.get("cuda") or []
+    if not isinstance(cuda, list) or any(not isinstance(c, torch.Tensor) or c.dtype != torch.uint8 for c in cuda):
+        fail("'cuda' is not a list of generator states")
+    saved = snap_io.capture_rng_state()
+    try:
+        snap_io.restore_rng_state(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        snap_io.restore_rng_state(saved)
+        fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
 def snapshot_tag(cur_nimg: int, used: Dict[str, int], by_images: bool) -> tuple:
     """The NNNNNN of ``network-snapshot-NNNNNN.pkl`` / ``fakesNNNNNN.png`` for a snapshot at ``cur_nimg``.
 
@@ -386,7 +513,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     ada = None
     if opts["aug"] == "ada":
         from .ada import AdaController
-        # The sign statistics arrive already summed over ranks (stats.Collector), so no second reduce.
+        # The sign sums arrive already summed over ranks (the loop's check point), so no second reduce.
         ada = AdaController(target=opts["target"], interval=opts["ada_interval"], ada_kimg=opts["ada_kimg"],
                             batch_size=batch, p=opts["p"], reduce_fn=lambda t: t)
 
@@ -406,6 +533,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     opt_G, opt_D = phases[0]["opt"], phases[-1]["opt"]
 
     cur_nimg, cur_tick, batch_idx = 0, 0, 0
+    nonfinite_total = 0
     resumed_best: Optional[dict] = None
     if resume:
         snap = snap_io.load_snapshot(resume)
@@ -416,27 +544,42 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                 raise snap_io.SnapshotError(f"{resume}: its {key} does not fit the configured network "
                                             f"({str(e).splitlines()[0]}); use the same --cfg/--cbase/--map") from None
         for opt, key in ((opt_G, "opt_G"), (opt_D, "opt_D")):
-            if snap.get(key) is not None:
+            if snap.get(key) is None:
+                say(f"Warning: {resume} holds no {key}; its Adam moments start from zero")
+            else:
                 lrs = [(g["lr"], g["betas"]) for g in opt.param_groups]
                 try:
+                    check_optimizer_state(snap[key], opt, f"{resume}: {key}")
                     opt.load_state_dict(snap[key])
-                except ValueError as e:     # e.g. --freezed changed which D parameters train
+                except _GroupMismatch as e:     # e.g. --freezed changed which D parameters train
                     say(f"Warning: {resume}: {key} not restored ({e}); its Adam moments start from zero")
                     continue
+                except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                    raise snap_io.SnapshotError(str(e) if str(e).startswith(str(resume)) else
+                                                f"{resume}: {key} is not a usable optimizer state "
+                                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
                 for g, (lr_now, betas_now) in zip(opt.param_groups, lrs):   # current flags win
                     g["lr"], g["betas"] = lr_now, betas_now
+        try:
+            check_loop_state(snap)
+        except ValueError as e:
+            raise snap_io.SnapshotError(f"{resume}: {e}") from None
         cur_nimg = int(snap.get("cur_nimg", 0))
         cur_tick = int(snap.get("cur_tick", 0))
         batch_idx = int(snap.get("batch_idx", 0))
         if augment_pipe is not None and snap.get("augment"):
-            augment_pipe.p.fill_(float(snap["augment"]["p"]))
+            augment_pipe.set_p(float(snap["augment"]["p"]))
         if ada is not None and snap.get("ada_stats") is not None:
             ada.load_state_dict(snap["ada_stats"])
         if snap.get("pl_mean") is not None:
             loss.load_state_dict({"pl_mean": snap["pl_mean"]})
         if snap.get("rng") is not None:
             # Training draws come from per-chunk seeds; this restores everything else (workers, user code).
-            snap_io.restore_rng_state(snap["rng"])
+            restore_rng_or_fail(snap_io, snap["rng"], resume)
+        else:
+            say(f"Warning: {resume} holds no RNG state; training draws are seeded per chunk, so the run "
+                f"still continues exactly, but DataLoader worker seeds start fresh")
+        nonfinite_total = int(snap.get("nonfinite_steps", 0) or 0)
         say(f"Resumed from {resume} at kimg {cur_nimg / 1000:.3f} (tick {cur_tick}, iteration {batch_idx})")
         resumed_best = carried_best_record(snap, resume, opts.get("keep_best"))
     for module in (G, D, G_ema):
@@ -485,13 +628,14 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     total_nimg = int(round(opts["kimg"] * 1000))
     tick_nimg = opts["tick"] * 1000
     snap_ticks = int(opts["snap"])
+    max_nonfinite = int(opts.get("max_nonfinite", 50))
+    check_every = int(opts.get("ada_interval", 4))
     tick_collector = stats.Collector()
-    watch = stats.Collector(r"Loss/(G|D)/(loss|reg)")
-    ada_signs = stats.Collector(r"Loss/signs/real")
+    watch = stats.Collector(LOSS_REGEX)
     tick_start_nimg, tick_start_time, tick_start_cpu = cur_nimg, time.time(), time.process_time()
     maintenance_time = tick_start_time - start_time
     last_snapshot, last_snapshot_nimg, best = None, None, dict(resumed_best or {})
-    stopping, snap_by_images = False, False
+    stopping, snap_by_images, snap_due = False, False, False
     # Names this run may not reuse for another image count: its own, plus any already in run_dir.
     used_tags: Dict[str, int] = {m.group(1): -1 for m in (snap_io.SNAPSHOT_RE.match(f.name) for f in
                                  run_dir.glob("network-snapshot-*.pkl")) if m and len(m.group(1)) == 6}
@@ -506,143 +650,220 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
         return tqdm(total=int(math.ceil(tick_nimg)), unit="img", desc=f"tick {cur_tick + 1}", leave=False,
                     disable=not (progress and is_main), file=sys.__stderr__, dynamic_ncols=True)
 
+    # Device-side counters (13.4: no host sync per step). A step is non-finite when a watched loss
+    # or an averaged gradient was NaN/inf; streak = current run of such steps, window_max = the
+    # longest run since the last check, steps_bad = non-finite steps since the last check. They are
+    # read together with the ADA sign sums in one small copy at each check point (every
+    # ``check_every`` iterations = the ADA interval, and at every tick).
+    counters = torch.zeros([3], dtype=torch.float64, device=device)       # streak, window_max, steps_bad
+    loss_nonfinite_prev = torch.zeros([], dtype=torch.float64, device=device)
+    signs_prev = torch.zeros([2], dtype=torch.float64, device=device)     # cumulative [count, sum] handed to ADA
+    changing_buffers = distributed.running_average_buffers(G)
+
+    def check_point(stop_flag: bool) -> Dict[str, float]:
+        """The one host sync of a check interval: ADA signs, non-finite counters, stop flag (all ranks)."""
+        signs_now = stats.device_moments([ADA_SIGNS], device)[0, :2]
+        vec = torch.cat([signs_now - signs_prev, counters,
+                         torch.full([1], 1.0 if stop_flag else 0.0, dtype=torch.float64, device=device)])
+        if world > 1:
+            distributed.all_reduce_sum_(vec)
+        values = vec.cpu().tolist()
+        signs_prev.copy_(signs_now)
+        counters[1:].zero_()
+        counters[1].copy_(counters[0])
+        return dict(sign_count=values[0], sign_sum=values[1], streak=values[2] / world,
+                    window_max=values[3] / world, steps_bad=values[4] / world, stop=values[5] > 0)
+
     done = cur_nimg >= total_nimg
     first_tick_pending = not resume
     pending_timers: list = []
-    while not done:
-        chunks = []
-        for _ in range(rounds):
-            img, c = next(data_iter)
-            chunks.append((img.to(device).to(torch.float32) / 127.5 - 1, c.to(device)))
+    try:
+        while not done:
+            chunks = []
+            for _ in range(rounds):
+                img, c = next(data_iter)
+                chunks.append((img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1,
+                               c.to(device, non_blocking=True)))
 
-        for phase_idx, phase in enumerate(phases):
-            if batch_idx % phase["interval"]:
+            step_bad = torch.zeros([], dtype=torch.bool, device=device)
+            for phase_idx, phase in enumerate(phases):
+                if batch_idx % phase["interval"]:
+                    continue
+                timer = _PhaseTimer(device)
+                phase["module"].requires_grad_(True)
+                phase["opt"].zero_grad(set_to_none=True)
+                for k, (real_img, real_c) in enumerate(chunks):
+                    s = chunk_seed(seed, batch_idx, phase_idx, rank * rounds + k)
+                    torch.manual_seed(s)
+                    gen_z = torch.randn([batch_gpu, G.z_dim], device=device)
+                    if c_dim:
+                        idx = np.random.RandomState(s).randint(len(dataset), size=batch_gpu)
+                        gen_c = torch.from_numpy(np.stack([dataset.get_label(int(i)) for i in idx])).to(
+                            device, non_blocking=True)
+                    else:
+                        gen_c = torch.zeros([batch_gpu, 0], device=device)
+                    loss.accumulate_gradients(phase["name"], real_img, real_c, gen_z, gen_c,
+                                              gain=phase["interval"] / rounds, cur_nimg=cur_nimg)
+                loss.finish_phase(phase["name"], all_reduce=distributed.all_reduce_sum_)
+                grads_bad = distributed.all_reduce_grads(phase["module"].parameters())
+                if grads_bad is not None:
+                    step_bad |= grads_bad
+                phase["module"].requires_grad_(False)
+                phase["opt"].step()
+                pending_timers.append((phase["name"], timer.stop()))
+
+            distributed.average_buffers_(G, changing_buffers)
+            update_ema(G_ema, G, _ema_beta(batch, cur_nimg, opts["ema_kimg"], opts["ema_rampup"]))
+            cur_nimg += batch
+            batch_idx += 1
+            # Non-finite bookkeeping, all on the device.
+            loss_nonfinite = stats.device_moments(watch.names(), device)[:, 3:].sum()
+            step_bad |= loss_nonfinite > loss_nonfinite_prev
+            loss_nonfinite_prev = loss_nonfinite
+            if world > 1:               # a loss can be non-finite on one rank only: agree per step (no sync)
+                flag = step_bad.to(torch.float32)
+                distributed.all_reduce_sum_(flag)
+                step_bad = flag > 0
+            counters[0].add_(1).mul_(step_bad)
+            torch.maximum(counters[1], counters[0], out=counters[1])
+            counters[2].add_(step_bad)
+
+            if bar is None:
+                bar = new_bar()
+            bar.update(batch)
+            done = cur_nimg >= total_nimg
+            tick_due = done or first_tick_pending or cur_nimg >= tick_start_nimg + tick_nimg
+            ada_due = ada is not None and (ada.iterations + 1) % ada.interval == 0
+            local_stop = stopper.signum is not None
+            if world == 1 and local_stop:
+                tick_due = True
+            if tick_due or ada_due or batch_idx % check_every == 0:
+                seen = check_point(local_stop)
+                nonfinite_total += int(round(seen["steps_bad"]))
+                if ada is not None and seen["sign_count"] > 0:
+                    ada.accumulate_sums(seen["sign_sum"], seen["sign_count"])
+                stopping = seen["stop"] and not done
+                if seen["window_max"] >= max_nonfinite:
+                    raise TrainingDiverged(
+                        f"{run_dir}: training stopped at kimg {cur_nimg / 1000:.3f} after {int(seen['window_max'])} "
+                        f"consecutive steps with NaN/inf losses or gradients (--max-nonfinite {max_nonfinite}); "
+                        f"last good snapshot: {last_snapshot or resume or 'none written yet'}; resume from it "
+                        f"with a lower --lr or a higher --gamma")
+                tick_due = tick_due or stopping
+            if ada is not None:
+                ada.step(augment_pipe)
+            if not tick_due:
                 continue
-            timer = _PhaseTimer(device)
-            phase["module"].requires_grad_(True)
-            phase["opt"].zero_grad(set_to_none=True)
-            for k, (real_img, real_c) in enumerate(chunks):
-                s = chunk_seed(seed, batch_idx, phase_idx, rank * rounds + k)
-                torch.manual_seed(s)
-                gen_z = torch.randn([batch_gpu, G.z_dim], device=device)
-                if c_dim:
-                    idx = np.random.RandomState(s).randint(len(dataset), size=batch_gpu)
-                    gen_c = torch.from_numpy(np.stack([dataset.get_label(int(i)) for i in idx])).to(device)
+            first_tick_pending = False
+
+            # -------------------------------------------------------------- tick
+            bar.close()
+            bar = None
+            tick_end_time = time.time()
+            kimg = cur_nimg / 1000
+            sec_tick = tick_end_time - tick_start_time
+            sec_kimg = sec_tick / max(cur_nimg - tick_start_nimg, 1) * 1000
+            # CPU seconds of this process (all threads) per kimg: a measure of work that, unlike the
+            # wall clock, does not grow when other jobs share the machine.
+            cpu_kimg = (time.process_time() - tick_start_cpu) / max(cur_nimg - tick_start_nimg, 1) * 1000
+            cpu_gb = _cpu_mem_gb()
+            gpu_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for name, t in pending_timers:       # read at the tick: CUDA events need no sync before
+                stats.report0(f"Timing/{name}", t.seconds())
+            pending_timers.clear()
+            p_now = augment_pipe.p_value() if augment_pipe is not None else 0.0
+            total_sec = tick_end_time - start_time
+            for name, value in (("Progress/tick", cur_tick), ("Progress/kimg", kimg), ("Progress/augment", p_now),
+                                ("Progress/nonfinite_steps", nonfinite_total),
+                                ("Timing/total_sec", total_sec), ("Timing/sec_per_tick", sec_tick),
+                                ("Timing/sec_per_kimg", sec_kimg), ("Timing/cpu_sec_per_kimg", cpu_kimg),
+                                ("Timing/maintenance_sec", maintenance_time),
+                                ("Timing/total_hours", total_sec / 3600), ("Timing/total_days", total_sec / 86400),
+                                ("Resources/cpu_mem_gb", cpu_gb), ("Resources/peak_gpu_mem_gb", gpu_gb)):
+                stats.report0(name, value)
+            say(f"tick {cur_tick:<5d} kimg {kimg:<9.3f} time {_fmt_time(total_sec):<12s} sec/tick {sec_tick:<7.1f} "
+                f"sec/kimg {sec_kimg:<8.2f} maintenance {maintenance_time:<6.1f} cpumem {cpu_gb:<6.2f} "
+                f"gpumem {gpu_gb:<6.2f} augment {p_now:.3f}"
+                + (f" nonfinite-steps {nonfinite_total}" if nonfinite_total else ""))
+            tick_collector.update()
+            tick_stats = tick_collector.as_dict()
+            if is_main:
+                stats_file.write(stats.jsonl_line(tick_stats))
+                stats_file.flush()
+                if tb is not None:
+                    for name, value in stats.scalar_items(tick_stats):
+                        tb.add_scalar(name, value, global_step=int(kimg * 1000))
+                    tb.flush()
+
+            maintenance_start = time.time()
+            cur_tick += 1
+            snap_due = snap_due or cur_tick % snap_ticks == 0
+            if (done or stopping or snap_due) and last_snapshot_nimg != cur_nimg:
+                # Never save a broken state: a regular snapshot waits while the last step was non-finite;
+                # the final/stop snapshot needs finite weights, optimizer moments and pl_mean.
+                finite = _state_is_finite([G, D, G_ema], [opt_G, opt_D], loss.pl_mean)
+                if not finite or (seen["streak"] > 0 and not (done or stopping)):
+                    if done or stopping or not finite:
+                        raise TrainingDiverged(
+                            f"{run_dir}: training stopped at kimg {cur_nimg / 1000:.3f}: the "
+                            f"{'weights or optimizer state became' if not finite else 'last step was'} NaN/inf, "
+                            f"so no snapshot of this state was written; last good snapshot: "
+                            f"{last_snapshot or resume or 'none written yet'}")
+                    say(f"Warning: snapshot at kimg {kimg:.3f} postponed to the next tick: the last step "
+                        f"had NaN/inf losses or gradients")
                 else:
-                    gen_c = torch.zeros([batch_gpu, 0], device=device)
-                loss.accumulate_gradients(phase["name"], real_img, real_c, gen_z, gen_c,
-                                          gain=phase["interval"] / rounds, cur_nimg=cur_nimg)
-            loss.finish_phase(phase["name"], all_reduce=distributed.all_reduce_sum_)
-            distributed.all_reduce_grads(phase["module"].parameters())
-            phase["module"].requires_grad_(False)
-            phase["opt"].step()
-            pending_timers.append((phase["name"], timer.stop()))
-
-        distributed.average_buffers_(G)
-        update_ema(G_ema, G, _ema_beta(batch, cur_nimg, opts["ema_kimg"], opts["ema_rampup"]))
-        cur_nimg += batch
-        batch_idx += 1
-        watch.update()
-        for name, value in watch.as_dict().items():
-            if not math.isfinite(value["mean"]):
-                raise TrainingDiverged(
-                    f"{run_dir}: training diverged at kimg {cur_nimg / 1000:.3f}: {name} is {value['mean']}; "
-                    f"lower --lr or raise --gamma, and resume from the last snapshot "
-                    f"({last_snapshot or resume or 'none written yet'})")
-        if ada is not None:
-            if (ada.iterations + 1) % ada.interval == 0:
-                ada_signs.update()
-                num = ada_signs.num("Loss/signs/real")
-                if num:
-                    ada.accumulate_sums(ada_signs.mean("Loss/signs/real") * num, num)
-            ada.step(augment_pipe)
-
-        if bar is None:
-            bar = new_bar()
-        bar.update(batch)
-        done = cur_nimg >= total_nimg
-        stopping = stopper.agreed(device, world) and not done
-        if not done and not stopping and not first_tick_pending and cur_nimg < tick_start_nimg + tick_nimg:
-            continue
-        first_tick_pending = False
-
-        # -------------------------------------------------------------- tick
-        bar.close()
-        bar = None
-        tick_end_time = time.time()
-        kimg = cur_nimg / 1000
-        sec_tick = tick_end_time - tick_start_time
-        sec_kimg = sec_tick / max(cur_nimg - tick_start_nimg, 1) * 1000
-        # CPU seconds of this process (all threads) per kimg: a measure of work that, unlike the
-        # wall clock, does not grow when other jobs share the machine.
-        cpu_kimg = (time.process_time() - tick_start_cpu) / max(cur_nimg - tick_start_nimg, 1) * 1000
-        cpu_gb = _cpu_mem_gb()
-        gpu_gb = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        for name, t in pending_timers:       # read at the tick: CUDA events need no sync before
-            stats.report0(f"Timing/{name}", t.seconds())
-        pending_timers.clear()
-        p_now = float(augment_pipe.p) if augment_pipe is not None else 0.0
-        total_sec = tick_end_time - start_time
-        for name, value in (("Progress/tick", cur_tick), ("Progress/kimg", kimg), ("Progress/augment", p_now),
-                            ("Timing/total_sec", total_sec), ("Timing/sec_per_tick", sec_tick),
-                            ("Timing/sec_per_kimg", sec_kimg), ("Timing/cpu_sec_per_kimg", cpu_kimg),
-                            ("Timing/maintenance_sec", maintenance_time),
-                            ("Timing/total_hours", total_sec / 3600), ("Timing/total_days", total_sec / 86400),
-                            ("Resources/cpu_mem_gb", cpu_gb), ("Resources/peak_gpu_mem_gb", gpu_gb)):
-            stats.report0(name, value)
-        say(f"tick {cur_tick:<5d} kimg {kimg:<9.3f} time {_fmt_time(total_sec):<12s} sec/tick {sec_tick:<7.1f} "
-            f"sec/kimg {sec_kimg:<8.2f} maintenance {maintenance_time:<6.1f} cpumem {cpu_gb:<6.2f} "
-            f"gpumem {gpu_gb:<6.2f} augment {p_now:.3f}")
-        tick_collector.update()
-        tick_stats = tick_collector.as_dict()
-        if is_main:
-            stats_file.write(stats.jsonl_line(tick_stats))
-            stats_file.flush()
-            if tb is not None:
-                for name, value in stats.scalar_items(tick_stats):
-                    tb.add_scalar(name, value, global_step=int(kimg * 1000))
-                tb.flush()
-
-        maintenance_start = time.time()
-        cur_tick += 1
-        if (done or stopping or cur_tick % snap_ticks == 0) and last_snapshot_nimg != cur_nimg:
-            tag, snap_by_images = snapshot_tag(cur_nimg, used_tags, snap_by_images)
-            used_tags[tag] = cur_nimg
-            if is_main:
-                save_image_grid(grid_fakes(), run_dir / f"fakes{tag}.png", drange=(-1, 1), grid_size=grid)
-            path = run_dir / f"network-snapshot-{tag}.pkl"
-            if is_main:
-                snap_io.save_snapshot(path, _snapshot_data(
-                    snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
-                    opts, training_set_kwargs, dataset, best or None))
-                say(f"Saved {path}")
-            last_snapshot, last_snapshot_nimg = str(path), cur_nimg
-            distributed.barrier()
-            # A stop snapshot skips the metrics (they can take many minutes); the resumed run's next
-            # regular snapshot is measured as usual.
-            values = {} if stopping else run_metrics(list(opts.get("metrics") or []), G_ema, path, run_dir,
-                                                     training_set_kwargs, rank, world, device, audio=dataset.audio)
-            keep = opts.get("keep_best")
-            if is_main and keep in values and is_better(values[keep][0], best.get("value"), values[keep][1]):
-                best = dict(metric=keep, value=values[keep][0], snapshot=path.name, kimg=kimg,
-                            run_dir=str(run_dir.resolve()), higher_is_better=values[keep][1])
-                with atomic_path(run_dir / "best-snapshot.pkl") as tmp:
-                    shutil.copyfile(path, tmp)
-                atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
-                say(f"New best {keep} {values[keep][0]:.4g}: copied {path.name} to best-snapshot.pkl")
-        if stopping:
-            break
-        tick_start_nimg, tick_start_time, tick_start_cpu = cur_nimg, time.time(), time.process_time()
-        maintenance_time = tick_start_time - maintenance_start
-
-    if bar is not None:
-        bar.close()
-    if stats_file is not None:
-        stats_file.close()
-    if tb is not None:
-        tb.close()
+                    snap_due = False
+                    tag, snap_by_images = snapshot_tag(cur_nimg, used_tags, snap_by_images)
+                    used_tags[tag] = cur_nimg
+                    path = run_dir / f"network-snapshot-{tag}.pkl"
+                    failure = None
+                    if is_main:
+                        target = run_dir / f"fakes{tag}.png"
+                        try:
+                            save_image_grid(grid_fakes(), target, drange=(-1, 1), grid_size=grid)
+                            target = path
+                            snap_io.save_snapshot(path, _snapshot_data(
+                                snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada,
+                                loss, opts, training_set_kwargs, dataset, best or None, nonfinite_total))
+                        except OSError as e:       # the temporary file is gone (atomic_path); name the target
+                            failure = (f"{target}: cannot write the snapshot ({e.strerror or e}); nothing "
+                                       f"half-written was left and earlier snapshots are intact "
+                                       f"(last: {last_snapshot or resume or 'none yet'})")
+                    if world > 1:           # every rank learns whether rank 0's write worked (and waits for it)
+                        flag = torch.tensor([1.0 if failure else 0.0], device=device)
+                        distributed.all_reduce_sum_(flag)
+                        if flag.item() > 0 and failure is None:
+                            failure = f"{path}: rank 0 could not write the snapshot"
+                    if failure:
+                        raise SnapshotWriteError(failure)
+                    say(f"Saved {path}")
+                    last_snapshot, last_snapshot_nimg = str(path), cur_nimg
+                    # A stop snapshot skips the metrics (they can take many minutes); the resumed run's next
+                    # regular snapshot is measured as usual.
+                    values = {} if stopping else run_metrics(list(opts.get("metrics") or []), G_ema, path, run_dir,
+                                                             training_set_kwargs, rank, world, device,
+                                                             audio=dataset.audio)
+                    keep = opts.get("keep_best")
+                    if is_main and keep in values and is_better(values[keep][0], best.get("value"), values[keep][1]):
+                        best = dict(metric=keep, value=values[keep][0], snapshot=path.name, kimg=kimg,
+                                    run_dir=str(run_dir.resolve()), higher_is_better=values[keep][1])
+                        with atomic_path(run_dir / "best-snapshot.pkl") as tmp:
+                            shutil.copyfile(path, tmp)
+                        atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
+                        say(f"New best {keep} {values[keep][0]:.4g}: copied {path.name} to best-snapshot.pkl")
+            if stopping:
+                break
+            tick_start_nimg, tick_start_time, tick_start_cpu = cur_nimg, time.time(), time.process_time()
+            maintenance_time = tick_start_time - maintenance_start
+    finally:
+        if bar is not None:
+            bar.close()
+        if stats_file is not None:
+            stats_file.close()
+        if tb is not None:
+            tb.close()
     if stopping:
         raise TrainingInterrupted(
             f"training stopped at kimg {cur_nimg / 1000:.3f}; snapshot {last_snapshot}; continue with "
@@ -664,8 +885,18 @@ def _carry_best_into(run_dir: Path, best: dict, say) -> None:
     atomic_write_text(run_dir / "best.json", json.dumps(best, indent=2))
 
 
+def _state_is_finite(modules, optimizers, pl_mean: torch.Tensor) -> bool:
+    """True when every parameter and buffer, every optimizer tensor and ``pl_mean`` is finite (one host sync)."""
+    tensors = [t for m in modules for t in list(m.parameters()) + list(m.buffers()) if t.is_floating_point()]
+    tensors += [v for opt in optimizers for st in opt.state.values() for v in st.values()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    tensors.append(pl_mean)
+    flags = torch.stack([torch.isfinite(t).all() for t in tensors if t.numel()])
+    return bool(flags.all())
+
+
 def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
-                   opts, training_set_kwargs, dataset, best=None) -> dict:
+                   opts, training_set_kwargs, dataset, best=None, nonfinite_steps=0) -> dict:
     """Everything needed to generate without the dataset and to resume exactly (DESIGN.md), as plain data."""
     def plain_opt(opt):
         state = opt.state_dict()
@@ -678,6 +909,8 @@ def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch
         cur_nimg=int(cur_nimg), cur_tick=int(cur_tick), batch_idx=int(batch_idx),
         augment=(dict(kwargs=dict(augment_pipe.init_kwargs), p=float(augment_pipe.p))
                  if augment_pipe is not None else None),
+        # with the sign sums of the ADA interval in progress (handed over at the tick just before)
+
         ada_stats=ada.state_dict() if ada is not None else None,
         pl_mean=loss.pl_mean.detach().cpu().clone(),
         rng=snap_io.capture_rng_state(),
@@ -685,6 +918,7 @@ def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch
         training_set_kwargs=dict(training_set_kwargs),
         audio=copy.deepcopy(dataset.audio),
         best=copy.deepcopy(best),        # the --keep-best record so far, carried over a resume
+        nonfinite_steps=int(nonfinite_steps),   # steps with NaN/inf losses or gradients so far (stats)
     )
 
 

@@ -75,14 +75,24 @@ def damaged(healthy, what):
     if what == "negative batch_idx":
         snap["batch_idx"] = -5
         return snap, ["batch_idx -5"]
-    if what == "p above 1":
-        snap["augment"] = {"kwargs": {}, "p": 7.0}
-        return snap, ["augment.p 7.0"]
+    if what == "negative p":
+        snap["augment"] = {"kwargs": {}, "p": -0.5}
+        return snap, ["augment.p -0.5"]
+    if what == "nan p":
+        snap["ada_stats"] = {"p": float("nan")}
+        return snap, ["ada_stats.p nan"]
     raise AssertionError(what)
 
 
 CASES = ["nan weight", "inf weight", "nan optimizer", "nan pl_mean", "inf pl_mean", "negative cur_nimg",
-         "absurd cur_nimg", "float cur_nimg", "negative batch_idx", "p above 1"]
+         "absurd cur_nimg", "float cur_nimg", "negative batch_idx", "negative p", "nan p"]
+
+
+def test_ada_p_above_one_is_a_valid_strength_not_damage(healthy, tmp_path):
+    """ADA's controller has no upper clamp on p (upstream neither); a long run's snapshot must resume."""
+    healthy["augment"] = {"kwargs": {}, "p": 1.3}
+    save_snapshot(tmp_path / "strong.pkl", healthy)
+    assert load_snapshot(tmp_path / "strong.pkl")["augment"]["p"] == 1.3
 
 
 def test_a_healthy_snapshot_loads(healthy, tmp_path):
