@@ -1,0 +1,183 @@
+"""Inference-only fast path of the generator's layers on the CPU: fewer passes over the feature maps.
+
+A synthesis layer computes ``clamp(gain * lrelu(conv(x, w') + noise + b))`` (upstream-notes §2.3,
+§8.1). Done step by step as the reference path does, each step reads and writes the whole feature
+map (at 1024 x 1024 with 32 channels, 134 MB a pass) into a freshly allocated tensor; on a CPU
+those passes took a third of the generator's time (issue 13). This path computes the same
+function with the work moved where it is free or cheap:
+
+- leaky ReLU is positively homogeneous (``g * lrelu(v) = lrelu(g * v)`` for ``g > 0``), so the
+  gain is folded into the (per-sample) conv weights, the bias and the noise strength;
+- the demodulation coefficients come from ``styles^2 @ sum_k(weight^2)`` (a matrix-vector
+  product, the identity ``sum_{i,k} (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2``) and the
+  modulated weight is made in one multiplication;
+- the bias is added by the convolution itself (``F.conv2d(..., bias=...)``; after an upsampling
+  conv, by the FIR filter's convolution, since the filter keeps DC);
+- noise, activation and clamp are applied in place.
+
+The result equals the reference path up to float32 rounding (a few ulp; tests/test_fused_inference.py).
+It runs only where autograd is off (``torch.no_grad`` / ``torch.inference_mode``), on CPU float32
+tensors, for linear / (leaky) ReLU activations and the fused (grouped) modulated convolution;
+everything else -- training, R1 and path-length double-backward, CUDA kernels, fp16 -- takes the
+reference path unchanged. ``set_enabled(False)`` or ``ELECTROGAN_FUSED=0`` switches it off (for
+measuring "before" and for debugging).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .upfirdn2d import _padding4, filter_size, upfirdn2d
+
+ENV_VAR = "ELECTROGAN_FUSED"
+#: Activations for which ``g * act(v) == act(g * v)`` (g > 0), so the gain can move into the weights.
+HOMOGENEOUS = ("linear", "relu", "lrelu")
+
+_enabled_override: Optional[bool] = None
+
+
+def set_enabled(enabled: Optional[bool]) -> None:
+    """Turn the fast path on or off for this process (``None`` goes back to ``$ELECTROGAN_FUSED``, default on)."""
+    global _enabled_override
+    _enabled_override = None if enabled is None else bool(enabled)
+
+
+def is_enabled() -> bool:
+    """Whether the fast path may run: the override from :func:`set_enabled`, else ``$ELECTROGAN_FUSED`` != 0."""
+    if _enabled_override is not None:
+        return _enabled_override
+    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def applies(x: torch.Tensor, activation: str = "linear") -> bool:
+    """True when a layer may take the fast path for input ``x``: enabled, no autograd, CPU float32."""
+    return (is_enabled() and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype == torch.float32 and activation in HOMOGENEOUS)
+
+
+def _activate_(x: torch.Tensor, activation: str, alpha: float, clamp: Optional[float]) -> torch.Tensor:
+    """Activation and optional clamp of ``x``, in place."""
+    if activation == "lrelu":
+        F.leaky_relu_(x, alpha)
+    elif activation == "relu":
+        F.relu_(x)
+    if clamp is not None and clamp >= 0:
+        x.clamp_(-clamp, clamp)
+    return x
+
+
+def _weight_power(weight: torch.Tensor) -> torch.Tensor:
+    """``sum over (kh, kw) of weight^2``, ``[O, I]``, cached on the tensor while it is unchanged.
+
+    The cache key is the tensor's version counter (bumped by every in-place update, e.g. an
+    optimizer step), so a trained-on weight is never served stale.
+    """
+    key = (weight._version, weight.data_ptr(), weight.dtype)
+    cached = getattr(weight, "_fused_power", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    power = weight.square().sum(dim=[2, 3])
+    try:
+        weight._fused_power = (key, power)
+    except (AttributeError, RuntimeError):  # some tensor subclasses refuse new attributes
+        pass
+    return power
+
+
+def _filter_with_bias(x: torch.Tensor, f: torch.Tensor, pad, gain: float, bias: torch.Tensor) -> torch.Tensor:
+    """``upfirdn2d(x, f, padding=pad, gain=gain) + bias`` (per channel), as one depthwise convolution."""
+    channels = x.shape[1]
+    px0, px1, py0, py1 = pad
+    if f.ndim != 2:  # separable filters: the generic op, then the bias in place
+        return upfirdn2d(x, f, padding=pad, gain=gain).add_(bias[None, :, None, None])
+    fh, fw = f.shape
+    taps = (f.to(x.dtype) * gain).flip([0, 1])[None, None].expand(channels, 1, fh, fw)
+    taps = taps.contiguous(memory_format=torch.channels_last)
+    if px0 == px1 == py0 == py1 and px0 >= 0:
+        return F.conv2d(x, taps, bias, padding=px0, groups=channels)
+    return F.conv2d(F.pad(x, [px0, px1, py0, py1]), taps, bias, groups=channels)
+
+
+def _conv_one(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, up: int, padding,
+              resample_filter: Optional[torch.Tensor]) -> torch.Tensor:
+    """One sample's conv (``x [1, I, H, W]`` channels-last, ``w [O, I, kh, kw]``) plus bias, resampled."""
+    out_channels, _, kh, kw = w.shape
+    px0, px1, py0, py1 = _padding4(padding)
+    if up == 1:
+        # modulated_conv2d calls conv2d_resample with flip_weight=True for up == 1: a correlation
+        if px0 == px1 == py0 == py1 and px0 >= 0:
+            return F.conv2d(x, w, b, padding=px0)
+        return F.conv2d(F.pad(x, [px0, px1, py0, py1]), w, b)
+    # up == 2: a transposed conv (zero insertion + conv in one step), then the FIR filter with the
+    # bias; the padding arithmetic of conv2d_resample (flip_weight=False there: a true convolution)
+    fw, fh = filter_size(resample_filter)
+    px0, px1 = px0 + (fw + 1) // 2, px1 + (fw - 2) // 2
+    py0, py1 = py0 + (fh + 1) // 2, py1 + (fh - 2) // 2
+    pad = [px0 - (kw - 1), px1 - kw + 2, py0 - (kh - 1), py1 - kh + 2]
+    y = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)
+    return _filter_with_bias(y, resample_filter, pad, 4.0, b)
+
+
+def modulated_layer(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, bias: torch.Tensor,
+                    noise: Optional[torch.Tensor] = None, up: int = 1, padding: int = 1,
+                    resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
+                    activation: str = "lrelu", alpha: float = 0.2, gain: float = 1.0,
+                    clamp: Optional[float] = None) -> torch.Tensor:
+    """``clamp(gain * act(modconv(x) + noise + bias))`` for ``x [N, I, H, W]``: a SynthesisLayer or ToRGB.
+
+    ``weight [O, I, kh, kw]`` (with its equalized-lr gain already in ``styles`` or the weight),
+    ``styles [N, I]``, ``bias [O]``, ``noise`` broadcastable to ``[N, 1, H', W']`` (already scaled
+    by the noise strength), ``up`` 1 or 2 with ``resample_filter`` (upfirdn2d's ``f``), ``padding``
+    the conv padding as in :func:`~stylegan2.ops.modulated_conv.modulated_conv2d`. Returns a new
+    ``[N, O, H', W']`` tensor in channels-last layout (oneDNN's convolutions run about twice as
+    fast on it as on NCHW). Only for the cases :func:`applies` accepts.
+    """
+    batch, in_channels, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    if up not in (1, 2) or (up == 2 and resample_filter is None):
+        raise ValueError(f"fused_inference.modulated_layer: unsupported up={up}")
+    if up == 2 and min(_padding4(padding)) < 0:
+        raise ValueError("fused_inference.modulated_layer: negative padding with up=2 is not supported")
+    scale = styles[:, None, :] * gain  # [N, 1, I]
+    if demodulate:
+        dcoefs = (styles.square() @ _weight_power(weight).t() + 1e-8).rsqrt()  # [N, O]
+        scale = scale * dcoefs[:, :, None]                                     # [N, O, I]
+    b = bias.to(x.dtype) * gain
+    x = x.contiguous(memory_format=torch.channels_last)
+    if kh == kw == 1 and up == 1 and _padding4(padding) == (0, 0, 0, 0):
+        # 1x1 (ToRGB): a matrix product over the pixels of the channels-last map, much faster than
+        # oneDNN's convolution with a handful of output channels
+        rows = x.permute(0, 2, 3, 1).reshape(batch, height * width, in_channels)
+        w = weight[None, :, :, 0, 0] * scale  # [N, O, I]
+        y = torch.baddbmm(b[None, None, :], rows, w.transpose(1, 2))
+        y = y.reshape(batch, height, width, out_channels).permute(0, 3, 1, 2)
+    else:
+        parts = []
+        for n in range(batch):
+            # the modulated weight made directly in channels-last layout, which oneDNN would
+            # otherwise copy it into for a channels-last input
+            w = torch.empty_like(weight, memory_format=torch.channels_last)
+            torch.mul(weight, scale[n, :, :, None, None], out=w)
+            parts.append(_conv_one(x[n:n + 1], w, b, up, padding, resample_filter))
+        y = parts[0] if batch == 1 else torch.cat(parts)
+    if noise is not None:
+        y.add_(noise.to(y.dtype), alpha=gain)
+    return _activate_(y, activation, alpha, clamp)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``upfirdn.upsample2d(x, f)`` (factor 2, no extra padding) as one transposed convolution.
+
+    Zero insertion followed by a K-tap filter equals a stride-2 transposed convolution with the
+    (unflipped) taps and padding ``K - 1 - (K + 1) // 2``; it skips the three zeros in four.
+    """
+    from .upfirdn2d import upsample2d as reference
+    if f is None or f.ndim != 2 or f.shape[0] != f.shape[1] or f.shape[0] % 2:
+        return reference(x, f)
+    k = f.shape[0]
+    channels = x.shape[1]
+    taps = (f.to(x.dtype) * 4.0)[None, None].expand(channels, 1, k, k).contiguous()
+    return F.conv_transpose2d(x, taps, stride=2, padding=k - 1 - (k + 1) // 2, groups=channels)
