@@ -372,9 +372,11 @@ class SynthesisBlock(torch.nn.Module):
         device = ws.device if x is None else x.device
         dtype = _compute_dtype(self.use_fp16, force_fp32, device)
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
-        fast = fused_inference.applies(ws if x is None else x) and dtype == torch.float32
-        if fast:
-            memory_format = torch.channels_last  # what the fast layers compute in (fused_inference.py)
+        fast_dtype = fused_inference.block_dtype(ws if x is None else x, self.use_fp16) \
+            if device.type == "cpu" else None
+        fast = fast_dtype is not None
+        if fast:  # CPU inference: float32 (bfloat16 if asked for) in channels-last (fused_inference.py)
+            dtype, memory_format = fast_dtype, torch.channels_last
         if fused_modconv is None:
             # Fused grouped convs are faster for inference, non-fused ones for training (cheaper backward).
             fused_modconv = (not self.training) and (dtype == torch.float32 or ws.shape[0] == 1)

@@ -139,3 +139,32 @@ def test_generator_uses_the_fast_layers(monkeypatch):
     calls.clear()
     G(torch.randn(1, 8), None, noise_mode="const")  # autograd on: reference path
     assert calls == []
+
+
+@pytest.mark.skipif(not fused_inference.bf16_supported(), reason="this CPU has no oneDNN bf16 kernels")
+def test_bf16_blocks_run_in_bfloat16_and_stay_close():
+    torch.manual_seed(6)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=1, num_fp16_res=2,
+                  mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=32, conv_clamp=256).eval()
+    z = torch.randn(1, 16)
+    seen = []
+    real = fused_inference.modulated_layer
+
+    def spy(x, *a, **k):
+        seen.append(x.dtype)
+        return real(x, *a, **k)
+
+    with torch.no_grad():
+        fused_inference.set_enabled(True)
+        full = G(z, None, noise_mode="const", force_fp32=True)
+        fused_inference.set_enabled(True, torch.bfloat16)
+        fused_inference.modulated_layer = spy
+        try:
+            low = G(z, None, noise_mode="const", force_fp32=True)
+        finally:
+            fused_inference.modulated_layer = real
+            fused_inference.set_enabled(None)
+    assert low.dtype == torch.float32
+    assert torch.bfloat16 in seen and torch.float32 in seen  # the two top resolutions only
+    rel = float((low - full).norm() / full.norm())
+    assert 0 < rel < 0.05

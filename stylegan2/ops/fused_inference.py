@@ -21,6 +21,13 @@ tensors, for linear / (leaky) ReLU activations and the fused (grouped) modulated
 everything else -- training, R1 and path-length double-backward, CUDA kernels, fp16 -- takes the
 reference path unchanged. ``set_enabled(False)`` or ``ELECTROGAN_FUSED=0`` switches it off (for
 measuring "before" and for debugging).
+
+Optional bfloat16 (``set_enabled(True, torch.bfloat16)`` or ``ELECTROGAN_FUSED=bf16``): the blocks
+that run in fp16 on a GPU (the top ``num_fp16_res`` resolutions) compute in bfloat16 on CPUs whose
+oneDNN has bf16 kernels (AVX512-BF16 / AMX), about three times faster per convolution; the image
+sum stays float32. It is off by default because bf16 keeps 8 bits of mantissa:
+``benchmarks/generate_speed.py`` measures its spectral convergence against float32 next to the
+codec's own 8-bit error.
 """
 from __future__ import annotations
 
@@ -37,25 +44,61 @@ ENV_VAR = "ELECTROGAN_FUSED"
 HOMOGENEOUS = ("linear", "relu", "lrelu")
 
 _enabled_override: Optional[bool] = None
+_dtype_override: Optional[torch.dtype] = None
 
 
-def set_enabled(enabled: Optional[bool]) -> None:
-    """Turn the fast path on or off for this process (``None`` goes back to ``$ELECTROGAN_FUSED``, default on)."""
-    global _enabled_override
+def set_enabled(enabled: Optional[bool], dtype: Optional[torch.dtype] = None) -> None:
+    """Turn the fast path on or off for this process (``None`` goes back to ``$ELECTROGAN_FUSED``, default on).
+
+    ``dtype=torch.bfloat16`` also runs the fp16 blocks in bfloat16 (see the module docstring).
+    """
+    global _enabled_override, _dtype_override
+    if dtype not in (None, torch.float32, torch.bfloat16):
+        raise ValueError(f"fused_inference: dtype must be float32 or bfloat16, got {dtype}")
     _enabled_override = None if enabled is None else bool(enabled)
+    _dtype_override = None if enabled is None else (dtype or torch.float32)
+
+
+def _env() -> str:
+    return os.environ.get(ENV_VAR, "1").strip().lower()
 
 
 def is_enabled() -> bool:
     """Whether the fast path may run: the override from :func:`set_enabled`, else ``$ELECTROGAN_FUSED`` != 0."""
     if _enabled_override is not None:
         return _enabled_override
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+    return _env() not in ("0", "false", "no", "off")
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU's oneDNN has fast bfloat16 convolutions (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def low_precision_dtype() -> torch.dtype:
+    """The dtype of the fp16 blocks on the fast path: bfloat16 when asked for and supported, else float32."""
+    wanted = _dtype_override if _enabled_override is not None else \
+        (torch.bfloat16 if _env() == "bf16" else torch.float32)
+    return torch.bfloat16 if wanted == torch.bfloat16 and bf16_supported() else torch.float32
 
 
 def applies(x: torch.Tensor, activation: str = "linear") -> bool:
-    """True when a layer may take the fast path for input ``x``: enabled, no autograd, CPU float32."""
+    """True when a layer may take the fast path for input ``x``: enabled, no autograd, CPU float32 (or bf16)."""
     return (is_enabled() and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype == torch.float32 and activation in HOMOGENEOUS)
+            and (x.dtype == torch.float32 or x.dtype == low_precision_dtype()) and activation in HOMOGENEOUS)
+
+
+def block_dtype(x: torch.Tensor, use_fp16: bool) -> Optional[torch.dtype]:
+    """dtype a synthesis block computes in on the fast path (``x``: its input or its ws), None when the path is off.
+
+    float32, or bfloat16 for a block that would run fp16 on a GPU when bf16 was asked for.
+    """
+    if not applies(x):
+        return None
+    return low_precision_dtype() if use_fp16 else torch.float32
 
 
 def _activate_(x: torch.Tensor, activation: str, alpha: float, clamp: Optional[float]) -> torch.Tensor:
@@ -145,13 +188,13 @@ def modulated_layer(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
     if demodulate:
         dcoefs = (styles.square() @ _weight_power(weight).t() + 1e-8).rsqrt()  # [N, O]
         scale = scale * dcoefs[:, :, None]                                     # [N, O, I]
-    b = bias.to(x.dtype) * gain
+    b = (bias.to(torch.float32) * gain).to(x.dtype)
     x = x.contiguous(memory_format=torch.channels_last)
     if kh == kw == 1 and up == 1 and _padding4(padding) == (0, 0, 0, 0):
         # 1x1 (ToRGB): a matrix product over the pixels of the channels-last map, much faster than
         # oneDNN's convolution with a handful of output channels
         rows = x.permute(0, 2, 3, 1).reshape(batch, height * width, in_channels)
-        w = weight[None, :, :, 0, 0] * scale  # [N, O, I]
+        w = (weight[None, :, :, 0, 0] * scale).to(x.dtype)  # [N, O, I]
         y = torch.baddbmm(b[None, None, :], rows, w.transpose(1, 2))
         y = y.reshape(batch, height, width, out_channels).permute(0, 3, 1, 2)
     else:
@@ -161,6 +204,7 @@ def modulated_layer(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
             # otherwise copy it into for a channels-last input
             w = torch.empty_like(weight, memory_format=torch.channels_last)
             torch.mul(weight, scale[n, :, :, None, None], out=w)
+            w = w.to(x.dtype)
             parts.append(_conv_one(x[n:n + 1], w, b, up, padding, resample_filter))
         y = parts[0] if batch == 1 else torch.cat(parts)
     if noise is not None:
