@@ -96,12 +96,16 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
+        if fused_inference.applies(x):
+            # inference on the CPU: the scaled weight and bias are cached while the parameters are unchanged
+            w, b = fused_inference.scaled_linear_params(self.weight, self.weight_gain, self.bias, self.bias_gain)
+        else:
+            w = self.weight.to(x.dtype) * self.weight_gain
+            b = self.bias
+            if b is not None:
+                b = b.to(x.dtype)
+                if self.bias_gain != 1:
+                    b = b * self.bias_gain
         if self.activation == 'linear' and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)

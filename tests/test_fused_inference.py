@@ -168,3 +168,20 @@ def test_bf16_blocks_run_in_bfloat16_and_stay_close():
     assert torch.bfloat16 in seen and torch.float32 in seen  # the two top resolutions only
     rel = float((low - full).norm() / full.norm())
     assert 0 < rel < 0.05
+
+
+def test_dense_layer_cache_follows_in_place_updates():
+    """The cached scaled weight must not outlive an optimizer step (an in-place update under no_grad)."""
+    from stylegan2.networks import FullyConnectedLayer
+    torch.manual_seed(7)
+    fc = FullyConnectedLayer(6, 4, activation="lrelu", lr_multiplier=0.01, bias_init=0.5)
+    x = torch.randn(3, 6)
+    for _ in range(2):
+        ref, fast = _both(lambda: fc(x))
+        _close(ref, fast)
+        with torch.no_grad():
+            fc.weight.add_(torch.randn_like(fc.weight))
+            fc.bias.mul_(-3.0)
+    ref2, fast2 = _both(lambda: fc(x))
+    _close(ref2, fast2)
+    assert not torch.allclose(fast, fast2)
