@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os  # noqa: F401  (kept for code merged from main that uses it; the stretchers moved out)
 from pathlib import Path
 from typing import Container, Iterator, List, Optional, Tuple
 
