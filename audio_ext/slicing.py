@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import shutil
-import subprocess
-import tempfile
+import os  # noqa: F401  (kept for code merged from main that uses it; the stretchers moved out)
 from pathlib import Path
-from typing import Container, Iterator, List, Optional, Sequence, Tuple
+from typing import Container, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,6 +39,10 @@ SEGMENT_SECONDS = 60.0
 SILENCE_DB = -45.0
 #: Onset-envelope hop of the beat tracker at 44.1 kHz (11.6 ms).
 TRACK_HOP = 512
+
+# The stretchers live in stretch.py; these names stay importable from here.
+from .stretch import (STRETCH_CHOICES, STRETCHERS, available_stretcher,  # noqa: E402,F401
+                      beat_locked_phase_vocoder, time_stretch)
 
 
 class AudioError(ValueError):
@@ -432,13 +433,14 @@ def _kick_salience(audio: np.ndarray, sr: int, hop: int = 256) -> Tuple[np.ndarr
     onset strength. On synthetic material whose off-beat bass carries several times the kick's
     energy in the 30..150 Hz band this measure still scores the kicks about twice as high.
     """
-    import librosa
     from scipy.ndimage import median_filter
+    from .spectrum import stft_hann
     n_fft = 2048
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     keep = freqs <= 800.0  # room above the band so the frequency median is not edge-dominated
-    spec = np.abs(librosa.stft(np.asarray(audio, dtype=np.float32), n_fft=n_fft, hop_length=hop,
-                               center=True))[keep].astype(np.float64) ** 2
+    # librosa.stft's numbers, computed for the kept bins only (audio_ext/spectrum.py; issue 13)
+    spec = np.abs(stft_hann(np.asarray(audio, dtype=np.float32), n_fft, hop, int(np.count_nonzero(keep)))
+                  ).astype(np.float64) ** 2
     if spec.shape[1] < 2:
         return np.zeros(1), sr / hop
     sustained = median_filter(spec, size=(1, 17), mode="reflect")   # 17 frames = 99 ms at 44.1 kHz
@@ -620,146 +622,6 @@ def track_tempo(segment: np.ndarray, sr: int = 44100, centre_bpm: float = TARGET
     first = first - math.floor(first / period) * period
     grid = first + period * np.arange(int((duration - first) / period) + 1)
     return Tempo(60.0 / period, grid[grid < duration], strength, _comb_fit(salience[0], salience[1], period))
-
-
-# ---------------------------------------------------------------------------------------------
-# Time stretching
-# ---------------------------------------------------------------------------------------------
-
-#: Stretchers :func:`time_stretch` knows, best first, and the choices a user has ('auto' = best installed).
-STRETCHERS = ("rubberband", "phase-vocoder", "librosa")
-STRETCH_CHOICES = ("auto",) + STRETCHERS
-
-
-def available_stretcher() -> str:
-    """Best stretcher installed: 'rubberband' (the CLI, also behind pyrubberband) or 'phase-vocoder'."""
-    try:
-        import pyrubberband  # noqa: F401
-        if shutil.which("rubberband"):
-            return "rubberband"
-    except ImportError:
-        pass
-    return "rubberband" if shutil.which("rubberband") else "phase-vocoder"
-
-
-def _rubberband_cli(audio: np.ndarray, sr: int, ratio: float) -> np.ndarray:
-    import soundfile as sf
-    with tempfile.TemporaryDirectory(prefix="electrogan-rb-") as tmp:
-        src, dst = os.path.join(tmp, "in.wav"), os.path.join(tmp, "out.wav")
-        sf.write(src, audio, sr, subtype="FLOAT")
-        subprocess.run(["rubberband", "-q", "-t", repr(float(ratio)), src, dst], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        out, _ = sf.read(dst, dtype="float32", always_2d=True)
-    return out[:, 0]
-
-
-def _librosa_phase_vocoder(audio: np.ndarray, sr: int, ratio: float) -> np.ndarray:
-    """librosa's phase vocoder (n_fft 2048, hop 512); works with librosa 0.10 .. 1.x."""
-    import librosa
-    rate = 1.0 / ratio
-    n_out = int(round(audio.size * ratio))
-    try:
-        out = librosa.effects.time_stretch(audio, rate=rate)
-    except TypeError:  # a release whose time_stretch changed its signature: do it by hand
-        stft = librosa.stft(audio, n_fft=2048, hop_length=512)
-        out = librosa.istft(librosa.phase_vocoder(stft, rate=rate, hop_length=512), hop_length=512,
-                            length=n_out)
-    return librosa.util.fix_length(np.asarray(out, dtype=np.float32), size=n_out)
-
-
-def beat_locked_phase_vocoder(audio: np.ndarray, ratio: float, reset_samples: Sequence[float] = (),
-                              n_fft: int = 2048, hop_length: int = 512) -> np.ndarray:
-    """Phase-vocoder time stretch by ``ratio`` (output/input length) that keeps transients in place.
-
-    A plain phase vocoder (Flanagan & Golden 1966; librosa's ``time_stretch``) integrates each
-    bin's instantaneous frequency, which smears a kick over its 46 ms window and, on synthetic
-    techno stretched 126 -> 130 BPM, moves the kick's attack by up to 20-40 ms from beat to beat.
-    Here analysis frames are taken at the exact input positions ``m * hop / ratio`` (so frame m
-    maps to output time ``m * hop``), and every frame whose window covers one of ``reset_samples``
-    (input sample positions of known transients, e.g. the tracked beats) takes the input phase
-    as is -- a phase reset (Roebel 2003; Duxbury et al. 2002) that reproduces the attack where it
-    was, shifted by at most (1 - ratio) * hop / 2 samples. Between resets phases are integrated as
-    usual. With no resets it is the standard phase vocoder; with ``ratio == 1`` it is the identity
-    up to the STFT round trip. Periodic Hann window, centred frames, float32 output of
-    ``round(len(audio) * ratio)`` samples.
-    """
-    import librosa
-    x = np.asarray(audio, dtype=np.float64)
-    n_out = int(round(x.size * ratio))
-    if n_out == 0:
-        return np.zeros(0, dtype=np.float32)
-    half = n_fft // 2
-    pad_mode = "reflect" if x.size > half + 1 else "constant"
-    window = np.hanning(n_fft + 1)[:-1]  # periodic Hann, as librosa/torch use
-    n_frames = int(math.ceil(n_out / hop_length)) + 1
-    pos = np.rint(np.arange(n_frames) * hop_length / ratio).astype(np.int64)
-    padded = np.pad(x, (half, max(half, int(pos[-1]) + n_fft - x.size)), mode=pad_mode).astype(np.float32)
-    # float32 throughout except the running phase sum: half the memory traffic of float64, and
-    # 1e-4 rad of rounding is far below what anyone hears.
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[pos] * window.astype(np.float32)
-    import scipy.fft
-    spec = scipy.fft.rfft(frames, axis=1)
-    del frames
-    mag, phi = np.abs(spec), np.angle(spec)
-    del spec
-    omega = 2 * np.pi * np.arange(mag.shape[1]) / n_fft  # bin centre, rad/sample (float64)
-    two_pi = np.float32(2 * np.pi)
-    # Instantaneous frequency of each bin between consecutive analysis frames. Large products
-    # (bin frequency x hop, up to ~1600 rad) are reduced modulo 2 pi in float64 before they meet
-    # float32, so the per-frame phase error stays ~1e-7 rad instead of ~1e-4.
-    ha = np.maximum(np.diff(pos), 1)
-    expected = np.mod(ha[:, None] * omega[None, :], 2 * np.pi).astype(np.float32)
-    dphi = phi[1:] - phi[:-1]
-    dphi -= expected
-    del expected
-    dphi -= two_pi * np.rint(dphi / two_pi)
-    dphi *= (hop_length / ha).astype(np.float32)[:, None]
-    dphi += np.mod(omega * hop_length, 2 * np.pi).astype(np.float32)
-    step = np.mod(dphi, two_pi)  # synthesis phase advance per output frame
-    del dphi
-    cum = np.zeros((n_frames, mag.shape[1]), dtype=np.float64)
-    np.cumsum(step, axis=0, dtype=np.float64, out=cum[1:])
-    reset = np.zeros(n_frames, dtype=bool)
-    reset[0] = True
-    for r in np.asarray(reset_samples, dtype=np.float64).reshape(-1):
-        reset |= np.abs(pos - r) < half
-    last = np.maximum.accumulate(np.where(reset, np.arange(n_frames), 0))
-    phase = (cum - cum[last]).astype(np.float32)
-    phase += phi[last]
-    out = librosa.istft((mag * np.exp(1j * phase)).T, hop_length=hop_length, n_fft=n_fft, window="hann",
-                        center=True, length=n_out)
-    return np.asarray(out, dtype=np.float32)
-
-
-def time_stretch(audio: np.ndarray, sr: int, ratio: float, stretcher: str = "auto",
-                 beats: Sequence[float] = ()) -> Tuple[np.ndarray, str]:
-    """Stretch ``audio`` to ``ratio`` times its duration without changing pitch.
-
-    ``ratio`` is Rubber Band's time ratio (output length / input length = source BPM / target BPM).
-    ``stretcher``: 'auto' (Rubber Band if installed, else the beat-locked phase vocoder),
-    'rubberband', 'phase-vocoder' (:func:`beat_locked_phase_vocoder`, with phase resets at
-    ``beats``, in seconds) or 'librosa' (librosa's plain phase vocoder). Returns (stretched float32
-    audio of ``round(len * ratio)`` samples, the name used).
-    """
-    if not (ratio > 0 and math.isfinite(ratio)):
-        raise ValueError(f"time_stretch: ratio must be positive and finite, got {ratio!r}")
-    name = available_stretcher() if stretcher == "auto" else stretcher
-    if name not in STRETCHERS:
-        raise ValueError(f"time_stretch: unknown stretcher {stretcher!r} (auto, {', '.join(STRETCHERS)})")
-    n_out = int(round(audio.size * ratio))
-    if abs(ratio - 1.0) < 1e-9:
-        return audio.astype(np.float32, copy=True), name
-    if name == "rubberband":
-        try:
-            import pyrubberband
-            out = pyrubberband.time_stretch(audio, sr, 1.0 / ratio)
-        except ImportError:
-            out = _rubberband_cli(audio, sr, ratio)
-        import librosa
-        return librosa.util.fix_length(np.asarray(out, dtype=np.float32), size=n_out), name
-    if name == "librosa":
-        return _librosa_phase_vocoder(audio, sr, ratio), name
-    return beat_locked_phase_vocoder(audio, ratio, np.asarray(beats, dtype=np.float64) * sr), name
 
 
 # ---------------------------------------------------------------------------------------------

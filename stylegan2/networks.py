@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .ops import fused_inference
 from .ops.bias_act import activation_funcs, bias_act
 from .ops.conv2d_resample import conv2d_resample
 from .ops.modulated_conv import modulated_conv2d
@@ -95,12 +96,16 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
+        if fused_inference.applies(x):
+            # inference on the CPU: the scaled weight and bias are cached while the parameters are unchanged
+            w, b = fused_inference.scaled_linear_params(self.weight, self.weight_gain, self.bias, self.bias_gain)
+        else:
+            w = self.weight.to(x.dtype) * self.weight_gain
+            b = self.bias
+            if b is not None:
+                b = b.to(x.dtype)
+                if self.bias_gain != 1:
+                    b = b * self.bias_gain
         if self.activation == 'linear' and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)
@@ -272,6 +277,18 @@ class SynthesisLayer(torch.nn.Module):
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}; got {noise_mode!r}")
         styles = self.affine(w)
         noise = None
+        fast = fused_modconv and self.up in (1, 2) and fused_inference.applies(x, self.activation)
+        if fast and self.use_noise and noise_mode != 'none':
+            # the same random draw as below, scaled inside the fused layer
+            noise = (torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device)
+                     if noise_mode == 'random' else self.noise_const) * self.noise_strength
+        if fast:
+            act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+            return fused_inference.modulated_layer(x, self.weight, styles, self.bias, noise=noise, up=self.up,
+                                                   padding=self.padding, resample_filter=self.resample_filter,
+                                                   activation=self.activation,
+                                                   alpha=activation_funcs[self.activation].def_alpha,
+                                                   gain=self.act_gain * gain, clamp=act_clamp)
         if self.use_noise and noise_mode == 'random':
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) \
                 * self.noise_strength
@@ -301,6 +318,9 @@ class ToRGBLayer(torch.nn.Module):
 
     def forward(self, x, w, fused_modconv=True):
         styles = self.affine(w) * self.weight_gain
+        if fused_modconv and fused_inference.applies(x):
+            return fused_inference.modulated_layer(x, self.weight, styles, self.bias, padding=0, demodulate=False,
+                                                   activation='linear', clamp=self.conv_clamp)
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
@@ -356,12 +376,18 @@ class SynthesisBlock(torch.nn.Module):
         device = ws.device if x is None else x.device
         dtype = _compute_dtype(self.use_fp16, force_fp32, device)
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
+        fast_dtype = fused_inference.block_dtype(ws if x is None else x, self.use_fp16) \
+            if device.type == "cpu" else None
+        fast = fast_dtype is not None
+        if fast:  # CPU inference: float32 (bfloat16 if asked for) in channels-last (fused_inference.py)
+            dtype, memory_format = fast_dtype, torch.channels_last
         if fused_modconv is None:
             # Fused grouped convs are faster for inference, non-fused ones for training (cheaper backward).
             fused_modconv = (not self.training) and (dtype == torch.float32 or ws.shape[0] == 1)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            const = self.const.to(dtype=dtype) if fast else self.const.to(dtype=dtype, memory_format=memory_format)
+            x = const.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
         else:
             x = x.to(dtype=dtype, memory_format=memory_format)
 
@@ -377,7 +403,8 @@ class SynthesisBlock(torch.nn.Module):
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
 
         if img is not None:
-            img = upsample2d(img, self.resample_filter)
+            img = fused_inference.upsample2d(img, self.resample_filter) if fast else \
+                upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == 'skip':
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv)
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
