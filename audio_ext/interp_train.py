@@ -246,3 +246,37 @@ def strip_training_state(src: Union[str, Path], dst: Union[str, Path]) -> None:
     payload = interp.read_payload(src)
     payload.pop("optimizer", None)
     interp.save_model(dst, payload)
+
+
+def decoder_path_for_archive(dest: Union[str, Path]) -> Path:
+    """Where the dataset tool stores an archive's own decoder model: ``stft.zip`` -> ``stft.decoder.pt``."""
+    dest = Path(dest)
+    stem = dest.name[:-4] if dest.name.lower().endswith(".zip") else dest.name
+    return dest.with_name(f"{stem}.decoder.pt")
+
+
+def train_for_archive(source: Union[str, Path], dest: Union[str, Path], steps: int = 2000, seed: int = 0,
+                      device: Optional[str] = None, log: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Train a decoder model on the audio an archive was built from, in the archive's geometry.
+
+    Reads the geometry from ``dest``'s dataset.json, the files from ``source`` (as the dataset tool
+    gathers them), and writes :func:`decoder_path_for_archive` (resumable like ``train-decoder``).
+    """
+    from .__main__ import ArchiveImages
+    from .build import gather_sources
+    archive = ArchiveImages(dest)
+    try:
+        geometry = archive.codec.geometry
+    finally:
+        archive.close()
+    files, _ = gather_sources(source)
+    config = TrainConfig(steps=steps, seed=seed)
+    crop = (config.patch_frames + 1) * geometry.hop_length
+    sources, names = load_sources([f.path for f in files], geometry.sample_rate, crop, log=log)
+    if not sources:
+        raise ValueError(f"--train-decoder: no source file of {source} is long enough to train on")
+    out = decoder_path_for_archive(dest)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    log(f"training the archive's decoder model on {len(sources)} file(s), {steps} steps on {dev} -> {out}")
+    train_decoder(sources, out, geometry, config, device=dev, source_names=names, log=log, progress=progress)
+    return out

@@ -462,7 +462,10 @@ def magnitude_target(S_fine: torch.Tensor, consistent: torch.Tensor, reestimate:
     T = S_fine.clone()
     if reestimate > 0:
         pred, cur = S_fine[..., 1::2], consistent[..., 1::2].abs().to(S_fine.dtype)
-        T[..., 1::2] = pred if reestimate == 0 else pred.pow(1 - reestimate) * cur.pow(reestimate)
+        if reestimate == 0.5:
+            T[..., 1::2] = (pred * cur).sqrt_()  # the same blend, one root instead of two powers
+        else:
+            T[..., 1::2] = pred.pow(1 - reestimate) * cur.pow(reestimate)
     return T
 
 

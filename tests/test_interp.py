@@ -190,3 +190,39 @@ def test_shipped_model_loads_for_the_thesis_geometry():
         v = torch.full((1, 1025, 6), -5.0)
         out = model.predict(v)
     assert out.shape == (1, 1025, 5) and torch.isfinite(out).all()
+
+
+def test_dataset_tool_trains_a_decoder_beside_the_archive(tmp_path):
+    import soundfile as sf
+    from audio_ext.synth import techno_loop
+    from dataset_tool_audio import main as dataset_tool
+    src = tmp_path / "music"
+    src.mkdir()
+    sf.write(str(src / "a.wav"), techno_loop(126, 6.0, seed=1, offset=0.05), 44100)
+    dest = tmp_path / "stft.zip"
+    r = CliRunner().invoke(dataset_tool, ["--source", str(src), "--dest", str(dest), "--resolution", "64",
+                                          "--segment-seconds", "6", "--stride-beats", "4", "--no-progress",
+                                          "--train-decoder", "3"])
+    assert r.exit_code == 0, r.output
+    model = interp.DecoderModel.load(tmp_path / "stft.decoder.pt")
+    model.check(StftGeometry(64))
+    assert model.training["step"] == 3 and model.training["sources"] == ["a.wav"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_learned_decoder_on_the_gpu_matches_the_cpu(tmp_path):
+    path, _ = tiny_model_file(tmp_path)
+    model = interp.DecoderModel.load(path)
+    v = torch.randn(3, G.n_bins, 17) - 5
+    cpu = model.predict(v)
+    gpu = model.predict(v.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+    interp.set_decoder_model(path)
+    y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
+    img = torch.from_numpy(encode(np.stack([y, y]), G, MEAN, STD)).cuda()
+    audio = phase.decode_audio(img, G.audio_block(MEAN, STD), method=phase.LEARNED_METHOD, generator=[1, 1])
+    assert audio.device.type == "cuda" and audio.shape == (2, G.clip_samples)
+    assert torch.isfinite(audio).all()
+    torch.testing.assert_close(audio[0], audio[1])
