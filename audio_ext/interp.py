@@ -9,20 +9,20 @@ frames (even indices) and the missing ones (odd indices).
 
 :class:`FrameInterpNet` maps the decoded log power of a clip, ``v = ln(|X|^2 + eps)`` of shape
 ``[B, R+1 bins, N frames]``, to the ``N-1`` in-between frames as a residual over the mean of the two
-neighbours (their geometric mean in magnitude). Design (sizes for the defaults):
+neighbours (their geometric mean in magnitude). Design (sizes for the defaults, the shipped 'small'):
 
 * input normalised per clip: ``x = (v - mean(v)) / LOG_SCALE``, so a louder or quieter clip gives the
   same input up to the codec's clip floor;
-* full-resolution stem: 3x3 conv, 1 -> ``width`` (16) channels;
-* a body at a quarter of the frequency resolution (a (4, 1) strided conv, 16 -> 32 channels), with
-  ``n_blocks`` (4) residual blocks of two 3x3 convs, the first dilated in time by 1, 2, 4, 8: the
-  context that tells an onset from a decay;
-* back to full resolution (transposed (4, 1) conv), concatenated with the stem's features, one 3x3
-  conv (32 -> 16) and a final (3, 2) conv whose two time taps sit on frames n and n+1, so its output
+* full-resolution stem: 3x3 conv, 1 -> ``width`` (8) channels;
+* a body at 1/``down`` (1/8) of the frequency resolution (an (8, 1) strided conv, 8 -> 32 channels),
+  with ``n_blocks`` (4) residual blocks of two 3x3 convs, the first dilated in time by 1, 2, 4, 8:
+  the context that tells an onset from a decay;
+* back to full resolution (transposed (8, 1) conv), concatenated with the stem's features, one 3x3
+  conv (16 -> 8) and a final (3, 2) conv whose two time taps sit on frames n and n+1, so its output
   has exactly N-1 frames, one between each pair.
 
-About 88 k parameters (0.35 MB in float32), ~50 kFLOP per output cell (~50 GFLOP for a 1025 x 1024
-image). Receptive field: 83 bins x 33 stored frames (see :meth:`FrameInterpNet.receptive_field`).
+79,409 parameters (0.33 MB file); receptive field 146 bins x 44 stored frames
+(:meth:`FrameInterpNet.receptive_field` measures it); ~0.8 CPU s per 1025 x 1025 image on 2 threads.
 All convolutions are translation invariant, so one network runs on any number of bins and frames
 (any R); it is only *trained* for one geometry, which the model file records.
 
@@ -48,8 +48,6 @@ MODEL_FORMAT = "electrogan-frame-interp"
 MODEL_VERSION = 1
 #: Scale (ln power units) of the normalised network input and of its residual output.
 LOG_SCALE = 6.0
-#: Frequency down-sampling factor of the network body.
-DOWN = 4
 #: The model shipped with the package, trained for the thesis geometry (R 1024, hop 1024, 44.1 kHz).
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / "frame_interp_r1024_h1024.pt"
 #: Environment variable naming a model file to use instead of the shipped one ("" or "none": no model).
@@ -78,7 +76,7 @@ class FrameInterpNet(nn.Module):
     """Stored frames' log power ``[B, F, N]`` -> in-between frames' log power ``[B, F, N-1]`` (see module doc)."""
 
     def __init__(self, width: int = 8, body_width: int = 32, n_blocks: int = 4,
-                 dilations: tuple = (1, 2, 4, 8), down: int = 4) -> None:
+                 dilations: tuple = (1, 2, 4, 8), down: int = 8) -> None:
         super().__init__()
         self.config = dict(width=int(width), body_width=int(body_width), n_blocks=int(n_blocks),
                            dilations=[int(d) for d in dilations], down=int(down))
@@ -280,7 +278,7 @@ def build_model(payload: Mapping[str, Any], path: Union[str, Path] = "model") ->
     cfg = payload["config"]
     try:
         model = FrameInterpNet(width=cfg["width"], body_width=cfg["body_width"], n_blocks=cfg["n_blocks"],
-                               dilations=tuple(cfg["dilations"]), down=cfg.get("down", DOWN))
+                               dilations=tuple(cfg["dilations"]), down=cfg["down"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError, IndexError) as e:
         raise ModelError(f"{path}: model weights do not fit its configuration ({str(e).splitlines()[0][:200]})") from None
@@ -295,7 +293,8 @@ class DecoderModel:
         self.geometry = model_geometry(payload, path)
         self.stats = dict(payload["stats"])
         self.training = dict(payload.get("training") or {})
-        self.net = build_model(payload, path)
+        # channels-last weights select oneDNN's faster NHWC convolutions: ~1.8x less CPU time per image
+        self.net = build_model(payload, path).to(memory_format=torch.channels_last)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "DecoderModel":
