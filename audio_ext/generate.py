@@ -467,7 +467,10 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
     if bpm is not None:
         _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
-    method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
+    try:
+        method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
+    except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
+        raise GenerateError(f"decoder: {e}") from None
     snapshot_name = Path(network).name
     desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
             f"snapshot={snapshot_name}")

@@ -381,9 +381,15 @@ def model_for(geometry: StftGeometry) -> DecoderModel:
 
 
 def available_for(geometry: StftGeometry) -> bool:
-    """True when :func:`model_for` would return a model for ``geometry`` (never raises)."""
+    """True when a decoder model is configured and fits ``geometry``; False when there is none or it
+    was trained for another geometry. A configured file that cannot be read (a wrong
+    ``$ELECTROGAN_DECODER_MODEL``) raises ModelError instead of being passed over silently."""
+    path = decoder_model_path()
+    if path is None:
+        return False
+    model = _load_cached(path)
     try:
-        model_for(geometry)
-        return True
+        model.check(geometry)
     except ModelError:
         return False
+    return True

@@ -241,3 +241,15 @@ def test_generation_labels_name_the_decoder_and_its_model(tmp_path):
         assert phase.default_method(G) == phase.DEFAULT_METHOD  # the environment turned the model off
     finally:
         del os.environ[interp.MODEL_ENV]
+
+
+def test_a_broken_model_setting_is_an_error_not_a_silent_fallback(tmp_path):
+    os.environ[interp.MODEL_ENV] = str(tmp_path / "nowhere.pt")
+    try:
+        with pytest.raises(interp.ModelError, match="nowhere.pt: decoder model file not found"):
+            phase.default_method(G)
+    finally:
+        del os.environ[interp.MODEL_ENV]
+    interp.set_decoder_model(None)
+    with pytest.raises(interp.ModelError, match="trained for another geometry|no decoder model available"):
+        phase.reconstruct(torch.rand(1, 33, 9), G, phase.LEARNED_METHOD)  # the shipped model is for R=1024
