@@ -47,9 +47,12 @@ from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, ST
 @click.option("--overwrite", is_flag=True, help="Replace an existing --dest.")
 @click.option("--keep-work", is_flag=True, help="Keep the <dest>.partial work folder after success.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. in logs).")
+@click.option("--train-decoder", "decoder_steps", type=click.IntRange(min=0), default=0, metavar="STEPS",
+              help="After building, train a decoder model (learned+pghi+fgla) for STEPS steps on the sources and "
+                   "store it beside the archive as <dest stem>.decoder.pt (docs/audio.md). [0: no]")
 def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample, stats_path, stats_only, shard, labels,
          target_bpm, min_bpm, max_bpm, stride_beats, segment_seconds, silence_db, stretcher, merge, overwrite,
-         keep_work, no_progress):
+         keep_work, no_progress, decoder_steps):
     """Slice audio into beat-aligned 130 BPM clips and write their STFT images to an archive."""
     try:
         if merge:
@@ -67,6 +70,10 @@ def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample,
                                labels=labels, slicing=slicing, overwrite=overwrite, keep_work=keep_work,
                                progress=not no_progress, stats_only=stats_only)
         build_archive(source, dest, options, log=lambda line: click.echo(line, err=True))
+        if decoder_steps and not stats_only:
+            from audio_ext.interp_train import train_for_archive
+            train_for_archive(source, dest, steps=decoder_steps, log=lambda line: click.echo(line, err=True),
+                              progress=not no_progress)
     except (ArchiveError, ValueError) as e:
         raise click.ClickException(str(e)) from None  # "Error: ..." and exit status 1
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from stylegan2.misc import atomic_path
 
 from .archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json, png_size_cap
 from .codec import AudioCodec
-from .phase import DEFAULT_METHOD, METHODS
+from .phase import METHODS
 
 
 def parse_clip_ranges(spec: str) -> List[Tuple[int, int]]:
@@ -178,7 +178,7 @@ def check_outdir(outdir) -> Path:
     return outdir
 
 
-def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: str = DEFAULT_METHOD, n_iter: Optional[int] = None,
+def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: Optional[str] = None, n_iter: Optional[int] = None,
                  device: Optional[str] = None, batch_size: int = 8,
                  log: Callable[[str], None] = print) -> Tuple[List[Path], Dict[str, str]]:
     """Decode the given clip indices of archive ``data`` into ``outdir``; returns (written paths, skipped name -> why).
@@ -188,8 +188,8 @@ def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: str = D
     index past its last clip, ValueError for an unusable ``device`` or ``outdir``.
     """
     import torch
-    from .phase import decode_audio
-    if method not in METHODS:
+    from .phase import decode_audio, default_method, describe_method
+    if method is not None and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     dev = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     outdir = check_outdir(outdir)
@@ -207,6 +207,8 @@ def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: str = D
         written: List[Path] = []
         skipped: Dict[str, str] = {}
         sr = archive.codec.geometry.sample_rate
+        method = method or default_method(archive.codec.geometry)
+        log(f"decoder: {describe_method(method, archive.codec.geometry)}")
         for start in range(0, len(clips), max(1, batch_size)):
             batch_idx, images = [], []
             for i in clips[start:start + batch_size]:
@@ -239,29 +241,93 @@ def main() -> None:
 @click.option("--data", required=True, metavar="PATH", help="stft.zip or an archive folder")
 @click.option("--clips", "clip_spec", default="0-4", show_default=True, help="clip indices, e.g. 0-4 or 0,3,7-9")
 @click.option("--outdir", required=True, metavar="DIR", help="where the WAV files go")
-@click.option("--method", type=click.Choice(list(METHODS)), default=DEFAULT_METHOD, show_default=True,
-              help="phase reconstruction method")
+@click.option("--method", type=click.Choice(list(METHODS)), default=None,
+              help="phase reconstruction method [learned+pghi+fgla when a decoder model fits the archive, "
+                   "else pghi+fgla]")
+@click.option("--decoder-model", default=None, metavar="FILE",
+              help="frame-interpolation model for learned+pghi+fgla [the shipped one, or $ELECTROGAN_DECODER_MODEL]")
 @click.option("--iters", type=click.IntRange(min=0), default=None, help="Griffin-Lim iterations [method default]")
 @click.option("--device", default=None, help="torch device [cuda if available, else cpu]")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
               help="images decoded together")
 @one_line_errors(ArchiveError, ValueError)
-def decode(data, clip_spec, outdir, method, iters, device, batch_size) -> None:
+def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_size) -> None:
     """Decode archive images back to 16-bit WAV files (the training set after the round trip)."""
+    from .interp import ModelError, set_decoder_model
     try:
         parse_clip_ranges(clip_spec)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--clips") from None
+    if decoder_model is not None:
+        try:
+            set_decoder_model(decoder_model)
+        except ModelError as e:
+            raise click.ClickException(f"--decoder-model: {e}") from None
     try:
         written, skipped = decode_clips(data, clip_spec, outdir, method=method, n_iter=iters, device=device,
                                         batch_size=batch_size, log=click.echo)
-    except (ArchiveError, ValueError) as e:
+    except (ArchiveError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"{outdir}: cannot write ({e.strerror or e})") from None
     click.echo(f"decoded {len(written)} clip(s) into {outdir}" + (f"; skipped {len(skipped)}" if skipped else ""))
     if not written:
         raise click.ClickException(f"{data}: none of the requested clips could be decoded")
+
+
+@main.command("train-decoder")
+@click.option("--source", required=True, metavar="DIR", help="folder of audio files (searched recursively)")
+@click.option("--out", required=True, metavar="FILE", help="model file to write (resumed if it holds a checkpoint)")
+@click.option("--resolution", type=int, default=1024, show_default=True, help="R of the archives to decode")
+@click.option("--hop", type=int, default=None, help="hop length of those archives [resolution]")
+@click.option("--sample-rate", type=int, default=44100, show_default=True, help="Hz")
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--patch-frames", type=click.IntRange(min=2), default=32, show_default=True,
+              help="stored frames per training crop")
+@click.option("--patch-bins", type=click.IntRange(min=8), default=None, help="random band of bins per crop [all]")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--synthetic", type=click.IntRange(min=0), default=0, show_default=True,
+              help="add this many 30-s synthetic techno loops to the sources")
+@click.option("--holdout", default="", help="comma-separated file names (in --source) kept out of training and "
+                                             "used for the final held-out error")
+@click.option("--arch", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True,
+              help="network size (docs/audio.md)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="torch device [cuda if available, else cpu]")
+def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, patch_frames, patch_bins, lr,
+                      synthetic, holdout, arch, seed, device) -> None:
+    """Train the frame-interpolation model of the `learned+pghi+fgla` decoder on your own audio."""
+    import torch
+    from .geometry import StftGeometry
+    from .interp import ModelError
+    from .interp_train import TrainConfig, find_audio, load_sources, synthetic_sources, train_decoder
+    try:
+        geometry = StftGeometry(resolution, hop, sample_rate=sample_rate)
+        files = find_audio(source)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    held_names = {h.strip() for h in holdout.split(",") if h.strip()}
+    unknown = held_names - {f.name for f in files}
+    if unknown:
+        raise click.ClickException(f"--holdout: {', '.join(sorted(unknown))} not found in {source}")
+    config = TrainConfig(steps=steps, batch=batch, patch_frames=patch_frames, patch_bins=patch_bins, lr=lr, seed=seed,
+                         arch=arch)
+    crop = (patch_frames + 1) * geometry.hop_length
+    train, names = load_sources([f for f in files if f.name not in held_names], sample_rate, crop, log=click.echo)
+    held, _ = load_sources([f for f in files if f.name in held_names], sample_rate, crop, log=click.echo)
+    if synthetic:
+        train += synthetic_sources(synthetic, 30.0, sample_rate, seed=seed)
+        names += [f"synthetic techno loop {i}" for i in range(synthetic)]
+    if not train:
+        raise click.ClickException(f"--source {source}: no usable audio file of at least {crop / sample_rate:.2f} s")
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    click.echo(f"training on {len(train)} source(s), {sum(y.size for y in train) / sample_rate / 60:.1f} min of audio; "
+               f"{len(held)} held out; R={resolution} hop={geometry.hop_length}; device {dev}")
+    try:
+        train_decoder(train, out, geometry, config, device=dev, source_names=names, validation=held, log=click.echo)
+    except (ValueError, ModelError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -223,11 +223,17 @@ def phase_methods() -> Optional[Sequence[str]]:
     return list(methods) if methods is not None else None
 
 
-def describe_phase(method: Optional[str], n_iter: Optional[int]) -> tuple:
-    """(method name, iterations) that decoding will use once defaults are filled in."""
+def describe_phase(method: Optional[str], n_iter: Optional[int], geometry=None) -> tuple:
+    """(method name, iterations) that decoding will use once defaults are filled in.
+
+    With ``geometry`` the default is the learned decoder when a model fits it (``phase.default_method``);
+    the learned method's name then carries the model file, e.g. ``learned+pghi+fgla[frame_interp_r1024_h1024.pt]``.
+    """
     from . import phase
-    name = method if method is not None else phase.DEFAULT_METHOD
+    name = method if method is not None else phase.default_method(geometry)
     spec = phase.METHODS.get(name)
+    if name == phase.LEARNED_METHOD and geometry is not None:
+        name = phase.describe_method(name, geometry)
     return name, (n_iter if n_iter is not None else getattr(spec, "default_iters", "default"))
 
 
@@ -495,7 +501,10 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
     if bpm is not None:
         _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
-    method, n_iter = describe_phase(opts.method, opts.n_iter)
+    try:
+        method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
+    except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
+        raise GenerateError(f"decoder: {e}") from None
     snapshot_name = Path(network).name
     desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
             f"snapshot={snapshot_name}")

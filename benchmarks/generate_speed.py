@@ -142,7 +142,7 @@ def main(device, resolution, batches, clips, method, n_iter, threads, modes, doc
     block = geometry.audio_block(mean=-6.0, std=3.0, target_bpm=130.0)
     G = build_generator(resolution, dev)
     n_params = sum(p.numel() for p in G.parameters())
-    name, iters = describe_phase(method, n_iter)
+    name, iters = describe_phase(method, n_iter, geometry)
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"G: {n_params / 1e6:.2f} M parameters, {resolution}x{resolution}, clip {geometry.clip_seconds:.2f} s; "
           f"phase {name} ({iters} iterations); {where}")

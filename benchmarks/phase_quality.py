@@ -15,7 +15,11 @@ against the ORIGINAL audio in a fixed reference STFT (Hann, n_fft 2048, hop 256)
 Baseline row: ``librosa.griffinlim(n_iter=10, momentum=0.99)`` on the same magnitudes (the decoder
 the thesis used). A "true phase" row shows the codec's own loss: 8-bit magnitudes with the original phase.
 
-Real music: pass ``--audio-dir DIR`` (any format librosa reads, searched recursively). A free source
+Real music: pass ``--source DIR`` (alias ``--audio-dir``; any format librosa reads, searched
+recursively); without it the ElectroGAN devset (``../shared/devset`` or ``../devset`` beside the
+checkout, or ``$ELECTROGAN_DEVSET``) is used when present. Files the decoder model was trained or
+validated on (its ``training.sources``) are skipped, so the learned decoder is measured on music it
+never saw. Every row reports the mean and the spread (standard deviation) over clips. A free source
 is the Free Music Archive's ``fma_small`` set (8,000 30-s CC-licensed clips incl. the Electronic
 genre; https://github.com/mdeff/fma) or ccMixter (https://ccmixter.org, CC-licensed full tracks);
 for the thesis geometry (23.78 s clips) use full tracks, e.g. ``fma_full``/``fma_large`` or ccMixter.
@@ -24,6 +28,7 @@ hat, bass, chords and noise) and says so in the table: synthetic loops are easie
 
     python benchmarks/phase_quality.py --resolution 1024 --clips 4
     python benchmarks/phase_quality.py --audio-dir ~/fma_full/015 --clips 8 --threads 2
+    python benchmarks/phase_quality.py --source ../devset/flac --clips 9 --grid pghi+fgla:10,learned+pghi+fgla:10
 """
 from __future__ import annotations
 
@@ -59,14 +64,42 @@ def synthetic_clips(n: int, samples: int, sr: int) -> List[np.ndarray]:
     return out
 
 
-def music_clips(folder: Path, n: int, samples: int, sr: int) -> Tuple[List[np.ndarray], List[str]]:
-    """Up to ``n`` clips, one from the middle of each file that is long enough; (clips, skipped reasons)."""
+def devset_folder() -> Path:
+    """The devset's audio folder when one is present (``$ELECTROGAN_DEVSET`` or beside the checkout), else None."""
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ.get("ELECTROGAN_DEVSET")
+    candidates = ([Path(env)] if env else []) + [root.parent / "shared" / "devset", root.parent / "devset",
+                                                  root.parent.parent / "devset", root.parent.parent / "shared" / "devset"]
+    for c in candidates:
+        for folder in (c / "flac", c):
+            if folder.is_dir() and any(p.suffix.lower() in AUDIO_EXT for p in folder.iterdir()):
+                return folder
+    return None
+
+
+def model_sources(resolution: int, hop: int) -> set:
+    """File names the decoder model for this geometry was trained or validated on (empty without a model)."""
+    from audio_ext import interp
+    from audio_ext.geometry import StftGeometry
+    try:
+        t = interp.model_for(StftGeometry(resolution, hop)).training
+    except interp.ModelError:
+        return set()
+    return set(t.get("sources", [])) | set(t.get("validation_sources", []))
+
+
+def music_clips(folder: Path, n: int, samples: int, sr: int, exclude: set = frozenset()) -> Tuple[List[np.ndarray], List[str]]:
+    """Up to ``n`` clips, one from the middle of each file that is long enough and not in ``exclude``
+    (file names); (clips, skipped reasons)."""
     import librosa
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXT)
     clips, skipped = [], []
     for f in files:
         if len(clips) >= n:
             break
+        if f.name in exclude:
+            skipped.append(f"{f}: the decoder model was trained or validated on it")
+            continue
         try:
             y, _ = librosa.load(f, sr=sr, mono=True)
         except Exception as e:  # corrupt or undecodable file: report and go on
@@ -102,8 +135,12 @@ def run_benchmark(clips: Sequence[np.ndarray], resolution: int, hop: int, grid: 
     mags = [decode_magnitude(encode(y, g, stats.mean, stats.std), g, stats.mean, stats.std) for y in clips]
     # compile numba and warm up FFT plans outside the timing
     reconstruct(mags[0], g, "pghi+fgla", n_iter=1)
+    for method in {m for m, _ in grid} - {"pghi+fgla"}:
+        reconstruct(mags[0], g, method, n_iter=1)  # e.g. loads the decoder model
     librosa.griffinlim(mags[0], n_iter=1, hop_length=g.hop_length, n_fft=g.n_fft, length=g.clip_samples,
                        pad_mode="reflect")
+
+    per_clip = {}
 
     def measure(label, iters, fn):
         sc, lsd, secs, cpu = [], [], [], []
@@ -115,9 +152,11 @@ def run_benchmark(clips: Sequence[np.ndarray], resolution: int, hop: int, grid: 
             sc.append(spectral_convergence_db(y, est, REF_NFFT, REF_HOP)[0])
             lsd.append(log_spectral_distance(y, est, REF_NFFT, REF_HOP)[0])
         s, c = float(np.mean(secs)), float(np.mean(cpu))
-        row = (label, iters, float(np.mean(sc)), float(np.mean(lsd)), s, c, g.clip_seconds / s, g.clip_seconds / c)
-        print(f"{label:44s} {str(iters):>5s} SC {row[2]:7.2f} dB  LSD {row[3]:6.2f} dB  {s:7.3f} s/clip wall  "
-              f"{c:7.3f} s/clip CPU  {row[6]:6.1f}x / {row[7]:6.1f}x real time", flush=True)
+        row = (label, iters, float(np.mean(sc)), float(np.std(sc)), float(np.mean(lsd)), float(np.std(lsd)), s, c,
+               g.clip_seconds / s, g.clip_seconds / c)
+        per_clip[(label, iters)] = np.array(sc)
+        print(f"{label:44s} {str(iters):>5s} SC {row[2]:7.2f} +- {row[3]:4.2f} dB  LSD {row[4]:6.2f} +- {row[5]:4.2f} dB  "
+              f"{s:7.3f} s/clip wall  {c:7.3f} s/clip CPU  {row[8]:6.1f}x / {row[9]:6.1f}x real time", flush=True)
         return row
 
     rows = []
@@ -133,28 +172,33 @@ def run_benchmark(clips: Sequence[np.ndarray], resolution: int, hop: int, grid: 
         return torch.istft(torch.from_numpy(S * np.exp(1j * np.angle(X))).to(torch.complex64), g.n_fft, g.hop_length,
                            window=torch.hann_window(g.n_fft), center=True, length=g.clip_samples).numpy()
     rows.append(measure("true phase, 8-bit magnitude (codec limit)", "-", true_phase))
-    return rows
+    return rows, per_clip
 
 
 DEFAULT_GRID = "thesis:10,fgla:10,fgla:32,pghi:0,pghi+fgla:5,pghi+fgla:10,pghi+fgla:32,pghi+fgla99:10"
 
 
 @click.command()
-@click.option("--audio-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="folder of real music (recursive); synthetic loops when omitted")
+@click.option("--source", "--audio-dir", "audio_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="folder of real music (recursive) [the devset when present, else synthetic loops]")
+@click.option("--synthetic", is_flag=True, help="use synthetic loops even when the devset is present")
 @click.option("--resolution", type=int, default=1024, show_default=True)
 @click.option("--hop", type=int, default=None, help="hop length in samples [resolution]")
 @click.option("--clips", "n_clips", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--grid", default=DEFAULT_GRID, show_default=True, help="method:iterations pairs, comma-separated")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch CPU threads")
 @click.option("--write/--no-write", default=True, show_default=True, help="update docs/benchmarks.md")
-def main(audio_dir, resolution, hop, n_clips, grid, threads, write):
+def main(audio_dir, synthetic, resolution, hop, n_clips, grid, threads, write):
     """Measure phase reconstruction methods; print a table and record it in docs/benchmarks.md."""
     from audio_ext.geometry import StftGeometry
-    from audio_ext.phase import DEFAULT_METHOD, METHODS
+    from audio_ext.phase import DEFAULT_METHOD, LEARNED_METHOD, METHODS, default_method
     from benchmarks.report import markdown_table, write_section
 
     g = StftGeometry(resolution, hop)
+    if grid == DEFAULT_GRID and default_method(g) == LEARNED_METHOD:
+        grid += f",{LEARNED_METHOD}:{METHODS[LEARNED_METHOD].default_iters}"
+    if audio_dir is None and not synthetic:
+        audio_dir = devset_folder()
     pairs = []
     for item in grid.split(","):
         name, _, n = item.partition(":")
@@ -166,27 +210,39 @@ def main(audio_dir, resolution, hop, n_clips, grid, threads, write):
         clips = synthetic_clips(n_clips, g.clip_samples, g.sample_rate)
         material = f"{len(clips)} SYNTHETIC techno loops (audio_ext.synth; no real music on this machine)"
     else:
-        clips, skipped = music_clips(audio_dir, n_clips, g.clip_samples, g.sample_rate)
+        exclude = model_sources(resolution, g.hop_length)
+        clips, skipped = music_clips(audio_dir, n_clips, g.clip_samples, g.sample_rate, exclude)
+        n_excluded = sum("decoder model was trained" in s for s in skipped)
         for s in skipped:
             print(f"skipped {s}", file=sys.stderr)
         if not clips:
             raise click.ClickException(f"{audio_dir}: no usable audio file of at least {g.clip_seconds:.2f} s")
-        material = f"{len(clips)} clips of real music from {audio_dir.name}/"
+        material = f"{len(clips)} clips of real music from {audio_dir.name}/ (one from the middle of each file)"
+        if n_excluded:
+            material += f", leaving out the {n_excluded} files the decoder model was trained or validated on"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{material}; load average {load:.1f}; resolution {resolution}, hop {g.hop_length} ({g.clip_seconds:.2f} s clips), "
           f"reference STFT n_fft {REF_NFFT} hop {REF_HOP}, {threads} torch thread(s)")
-    rows = run_benchmark(clips, resolution, g.hop_length, pairs, threads)
-    table = markdown_table(["method", "iterations", "SC dB", "LSD dB", "wall s/clip", "CPU s/clip",
+    rows, per_clip = run_benchmark(clips, resolution, g.hop_length, pairs, threads)
+    table = markdown_table(["method", "iterations", "SC dB", "SC sd", "LSD dB", "LSD sd", "wall s/clip", "CPU s/clip",
                             "x real time (wall)", "x real time (CPU)"], rows)
     base = rows[0]
     best = min(rows[1:-1], key=lambda r: r[2])
     summary = (f"Best: {best[0]} ({best[1]} it.), {base[2] - best[2]:.2f} dB better SC than the baseline at "
-               f"{best[5] / base[5]:.2f}x its CPU time.")
+               f"{best[7] / base[7]:.2f}x its CPU time.")
     default = [r for r in rows if r[0] == DEFAULT_METHOD and r[1] == str(METHODS[DEFAULT_METHOD].default_iters)]
     if default:
         d = default[0]
-        summary += (f" Default ({d[0]}, {d[1]} it.): {base[2] - d[2]:.2f} dB better SC than the baseline at "
-                    f"{d[5] / base[5]:.2f}x its CPU time ({d[4] / base[4]:.2f}x its wall time).")
+        summary += (f" Classic default ({d[0]}, {d[1]} it.): {base[2] - d[2]:.2f} dB better SC than the baseline at "
+                    f"{d[7] / base[7]:.2f}x its CPU time ({d[6] / base[6]:.2f}x its wall time).")
+        learned = [r for r in rows if r[0] == LEARNED_METHOD and r[1] == str(METHODS[LEARNED_METHOD].default_iters)]
+        if learned:
+            lr = learned[0]
+            gain = per_clip[(d[0], d[1])] - per_clip[(lr[0], lr[1])]
+            summary += (f" Learned decoder ({lr[0]}, {lr[1]} it.) vs the classic default on the same clips: SC "
+                        f"{gain.mean():+.2f} dB better (per clip {gain.min():+.2f} .. {gain.max():+.2f}), LSD "
+                        f"{d[4] - lr[4]:+.2f} dB better, at {lr[7] / d[7]:.2f}x its CPU time "
+                        f"({lr[6] / d[6]:.2f}x its wall time).")
     print(summary)
     if write:
         body = (f"Material: {material}. Resolution {resolution}, hop {g.hop_length} ({g.clip_seconds:.2f} s clips), "
@@ -194,7 +250,9 @@ def main(audio_dir, resolution, hop, n_clips, grid, threads, write):
                 f"hop {REF_HOP}; {threads} torch thread(s), one clip at a time, load average {load:.1f} at the start "
                 f"(other jobs shared the CPU, so compare CPU seconds). Lower SC/LSD is better.\n\n"
                 f"{table}\n\n{summary}\n")
-        write_section(f"phase_quality_{resolution}_{g.hop_length}", f"Phase reconstruction, R={resolution} "
+        real = audio_dir is not None
+        write_section(f"phase_quality_{resolution}_{g.hop_length}" + ("_music" if real else ""),
+                      f"Phase reconstruction{' on real music' if real else ''}, R={resolution} "
                       f"hop={g.hop_length} (`benchmarks/phase_quality.py`)", body)
 
 

@@ -1,0 +1,255 @@
+"""The learned decoder: training pairs, stored frames kept exact, model file safety, learning on loops."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from audio_ext import interp, phase
+from audio_ext.codec import audio_to_logpower, decode_magnitude, encode, image_to_logpower, logpower_to_image
+from audio_ext.geometry import StftGeometry
+from audio_ext.interp_train import TrainConfig, synthetic_sources, train_decoder
+
+G = StftGeometry(32)
+MEAN, STD = -6.0, 4.0
+
+
+@pytest.fixture(autouse=True)
+def _no_model_leak():
+    yield
+    interp.set_decoder_model(None)
+
+
+def naive_frames(y, n_fft, hop, count):
+    """|rfft| of Hann-windowed frames starting at j * hop (numpy, a loop: the independent reference)."""
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    return np.stack([np.abs(np.fft.rfft(y[j * hop:j * hop + n_fft] * w)) for j in range(count)], axis=-1)
+
+
+def test_training_pairs_odd_even_bookkeeping():
+    rng = np.random.default_rng(0)
+    P = 6
+    y = rng.standard_normal((P + 1) * G.hop_length) * 0.1
+    x, t = interp.training_pairs(torch.from_numpy(y)[None], G, MEAN, STD)
+    assert x.shape == (1, G.n_bins, P) and t.shape == (1, G.n_bins, P - 1)
+    ref = naive_frames(y, G.n_fft, G.hop_length // 2, 2 * P - 1)  # [R+1, 2P-1] at hop R/2
+    v_ref = np.log(ref ** 2 + G.eps)
+    # odd hop/2 frames are the target (floored where the codec floors)
+    np.testing.assert_allclose(t[0].numpy(), np.maximum(v_ref[:, 1::2], MEAN - 3 * STD), atol=2e-4)
+    # even hop/2 frames are the stored frames at hop R, through the 8-bit round trip (within half a step)
+    step = STD * 6 / 255
+    want = np.clip(v_ref[:G.resolution, 0::2], MEAN - 3 * STD, MEAN + 3 * STD)
+    assert np.abs(x[0, :G.resolution].numpy() - want).max() <= step / 2 + 1e-3
+    assert torch.all(x[0, G.resolution] == np.float32(np.log(G.eps)))  # Nyquist: not stored
+
+
+def test_quantisation_matches_the_codec_exactly():
+    rng = np.random.default_rng(1)
+    y = (rng.standard_normal(G.clip_samples) * 0.1).astype(np.float32)
+    v = torch.from_numpy(audio_to_logpower(y, G))  # [R bins, R frames]
+    want = image_to_logpower(logpower_to_image(v, G, MEAN, STD), G, MEAN, STD)
+    full = torch.cat([v, torch.zeros(1, v.shape[1])], dim=0)
+    got = interp.quantise_logpower(full, G, MEAN, STD)[:G.resolution]
+    assert torch.equal(got, want)
+    # and the magnitude the decoder sees is the codec's decode_magnitude
+    mag = decode_magnitude(encode(y, G, MEAN, STD), G, MEAN, STD)
+    np.testing.assert_allclose(interp.magnitude_of_logpower(got, G).numpy(), mag[:G.resolution, :G.resolution],
+                               rtol=1e-5, atol=1e-9)
+
+
+def tiny_model_file(tmp_path, geometry=G, name="m.pt"):
+    torch.manual_seed(0)
+    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
+    for p in net.head.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    path = tmp_path / name
+    interp.save_model(path, interp.model_payload(net, geometry, {"mean": MEAN, "std": STD}))
+    return path, net
+
+
+def test_stored_frames_stay_bit_exact(tmp_path):
+    path, _ = tiny_model_file(tmp_path)
+    interp.set_decoder_model(path)
+    S = torch.rand(2, G.n_bins, G.n_frames) + 0.01
+    fine = interp.upsample_magnitude(S, G, interp.model_for(G))
+    assert fine.shape == (2, G.n_bins, 2 * G.n_frames - 1)
+    assert torch.equal(fine[..., 0::2], S)
+    assert not torch.equal(fine[..., 1::2], 0.5 * (S[..., :-1] + S[..., 1:]))  # the model did something
+    # every iteration imposes the stored magnitudes exactly and moves only the predicted ones
+    consistent = torch.polar(torch.rand_like(fine) * 3, torch.rand_like(fine))
+    for r in (0.0, 0.5, 1.0):
+        T = phase.magnitude_target(fine, consistent, r)
+        assert torch.equal(T[..., 0::2], S)
+    T = phase.magnitude_target(fine, consistent, 1.0)
+    torch.testing.assert_close(T[..., 1::2], consistent.abs()[..., 1::2])
+
+
+def test_learned_method_decodes_whole_clips(tmp_path):
+    path, _ = tiny_model_file(tmp_path)
+    interp.set_decoder_model(path)
+    assert phase.default_method(G) == phase.LEARNED_METHOD
+    assert phase.default_method(StftGeometry(64)) == phase.DEFAULT_METHOD  # the model does not fit R=64
+    assert phase.describe_method(phase.LEARNED_METHOD, G) == f"{phase.LEARNED_METHOD}[m.pt]"
+    y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
+    img = encode(np.stack([y, y * 0.5]), G, MEAN, STD)
+    audio = phase.decode_audio(img, G.audio_block(MEAN, STD), generator=[1, 2])
+    assert audio.shape == (2, G.clip_samples) and np.isfinite(audio).all()
+    one = phase.decode_audio(img[1:], G.audio_block(MEAN, STD), generator=[2])
+    np.testing.assert_allclose(one[0], audio[1], atol=1e-5)  # a clip does not depend on its batch
+
+
+def test_model_file_round_trip_and_geometry_mismatch(tmp_path):
+    path, net = tiny_model_file(tmp_path)
+    model = interp.DecoderModel.load(path)
+    v = torch.randn(1, G.n_bins, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(v), net.eval()(v), rtol=1e-5, atol=1e-5)  # NHWC vs NCHW order
+    with pytest.raises(interp.ModelError, match="trained for another geometry: resolution 32 .model. vs 64"):
+        model.check(StftGeometry(64))
+    interp.set_decoder_model(path)
+    with pytest.raises(interp.ModelError, match="hop_length 32 .model. vs 16"):
+        interp.model_for(StftGeometry(32, 16))
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_crafted_pickle_is_refused_without_running_it(tmp_path):
+    marker = str(tmp_path / "pwned")
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": interp.MODEL_FORMAT, "payload": _Exploit(marker)}, evil)
+    with pytest.raises(interp.ModelError, match="evil.pt: not a loadable decoder model"):
+        interp.read_payload(evil)
+    assert not os.path.exists(marker)
+    with pytest.raises(interp.ModelError, match="not found"):
+        interp.set_decoder_model(tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something else"}, other)
+    with pytest.raises(interp.ModelError, match="not an ElectroGAN frame-interpolation model"):
+        interp.read_payload(other)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(pickle.dumps([1, 2, 3])[:5])
+    with pytest.raises(interp.ModelError, match="junk.pt"):
+        interp.read_payload(junk)
+
+
+def test_tiny_model_beats_interpolation_on_held_out_loops(tmp_path):
+    train = synthetic_sources(4, 6.0, 44100, seed=10)
+    held = synthetic_sources(2, 6.0, 44100, seed=77)
+    cfg = TrainConfig(steps=120, batch=8, patch_frames=16, lr=3e-3, seed=0, checkpoint_every=1000, arch="small")
+    out = tmp_path / "loops.pt"
+    summary = train_decoder(train, out, G, cfg, validation=held, log=lambda s: None, progress=False)
+    assert summary["held_out"]
+    assert summary["val_l1"] < 0.95 * summary["val_l1_baseline"]
+    payload = interp.read_payload(out)
+    assert payload["training"]["step"] == 120 and payload["geometry"]["resolution"] == 32
+
+
+def test_train_decoder_cli_resumes_and_is_deterministic(tmp_path):
+    import soundfile as sf
+    from audio_ext.__main__ import main
+    src = tmp_path / "music"
+    src.mkdir()
+    for i, y in enumerate(synthetic_sources(2, 3.0, 44100, seed=5)):
+        sf.write(str(src / f"loop{i}.wav"), y, 44100)
+    args = ["train-decoder", "--source", str(src), "--resolution", "32", "--batch", "2", "--patch-frames", "8",
+            "--arch", "tiny", "--seed", "3", "--device", "cpu"]
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a.pt"), "--steps", "6"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a.pt"), "--steps", "6"])
+    assert "already trained for 6 steps" in r.output
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b.pt"), "--steps", "6"])
+    a = interp.read_payload(tmp_path / "a.pt")["state_dict"]
+    b = interp.read_payload(tmp_path / "b.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a.pt"), "--steps", "9"])
+    assert r.exit_code == 0 and "resuming" in r.output and "at step 6 of 9" in r.output
+    assert interp.read_payload(tmp_path / "a.pt")["training"]["step"] == 9
+    bad = args[:args.index("--resolution")] + ["--resolution", "64"] + args[args.index("--resolution") + 2:]
+    r = CliRunner().invoke(main, bad + ["--out", str(tmp_path / "a.pt"), "--steps", "9"])
+    assert r.exit_code != 0 and "trained for another geometry" in r.output
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c.pt"), "--holdout", "nope.wav"])
+    assert r.exit_code != 0 and "--holdout: nope.wav not found" in r.output
+
+
+def test_shipped_model_loads_for_the_thesis_geometry():
+    if not interp.DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("no shipped model")
+    model = interp.DecoderModel.load(interp.DEFAULT_MODEL_PATH)
+    model.check(StftGeometry(1024))
+    assert interp.DEFAULT_MODEL_PATH.stat().st_size < 3_000_000
+    assert "optimizer" not in interp.read_payload(interp.DEFAULT_MODEL_PATH)
+    with torch.no_grad():
+        v = torch.full((1, 1025, 6), -5.0)
+        out = model.predict(v)
+    assert out.shape == (1, 1025, 5) and torch.isfinite(out).all()
+
+
+def test_dataset_tool_trains_a_decoder_beside_the_archive(tmp_path):
+    import soundfile as sf
+    from audio_ext.synth import techno_loop
+    from dataset_tool_audio import main as dataset_tool
+    src = tmp_path / "music"
+    src.mkdir()
+    sf.write(str(src / "a.wav"), techno_loop(126, 6.0, seed=1, offset=0.05), 44100)
+    dest = tmp_path / "stft.zip"
+    r = CliRunner().invoke(dataset_tool, ["--source", str(src), "--dest", str(dest), "--resolution", "64",
+                                          "--segment-seconds", "6", "--stride-beats", "4", "--no-progress",
+                                          "--train-decoder", "3"])
+    assert r.exit_code == 0, r.output
+    model = interp.DecoderModel.load(tmp_path / "stft.decoder.pt")
+    model.check(StftGeometry(64))
+    assert model.training["step"] == 3 and model.training["sources"] == ["a.wav"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_learned_decoder_on_the_gpu_matches_the_cpu(tmp_path):
+    path, _ = tiny_model_file(tmp_path)
+    model = interp.DecoderModel.load(path)
+    v = torch.randn(3, G.n_bins, 17) - 5
+    cpu = model.predict(v)
+    gpu = model.predict(v.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+    interp.set_decoder_model(path)
+    y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
+    img = torch.from_numpy(encode(np.stack([y, y]), G, MEAN, STD)).cuda()
+    audio = phase.decode_audio(img, G.audio_block(MEAN, STD), method=phase.LEARNED_METHOD, generator=[1, 1])
+    assert audio.device.type == "cuda" and audio.shape == (2, G.clip_samples)
+    assert torch.isfinite(audio).all()
+    torch.testing.assert_close(audio[0], audio[1])
+
+
+def test_generation_labels_name_the_decoder_and_its_model(tmp_path):
+    from audio_ext.generate import describe_phase
+    path, _ = tiny_model_file(tmp_path)
+    interp.set_decoder_model(path)
+    assert describe_phase(None, None, G) == (f"{phase.LEARNED_METHOD}[m.pt]", 10)
+    assert describe_phase("pghi+fgla", 5, G) == ("pghi+fgla", 5)
+    assert describe_phase(None, None, StftGeometry(64)) == ("pghi+fgla", 10)
+    os.environ[interp.MODEL_ENV] = "none"
+    try:
+        interp.set_decoder_model(None)
+        assert phase.default_method(G) == phase.DEFAULT_METHOD  # the environment turned the model off
+    finally:
+        del os.environ[interp.MODEL_ENV]
+
+
+def test_a_broken_model_setting_is_an_error_not_a_silent_fallback(tmp_path):
+    os.environ[interp.MODEL_ENV] = str(tmp_path / "nowhere.pt")
+    try:
+        with pytest.raises(interp.ModelError, match="nowhere.pt: decoder model file not found"):
+            phase.default_method(G)
+    finally:
+        del os.environ[interp.MODEL_ENV]
+    interp.set_decoder_model(None)
+    with pytest.raises(interp.ModelError, match="trained for another geometry|no decoder model available"):
+        phase.reconstruct(torch.rand(1, 33, 9), G, phase.LEARNED_METHOD)  # the shipped model is for R=1024
