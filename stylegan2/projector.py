@@ -80,7 +80,8 @@ def noise_regularization(noise_maps) -> torch.Tensor:
     Each map (``[H, W]``) is taken at full size and then 2x average-pooled until it is 8 x 8 or
     smaller, as in the StyleGAN2 paper's projector; a map of white unit noise scores about 0.
     """
-    total = torch.zeros([])
+    noise_maps = list(noise_maps)
+    total = torch.zeros([], device=noise_maps[0].device if noise_maps else "cpu")
     for buf in noise_maps:
         n = buf[None, None]
         while True:

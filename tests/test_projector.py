@@ -137,3 +137,15 @@ def test_bad_target_shape_and_steps(G):
         project(G, torch.zeros(1, 16, 16), num_steps=1, w_avg_samples=10)
     with pytest.raises(ValueError, match="num_steps must be >= 1"):
         project(G, torch.zeros(1, 32, 32), num_steps=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_projection_on_cuda_closes_the_distance_like_on_the_cpu():
+    G = tiny_generator()
+    _, target = seed_target(G)
+    cpu = project(G, target, num_steps=60, w_avg_samples=500, seed=1)
+    gpu = project(G.cuda(), target.cuda(), num_steps=60, w_avg_samples=500, seed=1, device="cuda")
+    assert gpu.closed_share >= 0.80
+    assert gpu.ws.device.type == "cpu" and gpu.image.device.type == "cpu"
+    assert gpu.start_distance == pytest.approx(cpu.start_distance, rel=1e-3)
