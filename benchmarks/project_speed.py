@@ -12,6 +12,7 @@ does not depend on what the weights have learnt.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def main(resolutions, device, steps, threads, no_write):
         body = (f"`benchmarks/project_speed.py`: one projection step of `project_audio.py` (synthesis forward + "
                 f"backward, multi-scale distance, band-energy and onset terms, noise regularisation) with a randomly "
                 f"initialised generator of the preset's size (`audio1024` at 1024, `auto` below), after "
-                f"{WARMUP_STEPS} warm-up steps; {threads_note}. The default 1000 steps take the last column.\n\n"
+                f"{WARMUP_STEPS} warm-up steps; {threads_note}; load average at the end {os.getloadavg()[0]:.1f} (on a "
+                f"shared machine the wall clock is an upper bound). The default 1000 steps take the last column.\n\n"
                 + table)
         write_section(f"project_speed_{device.type}", f"Projection speed ({device.type})", body)
 
