@@ -239,3 +239,14 @@ def test_bpm_flag_names_tags_and_cuts_whole_bars_at_the_new_tempo(snaps, tmp_pat
     res = CliRunner().invoke(gen_audio.main, ["--network", str(snaps["bars"]), "--seeds", "1", "--bpm", "120",
                                               "--loop", "3", "--outdir", str(tmp_path / "o")])
     assert res.exit_code != 0 and "at 120 BPM holds at most 1 whole bar" in res.output
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128, 1024])
+def test_layer_groups_cover_every_w_once(resolution):
+    from benchmarks.layer_control import layer_groups
+    G = networks.Generator(z_dim=4, c_dim=0, w_dim=4, img_resolution=resolution, img_channels=1,
+                           mapping_kwargs=dict(num_layers=1), channel_base=4 * resolution, channel_max=4)
+    groups = layer_groups(resolution)
+    flat = [i for layers in groups.values() for i in layers]
+    assert sorted(flat) == list(range(G.num_ws))
+    assert groups["coarse (4-8)"] == [0, 1, 2] and groups["middle (16-32)"][0] == 3
