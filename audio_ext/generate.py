@@ -70,7 +70,7 @@ class GenerateOptions:
     walk_bars: int = 4
     walk_steps: int = 1
     crossfade_s: float = 0.02
-    # issue 10: latents beyond seeds, style mixing, tempo (audio_ext.latents / mixing / tempo)
+    # issue 10: latents beyond seeds, style mixing, tempo (audio_ext.latents / mixing / retempo)
     projected_w: Optional[Sequence[str]] = None
     walk_space: str = "z"
     variations: Optional[int] = None
@@ -284,7 +284,7 @@ def _validate(opts: GenerateOptions) -> None:
     if opts.walk_space not in WALK_SPACES:
         raise GenerateError(f"--walk-space {opts.walk_space!r} is not one of {', '.join(WALK_SPACES)}")
     if opts.bpm is not None:
-        from .tempo import check_bpm
+        from .retempo import check_bpm
         try:
             check_bpm(opts.bpm)
         except ValueError as e:
@@ -346,7 +346,7 @@ def _remove_empty(folders: List[Path]) -> None:
 
 def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: float) -> None:
     if opts.bpm is not None:  # clips are stretched to --bpm before they are cut into bars
-        from .tempo import stretched_length
+        from .retempo import stretched_length
         clip_samples, bpm = stretched_length(clip_samples, bpm, opts.bpm), float(opts.bpm)
     fade = int(round(opts.crossfade_s * sr))
     fit = loops.whole_bars(clip_samples - fade, sr, bpm) if clip_samples > fade else 0
@@ -399,7 +399,7 @@ class _Run:
         """A decoded clip at the output tempo: stretched from the network's tempo to ``--bpm`` when given."""
         if self.opts.bpm is None or self.src_bpm is None or abs(self.opts.bpm - self.src_bpm) < 1e-9:
             return audio
-        from .tempo import change_tempo
+        from .retempo import change_tempo
         return change_tempo(audio, self.sr, self.src_bpm, self.opts.bpm)
 
     def decode(self, images: torch.Tensor, seeds: Sequence[int]) -> np.ndarray:

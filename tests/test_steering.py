@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import gen_audio
-from audio_ext import latents, loops, mixing, tempo
+from audio_ext import latents, loops, mixing, retempo
 from audio_ext.generate import image_to_png_array
 from audio_ext.geometry import StftGeometry
 from audio_ext.metrics import detect_tempo
@@ -215,7 +215,7 @@ def test_mix_helpers_and_errors(snaps, tmp_path):
 def test_change_tempo_gives_the_stated_length_and_detected_tempo(bpm):
     sr = 22050
     x = techno_loop(130.0, 12.0, sr=sr, seed=2)
-    y = tempo.change_tempo(x, sr, 130.0, bpm)
+    y = retempo.change_tempo(x, sr, 130.0, bpm)
     assert y.shape == (round(x.size * 130.0 / bpm),) and y.dtype == np.float32
     assert detect_tempo(x, sr) == pytest.approx(130.0, abs=1.0)
     assert detect_tempo(y, sr) == pytest.approx(bpm, abs=1.0)     # the project's tempo detector
