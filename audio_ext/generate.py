@@ -506,13 +506,13 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     geometry = StftGeometry.from_dict(block)
     n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
     classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
+    projected = _load_projected(opts, G)
     bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
     if opts.bpm is not None and bpm is None:
         raise GenerateError(f"{network}: --bpm needs the snapshot's target_bpm (the tempo its clips are made at), "
                             f"and its audio block has none")
     if bpm is not None:
         _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
-    projected = _load_projected(opts, G)
     method, n_iter = describe_phase(opts.method, opts.n_iter)
     snapshot_name = Path(network).name
     desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
