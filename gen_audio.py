@@ -3,6 +3,8 @@
     python gen_audio.py --network runs/00000-stft-audio1024/network-snapshot-002200.pkl --seeds 0-19 --outdir out
     python gen_audio.py --network snap.pkl --seeds 3,7 --loop 8 --outdir loops       # 8-bar seamless loops
     python gen_audio.py --network snap.pkl --walk 1,5,9 --bars 4 --outdir mix       # a latent walk, joined on beats
+    python gen_audio.py --network snap.pkl --walk proj:me/projected_w.npz,5 --bpm 124 --outdir mix  # my track -> seed 5
+    python gen_audio.py --network snap.pkl --mix-rows 1,2 --mix-cols 3,4,5 --mix-styles 0-5 --outdir grid
 
 A thin wrapper around :func:`audio_ext.generate.generate` (the logic and its documentation live there).
 """
@@ -14,6 +16,7 @@ import click
 
 from audio_ext.generate import DEVICES, FORMATS, NOISE_MODES, GenerateError, GenerateOptions, generate
 from audio_ext.publish import Interrupted, stop_on_signals
+from audio_ext.latents import WALK_SPACES, parse_walk
 from audio_ext.seeds import SeedSyntaxError, parse_seeds
 from stylegan2.cli_errors import one_line_errors
 from stylegan2.snapshot import SnapshotError
@@ -24,6 +27,15 @@ def _seeds(ctx, param, value):
         return None
     try:
         return parse_seeds(value)
+    except SeedSyntaxError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _walk(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_walk(value)
     except SeedSyntaxError as e:
         raise click.BadParameter(str(e)) from None
 
@@ -46,16 +58,32 @@ def _seeds(ctx, param, value):
               help="Griffin-Lim iterations (default: the method's own).")
 @click.option("--loop", "loop_bars", type=click.IntRange(min=1), default=None, metavar="BARS",
               help="Cut each clip to BARS bars (4 beats) with a seamless loop point.")
-@click.option("--walk", callback=_seeds, metavar="LIST", help="Render one piece walking through these seeds.")
+@click.option("--walk", callback=_walk, metavar="LIST",
+              help="Render one piece walking through these seeds and projected latents (proj:FILE), e.g. 'proj:me.npz,5,9'.")
+@click.option("--walk-space", type=click.Choice(WALK_SPACES), default="z", show_default=True,
+              help="Interpolate between seeds by slerp in Z (z) or linearly in W (w).")
 @click.option("--bars", "walk_bars", type=click.IntRange(min=1), default=4, show_default=True,
               help="Bars each clip of a --walk contributes.")
 @click.option("--walk-steps", type=click.IntRange(min=0), default=1, show_default=True,
               help="Interpolated clips between consecutive --walk seeds.")
 @click.option("--crossfade", "crossfade_s", type=click.FloatRange(min=0), default=0.02, show_default=True,
               metavar="SECONDS", help="Crossfade at loop points and walk joins.")
+@click.option("--projected-w", "projected_w", multiple=True, metavar="FILE",
+              help="Render a latent written by project_audio.py (projected_w.npz); repeatable.")
+@click.option("--variations", type=click.IntRange(min=1), default=None, metavar="N",
+              help="N clips around each --projected-w latent instead of the latent itself.")
+@click.option("--spread", type=click.FloatRange(min=0), default=0.5, show_default=True, metavar="S",
+              help="How far --variations move: S times a typical random offset from the mean w.")
+@click.option("--mix-rows", callback=_seeds, metavar="LIST", help="Style mixing: row seeds (their w outside --mix-styles).")
+@click.option("--mix-cols", callback=_seeds, metavar="LIST", help="Style mixing: column seeds (their w in --mix-styles).")
+@click.option("--mix-styles", default="0-6", show_default=True, metavar="LAYERS",
+              help="Style mixing: the layers (0 = coarsest) taken from the column seeds, e.g. '0-5'.")
+@click.option("--bpm", type=float, default=None, metavar="B",
+              help="Stretch every clip to B BPM (Rubber Band when installed); loops and walks in whole bars at B.")
 @one_line_errors(GenerateError, SnapshotError, ValueError)
 def main(**kwargs):
     """Generate audio clips from a trained network snapshot (see docs/generation.md)."""
+    kwargs["projected_w"] = list(kwargs["projected_w"]) or None
     try:
         with stop_on_signals():     # Ctrl-C, SIGTERM, SIGHUP: remove the staging folder, then stop
             result = generate(GenerateOptions(**kwargs), log=lambda msg: click.echo(msg, err=True))

@@ -66,10 +66,12 @@ def _metrics_list(value: str):
 @click.option("--allow-tf32", is_flag=True, default=None, help="Allow TF32 matmuls/convolutions on Ampere+ GPUs (off: exact fp32)")
 @click.option("--nobench", is_flag=True, default=None, help="Turn cudnn.benchmark off (avoids its start-up memory peak)")
 @click.option("--freezed", type=click.IntRange(min=0), help="Freeze the first N discriminator layers (freeze-D)")
+@click.option("--preview-clips", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Fakes decoded to fakesNNNNNN.wav (and TensorBoard audio) at every snapshot; 0 = none")
 @click.option("--desc", help="Extra text for the run folder name")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the options and exit")
 @click.option("--no-progress", is_flag=True, help="No per-iteration progress bar between ticks")
-def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, mirror, cond, **flags):
+def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, mirror, cond, preview_clips, **flags):
     """Train a StyleGAN2 on DATA and write snapshots, grids and logs under OUTDIR."""
     from stylegan2.dataset import DatasetError, ImageFolderDataset
     from stylegan2 import snapshot as snap_io
@@ -118,7 +120,8 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         print("Dry run; exiting.")
         return
     probe.close()
-    kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress)
+    kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress,
+                  snapshot_hook=_audio_preview(probe.audio, preview_clips))
     from stylegan2.training_loop import SnapshotWriteError, TrainingDiverged, TrainingInterrupted
     # With spawned ranks this process only waits: a terminal's Ctrl-C reaches the ranks directly (same
     # process group), a SIGTERM or SIGINT sent to this process alone is passed on to them as SIGTERM
@@ -163,6 +166,17 @@ def _check_audio_block(data, block) -> None:
         validate_audio_block(block)
     except ValueError as e:
         raise click.ClickException(f"{data}: dataset.json {e}") from None
+
+
+def _audio_preview(audio_block, clips: int):
+    """The snapshot hook that decodes a few fakes to audio (None for archives without an audio block)."""
+    if not audio_block or clips == 0:
+        return None
+    from audio_ext.preview import AudioPreview
+    try:
+        return AudioPreview(audio_block, clips=clips)
+    except (ValueError, TypeError, KeyError) as e:
+        raise click.ClickException(f"--data: unusable audio block for the snapshot previews: {e}")
 
 
 ABORTED = ("training aborted without a final snapshot; --resume latest continues from the last regular "

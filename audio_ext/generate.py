@@ -50,7 +50,11 @@ class GenerateOptions:
 
     ``trunc`` is the truncation psi (1 = off), ``loop_bars`` cuts each clip to that many bars with a
     seamless loop point, ``walk`` renders one piece through the given seeds with ``walk_steps``
-    interpolated clips between consecutive seeds, each contributing ``walk_bars`` bars;
+    interpolated clips between consecutive seeds, each contributing ``walk_bars`` bars (``walk`` items are
+    seeds or :class:`audio_ext.latents.Projected` latents; ``walk_space`` 'z' = slerp between seeds, 'w' =
+    linear in W); ``projected_w`` renders latents written by ``project_audio.py`` (with ``variations``
+    clips around each, ``spread`` apart); ``mix_rows``/``mix_cols``/``mix_styles`` render a style-mixing
+    grid; ``bpm`` stretches every clip to that tempo;
     ``crossfade_s`` (seconds) is used at loop points and walk joins. ``method``/``n_iter`` select the
     phase reconstruction (None = the audio layer's default).
     """
@@ -71,6 +75,15 @@ class GenerateOptions:
     walk_bars: int = 4
     walk_steps: int = 1
     crossfade_s: float = 0.02
+    # issue 10: latents beyond seeds, style mixing, tempo (audio_ext.latents / mixing / retempo)
+    projected_w: Optional[Sequence[str]] = None
+    walk_space: str = "z"
+    variations: Optional[int] = None
+    spread: float = 0.5
+    mix_rows: Optional[Sequence[int]] = None
+    mix_cols: Optional[Sequence[int]] = None
+    mix_styles: str = "0-6"
+    bpm: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -269,8 +282,27 @@ def _validate(opts: GenerateOptions) -> None:
         raise GenerateError(f"--format {opts.fmt!r} is not one of {', '.join(FORMATS)}")
     if opts.noise_mode not in NOISE_MODES:
         raise GenerateError(f"--noise-mode {opts.noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
-    if not opts.seeds and not opts.walk:
-        raise GenerateError("nothing to generate: give --seeds and/or --walk")
+    mixing = bool(opts.mix_rows or opts.mix_cols)
+    if not opts.seeds and not opts.walk and not opts.projected_w and not mixing:
+        raise GenerateError("nothing to generate: give --seeds, --walk, --projected-w or --mix-rows/--mix-cols")
+    if mixing and not (opts.mix_rows and opts.mix_cols):
+        raise GenerateError("style mixing needs both --mix-rows and --mix-cols")
+    if mixing and (opts.seeds or opts.walk or opts.projected_w):
+        raise GenerateError("--mix-rows/--mix-cols make a grid of their own; run --seeds, --walk or --projected-w "
+                            "separately")
+    if opts.variations is not None and (opts.variations < 1 or not opts.projected_w):
+        raise GenerateError("--variations N needs N >= 1 and --projected-w (variations are made around a projection)")
+    if not (math.isfinite(opts.spread) and opts.spread >= 0):
+        raise GenerateError(f"--spread must be a non-negative number, got {opts.spread!r}")
+    from .latents import WALK_SPACES
+    if opts.walk_space not in WALK_SPACES:
+        raise GenerateError(f"--walk-space {opts.walk_space!r} is not one of {', '.join(WALK_SPACES)}")
+    if opts.bpm is not None:
+        from .retempo import check_bpm
+        try:
+            check_bpm(opts.bpm)
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
     if not (isinstance(opts.batch, int) and opts.batch >= 1):
         raise GenerateError(f"--batch must be a positive integer, got {opts.batch!r}")
     if not (math.isfinite(opts.trunc) and abs(opts.trunc) <= MAX_TRUNC):
@@ -353,6 +385,9 @@ def _remove_empty(folders: List[Path]) -> None:
 
 
 def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: float) -> None:
+    if opts.bpm is not None:  # clips are stretched to --bpm before they are cut into bars
+        from .retempo import stretched_length
+        clip_samples, bpm = stretched_length(clip_samples, bpm, opts.bpm), float(opts.bpm)
     fade = int(round(opts.crossfade_s * sr))
     fit = loops.whole_bars(clip_samples - fade, sr, bpm) if clip_samples > fade else 0
     clip_s = clip_samples / sr
@@ -360,19 +395,6 @@ def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: floa
         if bars is not None and bars > fit:
             raise GenerateError(f"{flag} {bars}: a {clip_s:.2f} s clip at {bpm:g} BPM holds at most {fit} whole "
                                 f"bar(s) plus the {opts.crossfade_s * 1000:g} ms crossfade")
-
-
-def _walk_ws(G, seeds: Sequence[int], c: torch.Tensor, trunc: float, steps: int, device) -> torch.Tensor:
-    """W-space path through ``seeds``: linear interpolation with ``steps`` points between neighbours."""
-    z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
-    with torch.no_grad():  # one seed at a time: a walk's end points are bit-identical to the seeds' clips
-        ws = torch.cat([G.mapping(z[i:i + 1], c[i:i + 1], truncation_psi=trunc) for i in range(len(seeds))])
-    path = []
-    for a, b in zip(ws[:-1], ws[1:]):
-        for j in range(steps + 1):
-            path.append(torch.lerp(a, b, j / (steps + 1)))
-    path.append(ws[-1])
-    return torch.stack(path)
 
 
 def _fmt_bpm(bpm: float) -> str:
@@ -389,7 +411,7 @@ class _Run:
     geometry: object
     device: torch.device
     classes: torch.Tensor
-    bpm: Optional[float]
+    bpm: Optional[float]  # the output tempo: --bpm, else the archive's target_bpm
     snapshot_name: str
     desc: str
     log: object
@@ -398,9 +420,27 @@ class _Run:
     audio: List[str] = dataclasses.field(default_factory=list)
     images: List[str] = dataclasses.field(default_factory=list)
 
+    src_bpm: Optional[float] = None  # the tempo the network makes (the archive's target_bpm)
+    projected: dict = dataclasses.field(default_factory=dict)
+    mix_grid: Optional[tuple] = None  # (columns, rows, cells, note) of audio_ext.page.GridCell, set by mixing.render_mix
+
     @property
     def sr(self) -> int:
         return int(self.block["sample_rate"])
+
+    def write_grid_page(self, run_info: dict) -> None:
+        """The style-mixing grid page as ``index.html`` (players in a table)."""
+        from .page import write_grid_page
+        columns, rows, cells, note = self.mix_grid
+        write_grid_page(self.staging, columns, rows, cells, title=f"ElectroGAN style mixing: {self.snapshot_name}",
+                        note=note, run_info=run_info)
+
+    def retime(self, audio: np.ndarray) -> np.ndarray:
+        """A decoded clip at the output tempo: stretched from the network's tempo to ``--bpm`` when given."""
+        if self.opts.bpm is None or self.src_bpm is None or abs(self.opts.bpm - self.src_bpm) < 1e-9:
+            return audio
+        from .retempo import change_tempo
+        return change_tempo(audio, self.sr, self.src_bpm, self.opts.bpm)
 
     def decode(self, images: torch.Tensor, seeds: Sequence[int]) -> np.ndarray:
         """Audio of ``images``, image ``i``'s random phase seeded with ``seeds[i]`` (independent of --batch)."""
@@ -439,7 +479,7 @@ def _render_seeds(run: _Run) -> None:
         imgs = run.synthesize_seeded(z, run.classes[:len(chunk)], chunk[0])
         decoded = run.decode(imgs, chunk)
         for i, seed in enumerate(chunk):
-            audio = decoded[i]
+            audio = run.retime(decoded[i])
             bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
             kind, loop_tag = "clip", ""
             if opts.loop_bars is not None:
@@ -457,15 +497,23 @@ def _render_seeds(run: _Run) -> None:
 def _render_walk(run: _Run) -> None:
     """One piece through the ``--walk`` seeds, clips joined on the bar grid, and its spectrogram strip."""
     opts, sr = run.opts, run.sr
+    from . import latents
     walk = list(opts.walk)
-    ws = _walk_ws(run.G, walk, run.classes, opts.trunc, opts.walk_steps if len(walk) > 1 else 0, run.device)
-    run.log(f"walking through seeds {','.join(map(str, walk))}: {len(ws)} clips of {opts.walk_bars} bar(s)")
+    try:
+        ws = latents.walk_path(run.G, walk, run.classes, opts.trunc, opts.walk_steps if len(walk) > 1 else 0,
+                               opts.walk_space, run.device, run.projected)
+    except ValueError as e:
+        raise GenerateError(str(e)) from None
+    names = ",".join(f"proj:{i.path}" if isinstance(i, latents.Projected) else str(i) for i in walk)
+    run.log(f"walking through {names} ({opts.walk_space} space): {len(ws)} clips of {opts.walk_bars} bar(s)")
     clips, columns = [], []
-    # clip k is seeded with walk[0] + k (its noise, with 'random' noise one clip per pass, and its phase)
+    # clip k is seeded with base + k (its noise, with 'random' noise one clip per pass, and its phase);
+    # base is the first seed of the walk (0 when it starts at a projection)
+    base = walk[0] if isinstance(walk[0], int) else 0
     batch = 1 if opts.noise_mode == "random" else opts.batch
     for k in range(0, len(ws), batch):
-        imgs = run.synthesize_seeded(ws[k:k + batch], None, walk[0] + k, from_ws=True)
-        clips.extend(run.decode(imgs, [walk[0] + j for j in range(k, k + imgs.shape[0])]))
+        imgs = run.synthesize_seeded(ws[k:k + batch], None, base + k, from_ws=True)
+        clips.extend(run.retime(a) for a in run.decode(imgs, [base + j for j in range(k, k + imgs.shape[0])]))
         columns.extend(imgs.cpu().numpy())
     bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, clips[0])
     try:
@@ -474,12 +522,12 @@ def _render_walk(run: _Run) -> None:
         raise GenerateError(f"--walk: {e}") from None
     # The walk's picture: each clip's image cut to the frames it contributes, side by side.
     grid = loops.grid_positions(len(clips), sr, bpm, beats_per_unit=4 * opts.walk_bars)
-    frames = np.round(grid / run.geometry.hop_length).astype(int)
+    to_source = (bpm / run.src_bpm) if (opts.bpm is not None and run.src_bpm) else 1.0  # image frames are at the source tempo
+    frames = np.round(grid * to_source / run.geometry.hop_length).astype(int)
     strip = np.concatenate([col[:, :max(frames[k + 1] - frames[k], 1)] for k, col in enumerate(columns)], axis=1)
-    names = ",".join(map(str, walk))
-    stem = "walk-" + "-".join(map(str, walk))
+    stem = _safe_stem(latents.walk_label(walk))
     run.write(stem, f"{stem}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", piece, strip, title=f"{stem} {_fmt_bpm(bpm)} BPM",
-              comment=f"walk={names} bars={opts.walk_bars} steps={opts.walk_steps} bpm={bpm:g}",
+              comment=f"walk={names} space={opts.walk_space} bars={opts.walk_bars} steps={opts.walk_steps} bpm={bpm:g}",
               entry=dict(title=f"walk {names}", seed=names, bpm=bpm,
                          kind=f"walk, {len(clips)} clips x {opts.walk_bars} bar(s)"))
 
@@ -498,7 +546,11 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     geometry = StftGeometry.from_dict(block)
     n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
     classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
+    projected = _load_projected(opts, G)
     bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
+    if opts.bpm is not None and bpm is None:
+        raise GenerateError(f"{network}: --bpm needs the snapshot's target_bpm (the tempo its clips are made at), "
+                            f"and its audio block has none")
     if bpm is not None:
         _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
     try:
@@ -508,20 +560,87 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     snapshot_name = Path(network).name
     desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
             f"snapshot={snapshot_name}")
-    run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes, bpm=bpm,
-               snapshot_name=snapshot_name, desc=desc, log=log)
+    run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
+               bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
+               src_bpm=bpm, projected=projected)
     outdir = Path(opts.outdir)
     with staging_folder(outdir, log) as run.staging:
         if opts.seeds:
             _render_seeds(run)
         if opts.walk:
             _render_walk(run)
+        if opts.projected_w:
+            _render_projected(run)
+        if opts.mix_rows:
+            from .mixing import render_mix
+            render_mix(run)
         run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
                     "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
                     "phase": f"{method}, {n_iter} iterations"}
-        write_page(run.staging, run.entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
+        if opts.bpm is not None:
+            run_info["tempo"] = f"{_fmt_bpm(bpm)} BPM stretched to {_fmt_bpm(opts.bpm)} BPM"
+        if opts.mix_rows:
+            run.write_grid_page(run_info)
+        else:
+            write_page(run.staging, run.entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
     return GenerateResult(page=outdir / "index.html", audio=[outdir / n for n in run.audio],
-                          images=[outdir / n for n in run.images], bpm=bpm)
+                          images=[outdir / n for n in run.images], bpm=run.bpm)
+
+
+def _safe_stem(text: str) -> str:
+    """A file-name stem: letters, digits, '-', '_' and '.' kept, anything else becomes '_'."""
+    import re
+    return re.sub(r"[^\w.-]", "_", text)
+
+
+def _load_projected(opts: GenerateOptions, G) -> dict:
+    """Every projected latent named by --projected-w or a proj: walk item, checked before anything is written."""
+    from .latents import Projected, load_projected_w
+    wanted = [Projected(str(p)) for p in (opts.projected_w or [])]
+    wanted += [i for i in (opts.walk or []) if isinstance(i, Projected)]
+    out = {}
+    for item in wanted:
+        if item not in out:
+            try:
+                out[item] = load_projected_w(item.path, int(G.num_ws), int(G.w_dim))
+            except ValueError as e:
+                raise GenerateError(f"--projected-w {e}") from None
+    return out
+
+
+def _render_projected(run: _Run) -> None:
+    """One clip per --projected-w latent, or --variations clips around it (see audio_ext.latents)."""
+    from . import latents
+    opts, sr = run.opts, run.sr
+    for path in opts.projected_w:
+        item = latents.Projected(str(path))
+        w = run.projected[item].to(run.device)
+        if opts.variations:
+            ws = latents.variations(run.G, w, opts.variations, opts.spread, run.device)
+            labels = [f"var{k:02d}" for k in range(opts.variations)]
+        else:
+            ws, labels = w[None], [""]
+        stem0 = _safe_stem(f"proj-{item.label}")
+        run.log(f"rendering {path}: {len(labels)} clip(s)")
+        imgs = torch.cat([run.synthesize_seeded(ws[k:k + 1], None, k, from_ws=True) for k in range(len(ws))])
+        decoded = run.decode(imgs, list(range(len(ws))))
+        for k, label in enumerate(labels):
+            audio = run.retime(decoded[k])
+            bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
+            kind, loop_tag = "projected latent", ""
+            if label:
+                kind = f"variation {k} of a projected latent, spread {opts.spread:g}"
+            if opts.loop_bars is not None:
+                try:
+                    audio = loops.loop_clip(audio, sr, bpm, opts.loop_bars, opts.crossfade_s)
+                except ValueError as e:
+                    raise GenerateError(f"--loop {opts.loop_bars}: {path}: {e}") from None
+                kind, loop_tag = f"{kind}, loop {opts.loop_bars} bar(s)", f"-loop{opts.loop_bars}bar"
+            stem = f"{stem0}-{label}" if label else stem0
+            run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[k].cpu().numpy(),
+                      title=f"{stem} {_fmt_bpm(bpm)} BPM",
+                      comment=f"projected_w={path} variation={label or 'none'} spread={opts.spread:g} bpm={bpm:g}",
+                      entry=dict(title=stem, seed=str(path), bpm=bpm, kind=kind))
 
 
 __all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "seed_latents", "load_generator",

@@ -118,3 +118,66 @@ def write_page(outdir, entries: Iterable[ClipEntry], title: str = "ElectroGAN cl
     path = outdir / PAGE_NAME
     atomic_write_text(path, text)
     return path
+
+
+# --------------------------------------------------------------------------------------------------
+# The style-mixing grid: players in a table.
+
+_GRID_STYLE = """
+table.grid { border-collapse: collapse; }
+table.grid th, table.grid td { padding: 0.4em; background: #1d1d1d; border: 2px solid #111; vertical-align: top;
+  font-size: 0.85em; text-align: center; }
+table.grid img { width: 128px; image-rendering: pixelated; display: block; margin: 0 auto 0.3em; }
+table.grid audio { width: 160px; }
+"""
+
+
+@dataclasses.dataclass
+class GridCell:
+    """One player in the grid: ``audio``/``image`` relative to the page, ``caption`` under the player."""
+
+    audio: str
+    image: Optional[str] = None
+    caption: str = ""
+
+
+def _cell_html(cell: Optional["GridCell"], root: Optional[Path], tag: str = "td") -> str:
+    esc = lambda v: html.escape(str(v), quote=True)
+    if cell is None:
+        return f"<{tag}></{tag}>"
+    src = _relative_href(cell.audio, root)
+    mime = _MIME.get(PurePosixPath(cell.audio).suffix.lower(), "audio/wav")
+    img = (f'<img src="{esc(_relative_href(cell.image, root))}" alt="{esc("spectrogram " + cell.caption)}" '
+           f'loading="lazy">' if cell.image is not None else "")
+    return (f'<{tag}>{img}<audio controls preload="none"><source src="{esc(src)}" type="{mime}"></audio>'
+            f'<br><a href="{esc(src)}" download>{esc(cell.caption or PurePosixPath(cell.audio).name)}</a></{tag}>')
+
+
+def render_grid_page(columns: Sequence[GridCell], rows: Sequence[GridCell], cells: Sequence[Sequence[GridCell]],
+                     title: str, note: str = "", run_info: Optional[Mapping[str, object]] = None,
+                     root: Optional[Path] = None) -> str:
+    """HTML of a table: the column sources along the top, the row sources down the left, a player per cell."""
+    esc = lambda v: html.escape(str(v), quote=True)
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>{esc(title)}</title>", f"<style>{_STYLE}{_GRID_STYLE}</style>", "</head>", "<body>",
+             f"<h1>{esc(title)}</h1>"]
+    info = dict(run_info or {})
+    parts.append('<p class="run">' + " &middot; ".join(f"{esc(k)}: {esc(v)}" for k, v in info.items()) + "</p>")
+    if note:
+        parts.append(f'<p class="run">{esc(note)}</p>')
+    parts.append('<table class="grid">')
+    parts.append("<tr><th></th>" + "".join(_cell_html(c, root, "th") for c in columns) + "</tr>")
+    for row, row_cells in zip(rows, cells):
+        parts.append("<tr>" + _cell_html(row, root, "th") + "".join(_cell_html(c, root) for c in row_cells) + "</tr>")
+    parts += ["</table>", "</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def write_grid_page(outdir, columns, rows, cells, title: str, note: str = "",
+                    run_info: Optional[Mapping[str, object]] = None, name: str = PAGE_NAME) -> Path:
+    """Write the grid page atomically as ``outdir/name`` (every linked file must exist) and return its path."""
+    outdir = Path(outdir)
+    text = render_grid_page(columns, rows, cells, title, note, run_info, root=outdir)
+    path = outdir / name
+    atomic_write_text(path, text)
+    return path

@@ -6,6 +6,7 @@ its tile and low frequencies at the bottom. One channel gives a greyscale PNG, t
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional, Sequence, Tuple, Union
 
@@ -53,16 +54,35 @@ def save_image_grid(images, path: PathLike, drange: Sequence[float], grid_size: 
 def snapshot_grid_size(resolution: int, max_images: Optional[int] = None) -> Tuple[int, int]:
     """Upstream's grid: ``gw = clip(7680 // W, 7, 32)``, ``gh = clip(4320 // H, 4, 32)`` (7x4 at 1024).
 
-    ``max_images`` bounds ``gw * gh`` for small demos: rows are dropped first, then columns.
+    ``max_images`` bounds ``gw * gh`` for small demos and the ``tiny`` preset. When it is smaller than
+    upstream's grid, the grid is laid out near-square instead (a bounded upstream grid at 256 would be
+    30 x 1, one long row): :func:`near_square_grid` of ``max_images``.
     """
     gw = int(np.clip(7680 // resolution, 7, 32))
     gh = int(np.clip(4320 // resolution, 4, 32))
     if max_images is not None:
         if max_images < 1:
             raise ValueError(f"snapshot grid: max_images must be >= 1, got {max_images}")
-        gh = max(min(gh, max_images // gw), 1)
-        gw = min(gw, max_images)
+        if max_images < gw * gh:
+            return near_square_grid(max_images)
     return gw, gh
+
+
+def near_square_grid(n: int) -> Tuple[int, int]:
+    """The ``(gw, gh)`` with ``gh <= gw <= 2 gh`` that holds the most of ``n`` images (``gw * gh <= n``).
+
+    Ties go to the squarer grid; 1 image gives 1 x 1. E.g. 32 -> 8 x 4, 64 -> 8 x 8, 10 -> 3 x 3.
+    """
+    if n < 1:
+        raise ValueError(f"grid: need at least one image, got {n}")
+    best = (1, 1)
+    for gh in range(1, int(math.isqrt(n)) + 1):
+        gw = min(n // gh, 2 * gh)
+        if gw < gh:
+            continue
+        if gw * gh > best[0] * best[1] or (gw * gh == best[0] * best[1] and gw - gh < best[0] - best[1]):
+            best = (gw, gh)
+    return best
 
 
 def setup_snapshot_image_grid(dataset, random_seed: int = 0, max_images: Optional[int] = None):

@@ -22,7 +22,10 @@ fast-forwarded) continues as if never stopped.
 A tick every ``tick`` kimg prints one line and appends ``stats.jsonl``; every ``snap`` ticks
 ``fakesNNNNNN.png`` and ``network-snapshot-NNNNNN.pkl`` (NNNNNN = whole kimg; see
 :func:`snapshot_tag` for the image-count names that keep short runs from overwriting) are written
-and the metrics in ``metrics`` are computed. Only rank 0 writes files.
+and the metrics in ``metrics`` are computed. Only rank 0 writes files. The grids also go to
+TensorBoard (``add_image``) when it is installed, and a caller-supplied ``snapshot_hook`` is handed
+each fakes grid as it is written (``train.py`` uses it to decode a few fakes to audio; this package
+stays free of audio): see :class:`SnapshotPreview`.
 
 No host sync per step (issue 13.4): statistics stay on the device until a tick, the non-finite
 counters are device tensors, and one small copy per check point (every ``ada_interval``
@@ -426,12 +429,43 @@ def run_training(rank: int, *, outdir: str, run_name: str, **kwargs) -> Dict[str
 # The loop
 
 
+class SnapshotPreview:
+    """What a ``snapshot_hook`` gets each time rank 0 writes a fakes grid (``fakes_init``, ``fakesNNNNNN``).
+
+    ``run_dir`` (Path), ``tag`` (``'_init'`` or the NNNNNN of the snapshot), ``images`` (the grid's
+    G_ema images, float32 [N, C, H, W] in about [-1, 1], on the CPU, row-major grid order),
+    ``grid_size`` (gw, gh), ``cur_nimg`` (images shown so far) and ``tb`` (the run's TensorBoard
+    ``SummaryWriter``, or None when TensorBoard is not installed; the hook may add to it, the loop
+    flushes and closes it).
+    """
+
+    def __init__(self, run_dir: Path, tag: str, images: torch.Tensor, grid_size, cur_nimg: int, tb=None):
+        self.run_dir, self.tag, self.images = Path(run_dir), str(tag), images
+        self.grid_size, self.cur_nimg, self.tb = tuple(grid_size), int(cur_nimg), tb
+
+
+def _call_snapshot_hook(hook, preview: SnapshotPreview, say) -> None:
+    """Run ``hook(preview)`` without touching the training's random state; a failing hook only warns
+    (a preview must never cost a training run)."""
+    if hook is None:
+        return
+    np_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            hook(preview)
+    except Exception as e:  # noqa: BLE001 - reported, training goes on
+        say(f"Warning: snapshot hook failed for fakes{preview.tag}: {type(e).__name__}: {e}")
+    finally:
+        np.random.set_state(np_state)
+
+
 def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[str] = None,
-                  progress: bool = True, **opts) -> Dict[str, Any]:
+                  progress: bool = True, snapshot_hook=None, **opts) -> Dict[str, Any]:
     """Train with the resolved options ``opts`` (see :func:`stylegan2.presets.resolve_config`).
 
     ``run_dir``: output folder (created; rank 0 writes). ``data``: the dataset zip or folder.
-    ``resume``: a snapshot to continue from exactly. Returns (on every rank) a summary dict with
+    ``resume``: a snapshot to continue from exactly. ``snapshot_hook``: a picklable callable given a
+    :class:`SnapshotPreview` on rank 0 whenever a fakes grid is written (None: nothing). Returns (on every rank) a summary dict with
     ``cur_nimg``, ``cur_tick``, ``batch_idx`` and ``snapshot`` (the last snapshot path written).
     """
     from .dataset import ImageFolderDataset
@@ -471,7 +505,8 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
         sys.stdout, sys.stderr = _Tee(sys.stdout, log_file), _Tee(sys.stderr, log_file)
     try:
         return _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu,
-                      rounds, start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper)
+                      rounds, start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper,
+                      snapshot_hook=snapshot_hook)
     finally:
         stopper.uninstall()
         (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
@@ -482,7 +517,7 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
 
 
 def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu, rounds,
-           start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper):
+           start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper, snapshot_hook=None):
     from . import networks
     from .grid import save_image_grid, setup_snapshot_image_grid
     from .presets import generator_kwargs, discriminator_kwargs
@@ -613,8 +648,6 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                               G_kwargs=G_kwargs, D_kwargs=D_kwargs, training_set_kwargs=training_set_kwargs)
         atomic_write_text(run_dir / "training_options.json", json.dumps(options_record, indent=2, default=str))
         save_image_grid(grid_reals, run_dir / "reals.png", drange=(0, 255), grid_size=grid)
-        if not resume:
-            save_image_grid(grid_fakes(), run_dir / "fakes_init.png", drange=(-1, 1), grid_size=grid)
     stats_file = open(run_dir / "stats.jsonl", "a", encoding="utf-8") if is_main else None
     tb = None
     if is_main:
@@ -623,6 +656,23 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             tb = SummaryWriter(str(run_dir))
         except ImportError:
             pass
+
+    def write_fakes(tag: str) -> None:
+        """``fakes<tag>.png``, its TensorBoard image and the snapshot hook (rank 0 only)."""
+        images = grid_fakes()
+        save_image_grid(images, run_dir / f"fakes{tag}.png", drange=(-1, 1), grid_size=grid)
+        if tb is not None:
+            tb.add_image("fakes", _grid_for_tensorboard(images, grid), global_step=cur_nimg, dataformats="HWC")
+        _call_snapshot_hook(snapshot_hook, SnapshotPreview(run_dir, tag, images, grid, cur_nimg, tb), say)
+        if tb is not None:
+            tb.flush()
+
+    if is_main:
+        if tb is not None and not resume:
+            tb.add_image("reals", _grid_for_tensorboard(grid_reals / 127.5 - 1, grid), global_step=cur_nimg,
+                         dataformats="HWC")
+        if not resume:
+            write_fakes("_init")
 
     # ------------------------------------------------------------------ main loop
     total_nimg = int(round(opts["kimg"] * 1000))
@@ -822,7 +872,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                     if is_main:
                         target = run_dir / f"fakes{tag}.png"
                         try:
-                            save_image_grid(grid_fakes(), target, drange=(-1, 1), grid_size=grid)
+                            write_fakes(tag)
                             target = path
                             snap_io.save_snapshot(path, _snapshot_data(
                                 snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada,
@@ -871,6 +921,12 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
             signum=stopper.signum)
     say("Exiting...")
     return dict(cur_nimg=cur_nimg, cur_tick=cur_tick, batch_idx=batch_idx, snapshot=last_snapshot)
+
+
+def _grid_for_tensorboard(images, grid) -> np.ndarray:
+    """The snapshot grid as uint8 [H, W, C] (what the PNG holds) for ``SummaryWriter.add_image``."""
+    from .grid import make_image_grid
+    return make_image_grid(images, drange=(-1, 1), grid_size=grid)
 
 
 def _carry_best_into(run_dir: Path, best: dict, say) -> None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from stylegan2.dataset import ImageFolderDataset
-from stylegan2.grid import make_image_grid, save_image_grid, setup_snapshot_image_grid, snapshot_grid_size
+from stylegan2.grid import (make_image_grid, near_square_grid, save_image_grid, setup_snapshot_image_grid,
+                           snapshot_grid_size)
 
 
 def _naive_grid(images, gw, gh):
@@ -82,9 +83,21 @@ def test_grid_size_follows_upstream_formula(resolution, expected):
 
 
 def test_grid_size_bounded_for_small_demos():
-    assert snapshot_grid_size(64, max_images=64) == (32, 2)
-    assert snapshot_grid_size(64, max_images=10) == (10, 1)
-    assert snapshot_grid_size(1024, max_images=100) == (7, 4)
+    # bounded grids are near-square, not one long row (issue 10, item 7)
+    assert snapshot_grid_size(64, max_images=64) == (8, 8)
+    assert snapshot_grid_size(64, max_images=10) == (3, 3)
+    assert snapshot_grid_size(256, max_images=32) == (8, 4)   # the tiny preset's limit; was 30 x 1
+    assert snapshot_grid_size(1024, max_images=100) == (7, 4)  # upstream's grid is already smaller
+    assert snapshot_grid_size(1024, max_images=28) == (7, 4)
+
+
+@pytest.mark.parametrize("n", list(range(1, 70)))
+def test_near_square_grid_against_brute_force(n):
+    gw, gh = near_square_grid(n)
+    pairs = [(w, h) for h in range(1, n + 1) for w in range(h, 2 * h + 1) if w * h <= n]
+    most = max(w * h for w, h in pairs)
+    assert gw * gh == most and gh <= gw <= 2 * gh
+    assert gw - gh == min(w - h for w, h in pairs if w * h == most)
 
 
 def _zip_dataset(tmp_path, labels=None, n=6):
@@ -103,7 +116,7 @@ def _zip_dataset(tmp_path, labels=None, n=6):
 def test_setup_grid_without_labels_is_seeded_and_repeats_a_small_dataset(tmp_path):
     ds = _zip_dataset(tmp_path)
     (gw, gh), images, labels = setup_snapshot_image_grid(ds, random_seed=0, max_images=24)
-    assert (gw, gh) == (24, 1) and images.shape == (24, 1, 16, 16) and images.dtype == np.uint8
+    assert (gw, gh) == (6, 4) and images.shape == (24, 1, 16, 16) and images.dtype == np.uint8
     assert labels.shape == (24, 0)
     ids = images[:, 0, 0, 0] // 10
     assert sorted(ids[:6].tolist()) == list(range(6))  # one shuffled pass, then it repeats
@@ -115,7 +128,7 @@ def test_setup_grid_without_labels_is_seeded_and_repeats_a_small_dataset(tmp_pat
 def test_setup_grid_puts_one_label_per_row(tmp_path):
     ds = _zip_dataset(tmp_path, labels=[1, 0, 1, 2, 0, 2])
     (gw, gh), images, labels = setup_snapshot_image_grid(ds, random_seed=3, max_images=4 * 32)
-    assert (gw, gh) == (32, 4)
+    assert (gw, gh) == (16, 8)
     rows = labels.reshape(gh, gw, -1)
     for r in range(gh):
         assert (rows[r] == rows[r, 0]).all()

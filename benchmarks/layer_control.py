@@ -1,0 +1,120 @@
+"""What do the coarse, middle and fine layers of an audio StyleGAN2 control? A style-swap measurement.
+
+For ``--pairs`` seed pairs (A, B) the latent of A gets the w of B in one layer group only (the
+style-mixing operation of ``gen_audio.py --mix-styles``), and the change of two spectrogram
+features is measured as a share of the whole A -> B change:
+
+- **onset pattern**: the onset envelope (spectral flux per frame, ``SpectralLoss.onset_envelope``):
+  ``|env(swap) - env(A)| / |env(B) - env(A)|``;
+- **band energies**: the mean level of 16 log-spaced bands (``SpectralLoss.band_energies``), the same ratio.
+
+A share near 1 means the group carries nearly all of that difference, near 0 none of it. Groups
+follow the StyleGAN paper: coarse = the w of the 4x4 and 8x8 convolutions, middle = 16x16 and 32x32,
+fine = 64x64 and above (:func:`layer_groups`). Features are computed
+on the generated spectrograms (what the decoder turns into sound). As a control the same is
+measured on a randomly initialised generator of the same architecture: what training added.
+
+    python benchmarks/layer_control.py --network runs/.../network-snapshot-000012.pkl --pairs 64
+
+The result table replaces the ``layer_control`` section of docs/generation.md.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from audio_ext.latents import seed_z  # noqa: E402
+from audio_ext.mixing import mix_ws  # noqa: E402
+from audio_ext.projection import SpectralLoss  # noqa: E402
+from benchmarks.report import markdown_table, write_section  # noqa: E402
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "generation.md"
+
+
+def layer_groups(resolution: int):
+    """``{name: [w indices]}`` by the resolution of the convolution each w drives.
+
+    w 0 drives the 4x4 convolution, w 2k-1 and w 2k the two convolutions of the block at 4 * 2^k
+    (w 2k-1 also the previous block's toRGB), the last w the final toRGB: w i belongs to
+    ``min(4 * 2^ceil(i / 2), resolution)``. Coarse = 4-8, middle = 16-32, fine = 64 and up (the StyleGAN paper's split).
+    """
+    num_ws = 2 * int(math.log2(resolution)) - 2
+    groups = {"coarse (4-8)": [], "middle (16-32)": [], "fine (64+)": []}
+    for i in range(num_ws):
+        res = min(4 * 2 ** math.ceil(i / 2), resolution)  # the last w: the final toRGB
+        groups["coarse (4-8)" if res <= 8 else "middle (16-32)" if res <= 32 else "fine (64+)"].append(i)
+    return {k: v for k, v in groups.items() if v}
+
+
+def measure(G, pairs: int, seed0: int = 0):
+    """``{group: (onset shares [pairs], band shares [pairs])}`` for seed pairs (seed0 + 2k, seed0 + 2k + 1)."""
+    loss = SpectralLoss(int(G.img_resolution))
+    c = torch.zeros(1, int(G.c_dim))
+    groups = layer_groups(int(G.img_resolution))
+    assert max(max(v) for v in groups.values()) == int(G.num_ws) - 1, (groups, G.num_ws)
+    out = {g: ([], []) for g in groups}
+
+    def feats(w):
+        with torch.no_grad():
+            img = G.synthesis(w[None], noise_mode="const", force_fp32=True).clamp(-1, 1)
+        return loss.onset_envelope(img)[0], loss.band_energies(img)[0]
+
+    for k in range(pairs):
+        with torch.no_grad():
+            wa = G.mapping(seed_z(seed0 + 2 * k, int(G.z_dim))[None], c)[0]
+            wb = G.mapping(seed_z(seed0 + 2 * k + 1, int(G.z_dim))[None], c)[0]
+        ea, ba = feats(wa)
+        eb, bb = feats(wb)
+        for g, layers in groups.items():
+            es, bs = feats(mix_ws(wa, wb, layers))
+            out[g][0].append(float((es - ea).norm() / (eb - ea).norm().clamp_min(1e-12)))
+            out[g][1].append(float((bs - ba).norm() / (bb - ba).norm().clamp_min(1e-12)))
+    return out
+
+
+def rows_for(label: str, G, result):
+    groups = layer_groups(int(G.img_resolution))
+    rows = []
+    for g, (onset, band) in result.items():
+        layers = groups[g]
+        rows.append([label, g, f"{layers[0]}-{layers[-1]}", f"{np.mean(onset):.2f} ± {np.std(onset):.2f}",
+                     f"{np.mean(band):.2f} ± {np.std(band):.2f}", f"{np.mean(onset) / max(np.mean(band), 1e-12):.2f}"])
+    return rows
+
+
+@click.command()
+@click.option("--network", required=True, help="A trained snapshot with an audio block.")
+@click.option("--pairs", type=click.IntRange(min=1), default=64, show_default=True, help="Seed pairs (A, B).")
+@click.option("--note", default="", help="What network this is (printed above the table).")
+@click.option("--no-write", is_flag=True, help="Print only; leave docs/generation.md alone.")
+def main(network, pairs, note, no_write):
+    from stylegan2.networks import Generator
+    from stylegan2.snapshot import build_networks, load_snapshot
+    torch.set_num_threads(1)
+    snap = load_snapshot(network)
+    G = build_networks(snap, names=["G_ema"])["G_ema"]
+    torch.manual_seed(0)
+    G0 = Generator(**G.init_kwargs).eval().requires_grad_(False)   # the same architecture, untrained
+    rows = rows_for(f"trained ({snap.get('cur_nimg', 0) / 1000:g} kimg)", G, measure(G, pairs))
+    rows += rows_for("untrained (init)", G0, measure(G0, pairs))
+    table = markdown_table(["network", "group swapped", "layers", "onset-pattern change", "band-energy change",
+                            "onset / band"], rows)
+    print(table)
+    if not no_write:
+        body = (f"`benchmarks/layer_control.py --pairs {pairs}` on `{Path(network).name}`"
+                f"{' (' + note + ')' if note else ''}: for each seed pair (A, B), A's w with one layer group "
+                f"taken from B; change of the onset envelope and of the 16 band energies as a share of the whole "
+                f"A -> B change (mean ± sd over the pairs). Resolution {G.img_resolution}, {G.num_ws} layers.\n\n"
+                + table)
+        write_section("layer_control", "What the layer groups control (measured)", body, doc=DOC)
+
+
+if __name__ == "__main__":
+    main()
