@@ -40,9 +40,9 @@ def draw_mos_chart(path, rows: Sequence[dict], title: str = "Mean opinion score"
     """Write a PNG bar chart of ``rows`` (dicts with ``condition``, ``mos``, ``t_low``, ``t_high``,
     ``boot_low``, ``boot_high``, ``n``) to ``path`` atomically; returns the path."""
     from PIL import Image, ImageDraw
-    bar_w, gap, left, right, top, bottom = 70, 60, 70, 30, 60, 110
+    bar_w, gap, left, right, top, bottom = 70, 60, 100, 30, 60, 150
     width = left + right + max(1, len(rows)) * (bar_w + gap)
-    height = 460
+    height = 500
     plot_h = height - top - bottom
     img = Image.new("RGB", (width, height), "white")
     d = ImageDraw.Draw(img)
@@ -62,7 +62,6 @@ def draw_mos_chart(path, rows: Sequence[dict], title: str = "Mean opinion score"
         colour = _BAR_COLOURS.get(r["condition"], _DEFAULT_COLOUR)
         if math.isfinite(mos):
             d.rectangle([x0, y_of(mos), x0 + bar_w, y_of(1.0)], fill=colour)
-            d.text((xc - 14, y_of(mos) - 18), f"{mos:.2f}", fill="black", font=f_small)
         lo, hi = r.get("t_low", math.nan), r.get("t_high", math.nan)
         if math.isfinite(lo) and math.isfinite(hi):
             lo, hi = max(lo, 0.9), min(hi, 5.1)
@@ -73,9 +72,12 @@ def draw_mos_chart(path, rows: Sequence[dict], title: str = "Mean opinion score"
         if math.isfinite(blo) and math.isfinite(bhi):
             for v in (max(blo, 0.9), min(bhi, 5.1)):
                 d.line([(xc + 12, y_of(v)), (xc + 24, y_of(v))], fill=(230, 140, 0), width=3)
-        for j, line in enumerate(_wrap(r["condition"]) + [f"n={r.get('n', 0)}"]):
+        mos_text = f"MOS {mos:.2f}" if math.isfinite(mos) else "no ratings"
+        for j, line in enumerate(_wrap(r["condition"]) + [mos_text, f"n={r.get('n', 0)}"]):
             tw = d.textlength(line, font=f_small)
             d.text((xc - tw / 2, top + plot_h + 8 + 16 * j), line, fill="black", font=f_small)
+    d.text((left, height - 22), "black whisker: t-interval   orange ticks: bootstrap interval", fill=(80, 80, 80),
+           font=f_small)
     path = Path(path)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
