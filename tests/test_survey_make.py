@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from audio_ext.__main__ import main as cli
 from audio_ext.survey import anchor, loudness, order
-from audio_ext.survey.make import SurveyError, SurveyOptions, load_manifest, make_survey, original_clip
+from audio_ext.roundtrip import original_clip
+from audio_ext.survey.make import SurveyError, SurveyOptions, load_manifest, make_survey
 from survey_helpers import tiny_archive, tiny_snapshot
 
 SOURCE_TEMPI = (126, 134)
@@ -203,3 +204,25 @@ def test_bad_input_cli(inputs, tmp_path):
     assert (tmp_path / "s" / "keep.txt").read_text() == "mine"
     with pytest.raises(SurveyError, match="nothing to rate"):
         make_survey(SurveyOptions(outdir=str(tmp_path / "x"), clips_per_condition=1), log=lambda m: None)
+
+
+def test_write_pairs_for_the_demo_page(inputs, tmp_path):
+    """roundtrip.write_pairs: per source its first clip, original and round trip, and page entries."""
+    from audio_ext.page import write_page
+    from audio_ext.roundtrip import write_pairs
+    entries = write_pairs(inputs["data"], inputs["src"], tmp_path, per_source=1, log=lambda m: None)
+    assert [e.audio for e in entries] == [f"full/loop-{t}bpm-{k}.wav" for t in SOURCE_TEMPI
+                                          for k in ("original", "roundtrip")]
+    orig, _ = sf.read(str(tmp_path / entries[0].audio))
+    rt, _ = sf.read(str(tmp_path / entries[1].audio))
+    assert orig.size == rt.size == 128 * 128
+    # the round trip keeps the original's spectral envelope: log energies in 32 bands agree closely
+    def bands(x):
+        p = np.abs(np.fft.rfft(x)) ** 2
+        return np.log10([b.mean() + 1e-12 for b in np.array_split(p[1:], 32)])
+    assert np.corrcoef(bands(orig), bands(rt))[0, 1] > 0.95
+    assert entries[0].bpm == pytest.approx(130.0, abs=0.01)
+    page = write_page(tmp_path, entries, links=[("the test", "full/loop-126bpm.png")])
+    assert 'href="full/loop-126bpm.png">the test</a>' in page.read_text()
+    with pytest.raises(ValueError, match="inside the output folder"):
+        write_page(tmp_path, entries, links=[("away", "../x.html")])

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import anchor as anchor_mod
+from ..roundtrip import OriginalError, original_clip
 from .loudness import PEAK_LIMIT, TARGET_DBFS, normalise_set
 
 ASSETS = Path(__file__).with_name("assets")
@@ -79,55 +79,6 @@ class Clip:
 
 # --------------------------------------------------------------------------------------------------
 # Reading the inputs.
-
-def _read_excerpt(path: Path, start_s: float, seconds: float, sr: int) -> np.ndarray:
-    """Mono float32 audio of ``path`` from ``start_s`` for ``seconds`` (source time), at ``sr`` Hz."""
-    import soundfile as sf
-    from ..slicing import load_audio, resample
-    try:
-        with sf.SoundFile(str(path)) as f:
-            f.seek(min(int(round(start_s * f.samplerate)), f.frames))
-            block = f.read(int(math.ceil(seconds * f.samplerate)), dtype="float32", always_2d=True)
-            file_sr = f.samplerate
-        return resample(block.mean(axis=1), file_sr, sr)
-    except (RuntimeError, sf.LibsndfileError):  # a format libsndfile cannot seek (e.g. mp3): load it whole
-        audio = load_audio(path, sr)
-        a = int(round(start_s * sr))
-        return audio[a:a + int(math.ceil(seconds * sr))]
-
-
-def original_clip(path: Path, record: dict, sr: int, clip_samples: int, stretcher: str = "auto",
-                  margin_s: float = 0.5) -> np.ndarray:
-    """The source audio of one archive clip: ``clip_samples`` at ``sr`` Hz, cut where the clip record
-    says (``clip_start_s``, source seconds) and stretched by its ``stretch_ratio``.
-
-    ``margin_s`` of context either side is stretched too and then cut off, so the stretcher's edge
-    effects stay outside the clip.
-    """
-    from ..slicing import time_stretch
-    try:
-        ratio = float(record["stretch_ratio"])
-        start = float(record["clip_start_s"])
-    except (KeyError, TypeError, ValueError):
-        raise SurveyError(f"clip record {record.get('file', '?')} lacks clip_start_s or stretch_ratio") from None
-    a0 = max(0.0, start - margin_s)
-    seconds = (start - a0) + clip_samples / sr / ratio + margin_s
-    audio = _read_excerpt(path, a0, seconds, sr)
-    # the dataset tool's stretcher resets phases on the tracked beats; give it the same beats
-    beats: Sequence[float] = ()
-    if all(k in record for k in ("source_bpm", "first_beat_s", "segment_start_s")):
-        period = 60.0 / float(record["source_bpm"])
-        first = float(record["segment_start_s"]) + float(record["first_beat_s"]) - a0
-        first -= math.floor(first / period) * period
-        beats = first + period * np.arange(int(seconds / period) + 1)
-    stretched, _ = time_stretch(audio, sr, ratio, stretcher, beats=beats)
-    off = int(round((start - a0) * sr * ratio))
-    clip = stretched[off:off + clip_samples]
-    if clip.size < clip_samples * 0.99:
-        raise SurveyError(f"{path}: the source ends before the clip at {start:.2f} s does "
-                          f"(is --source the folder the archive was built from?)")
-    return np.pad(clip, (0, clip_samples - clip.size)).astype(np.float32)
-
 
 def _decoder_name(method: Optional[str]) -> str:
     from ..phase import DEFAULT_METHOD, METHODS
@@ -184,7 +135,11 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
                     raise SurveyError(f"--source {opts.source}: {record['source']} (source of clip {name}) "
                                       f"is not there")
                 log(f"archive clip {i}: cutting the original from {record['source']}")
-                out.append(Clip("original", original_clip(path, record, sr, samples), sr, origin))
+                try:
+                    audio = original_clip(path, record, sr, samples)
+                except OriginalError as e:
+                    raise SurveyError(f"--source {opts.source}: {e}") from None
+                out.append(Clip("original", audio, sr, origin))
             out.append(roundtrip)
         return out
     finally:

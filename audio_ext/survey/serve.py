@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 from stylegan2.misc import atomic_write_text
 
