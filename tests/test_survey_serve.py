@@ -128,3 +128,29 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     path = serve_mod.save_sheet(tmp_path, clean)
     assert json.loads(path.read_text())["answers"][0]["rating"] == 2
+
+
+def test_cli_serves_until_stopped(server):
+    """``python -m audio_ext survey serve`` in its own process: announces its address, serves, stops."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "audio_ext", "survey", "serve", str(server["folder"]),
+                             "--port", "0"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    watchdog = threading.Timer(120, proc.kill)  # bounds the blocking readline below
+    watchdog.start()
+    try:
+        line = proc.stdout.readline()  # the first line names the address
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, line
+        status, body = _request({"port": int(m.group(1))}, "GET", "/api/ping")
+        assert status == 200 and json.loads(body)["survey_id"] == server["manifest"]["survey_id"]
+    finally:
+        watchdog.cancel()
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -177,7 +177,7 @@ def serve(folder, host: str = "127.0.0.1", port: int = 8000, log: Callable[[str]
     """Serve until interrupted (Ctrl-C)."""
     server = make_server(folder, host, port, log)
     h, p = server.server_address[:2]
-    log(f"survey {server.RequestHandlerClass.manifest['survey_id']}: http://{h}:{p}/  "
+    log(f"survey {load_manifest(folder)['survey_id']}: http://{h}:{p}/  "
         f"(answers go to {Path(folder) / 'responses'}; Ctrl-C stops)")
     try:
         server.serve_forever()
