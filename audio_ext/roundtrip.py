@@ -77,12 +77,17 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
     (cut from the ``source`` folder) and the round trip through the codec and the decoder ``method``
     (None: the library's default) as 16-bit WAVs, plus the archive image as PNG, into
     ``outdir/subdir``; return page entries (paths relative to ``outdir``), original first.
+
+    Both clips of a pair are brought to one RMS level (:func:`audio_ext.survey.loudness.normalise_set`;
+    the codec's 3-sigma clipping makes the round trip a few dB quieter), so level does not decide
+    the comparison.
     """
     import torch
     from PIL import Image
     from .__main__ import ArchiveImages, write_wav
     from .archive import read_dataset_json
     from .phase import DEFAULT_METHOD, decode_audio
+    from .survey.loudness import normalise_set
     method = method or DEFAULT_METHOD
     archive = ArchiveImages(data)
     try:
@@ -104,8 +109,9 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
             log(f"{src} at {float(rec['clip_start_s']):.2f} s: original and round trip ({method})")
             original = original_clip(Path(source) / src, rec, g.sample_rate, g.clip_samples)
             y = decode_audio(image, archive.codec, method=method, generator=[torch.Generator().manual_seed(i)])
+            original, roundtrip = normalise_set([original, np.asarray(y).reshape(-1)], target_dbfs=-18.0)[0]
             write_wav(folder / f"{stem}-original.wav", original, g.sample_rate)
-            write_wav(folder / f"{stem}-roundtrip.wav", np.asarray(y).reshape(-1), g.sample_rate)
+            write_wav(folder / f"{stem}-roundtrip.wav", roundtrip, g.sample_rate)
             Image.fromarray(image, mode="L").save(folder / f"{stem}.png")
             seconds = g.clip_samples / g.sample_rate
             bpm = float(rec["source_bpm"]) / float(rec["stretch_ratio"]) if "source_bpm" in rec else None

@@ -216,6 +216,7 @@ def test_write_pairs_for_the_demo_page(inputs, tmp_path):
     orig, _ = sf.read(str(tmp_path / entries[0].audio))
     rt, _ = sf.read(str(tmp_path / entries[1].audio))
     assert orig.size == rt.size == 128 * 128
+    assert np.sqrt(np.mean(orig ** 2)) == pytest.approx(np.sqrt(np.mean(rt ** 2)), rel=0.01)  # one level
     # the round trip keeps the original's spectral envelope: log energies in 32 bands agree closely
     def bands(x):
         p = np.abs(np.fft.rfft(x)) ** 2
