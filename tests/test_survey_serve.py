@@ -52,7 +52,8 @@ def test_serves_page_and_audio_but_not_the_manifest(server):
     assert status == 200 and b"survey-data.js" in body
     status, body = _request(server, "GET", "/" + m["clips"][0]["file"])
     assert status == 200 and body[:4] == b"RIFF"
-    for hidden in ("/manifest.json", "/responses/", "/README.txt/../manifest.json", "/./manifest.json?x=1"):
+    for hidden in ("/manifest.json", "/responses/", "/README.txt/../manifest.json", "/./manifest.json?x=1",
+                   "/%6Danifest.json", "/audio/..%2Fmanifest.json", "/%72esponses/"):
         assert _request(server, "GET", hidden)[0] == 404, hidden
     status, body = _request(server, "GET", "/api/ping")
     assert status == 200 and json.loads(body) == {"survey_id": m["survey_id"]}

@@ -20,6 +20,7 @@ import re
 import secrets
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict
+from urllib.parse import unquote
 
 from stylegan2.misc import atomic_write_text
 
@@ -112,7 +113,7 @@ class SurveyHandler(http.server.SimpleHTTPRequestHandler):
     log_fn: Callable[[str], None] = print
 
     def _blocked(self) -> bool:
-        path = PurePosixPath(self.path.split("?", 1)[0].split("#", 1)[0])
+        path = PurePosixPath(unquote(self.path.split("?", 1)[0].split("#", 1)[0]))  # as translate_path sees it
         parts = [p for p in path.parts if p not in ("/", "")]
         return bool(parts) and (parts[0] in _HIDDEN_TOP or any(p.startswith(".") for p in parts))
 

@@ -66,7 +66,6 @@
     var suggested = cleanListener(params.get("listener")) || ("L" + randomUint32().toString(16));
     $("listener").value = suggested;
     show("intro");
-    if (!storageOk) { $("hint").textContent = ""; }
   }
 
   function start() {
@@ -124,11 +123,18 @@
     updateNext();
   }
 
+  // Listening time: the advance of currentTime in small steps while playing (a seek is a jump, not listening).
+  var playing = false;
+
+  function account() {
+    var t = player.currentTime, d = t - lastTime;
+    if (playing && d > 0 && d < 1.0) { state.current.listened_s += d; }
+    lastTime = t;
+  }
+
   function onTimeUpdate() {
     if (!state || !state.current) { return; }
-    var t = player.currentTime, d = t - lastTime;
-    if (!player.paused && d > 0 && d < 1.0) { state.current.listened_s += d; }
-    lastTime = t;
+    account();
     if (player.duration && state.current.listened_s >= 0.95 * player.duration && !state.current.heard) {
       state.current.heard = true;
       save();
@@ -136,8 +142,18 @@
     }
   }
 
+  function onPause() {
+    if (!state || !state.current) { return; }
+    account();
+    playing = false;
+    save();
+  }
+
+  function onSeeked() { lastTime = player.currentTime; }
+
   function onPlay() {
     if (!state || !state.current) { return; }
+    playing = true;
     lastTime = player.currentTime;
     if (player.currentTime < 0.25) { state.current.plays += 1; }
     save();
@@ -145,6 +161,10 @@
 
   function onEnded() {
     if (!state || !state.current) { return; }
+    account();
+    playing = false;
+    // skipping to the end does not count: most of the clip must have been played
+    if (player.duration && state.current.listened_s < 0.8 * player.duration) { return; }
     state.current.heard = true;
     save();
     updateNext();
@@ -245,6 +265,8 @@
     player.addEventListener("timeupdate", onTimeUpdate);
     player.addEventListener("play", onPlay);
     player.addEventListener("ended", onEnded);
+    player.addEventListener("pause", onPause);
+    player.addEventListener("seeked", onSeeked);
     Array.prototype.forEach.call(document.querySelectorAll("input[name=rating]"), function (r) {
       r.addEventListener("change", function () { setRating(Number(r.value)); });
     });
