@@ -211,7 +211,8 @@ To collect answers on one machine instead, run:  python -m audio_ext survey serv
 Score:  python -m audio_ext survey score THIS_FOLDER/responses/
 
 manifest.json says which clip is which condition. Keep it away from listeners: do not upload it
-with the page (the page never needs it; the scorer does). survey serve never serves it.
+with the page (the page never needs it; the scorer does), nor responses/ or report/ once they exist.
+survey serve never serves any of the three.
 """
 
 
