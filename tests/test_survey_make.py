@@ -227,3 +227,26 @@ def test_write_pairs_for_the_demo_page(inputs, tmp_path):
     assert 'href="full/loop-126bpm.png">the test</a>' in page.read_text()
     with pytest.raises(ValueError, match="inside the output folder"):
         write_page(tmp_path, entries, links=[("away", "../x.html")])
+
+
+def test_networks_only_survey_via_cli(tmp_path):
+    """Two snapshots with the same file name get distinct conditions; anchors come from the first."""
+    for run in ("runA", "runB"):
+        (tmp_path / run).mkdir()
+        tiny_snapshot(tmp_path / run / "network-snapshot-000000.pkl", seed=len(run))
+    out = tmp_path / "s"
+    r = CliRunner().invoke(cli, ["survey", "make", "--outdir", str(out), "--network",
+                                 str(tmp_path / "runA" / "network-snapshot-000000.pkl"), "--network",
+                                 str(tmp_path / "runB" / "network-snapshot-000000.pkl"),
+                                 "--clips-per-condition", "2", "--anchors", "1", "--seed", "9", "--page-seed", "77"])
+    assert r.exit_code == 0, r.output
+    m = load_manifest(out)
+    names = ["generated-runA-network-snapshot-000000", "generated-runB-network-snapshot-000000"]
+    assert sorted(m["conditions"]) == sorted(names + ["anchor"])
+    assert m["training"]["condition"] == names[0] and m["page_seed"] == 77
+    anchors = [c for c in m["clips"] if c["condition"] == "anchor"]
+    assert len(anchors) == 1 and anchors[0]["origin"]["degraded_from"] == names[0]
+    seeds = [c["origin"]["seed"] for c in m["clips"] if c["condition"] == names[0]]
+    assert len(set(seeds)) == 2 and "keep" in r.output and "manifest.json" in r.output
+    data = (out / "survey-data.js").read_text()
+    assert '"page_seed": 77' in data
