@@ -88,6 +88,7 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
     from .archive import read_dataset_json
     from .phase import DEFAULT_METHOD, decode_audio
     from .survey.loudness import normalise_set
+    kwargs = {} if method is None else {"method": method}  # None: whatever the library's default is
     method = method or DEFAULT_METHOD
     archive = ArchiveImages(data)
     try:
@@ -108,7 +109,7 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
             image = np.array(archive.load(i))
             log(f"{src} at {float(rec['clip_start_s']):.2f} s: original and round trip ({method})")
             original = original_clip(Path(source) / src, rec, g.sample_rate, g.clip_samples)
-            y = decode_audio(image, archive.codec, method=method, generator=[torch.Generator().manual_seed(i)])
+            y = decode_audio(image, archive.codec, generator=[torch.Generator().manual_seed(i)], **kwargs)
             original, roundtrip = normalise_set([original, np.asarray(y).reshape(-1)], target_dbfs=-18.0)[0]
             write_wav(folder / f"{stem}-original.wav", original, g.sample_rate)
             write_wav(folder / f"{stem}-roundtrip.wav", roundtrip, g.sample_rate)

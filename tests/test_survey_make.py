@@ -250,3 +250,15 @@ def test_networks_only_survey_via_cli(tmp_path):
     assert len(set(seeds)) == 2 and "keep" in r.output and "manifest.json" in r.output
     data = (out / "survey-data.js").read_text()
     assert '"page_seed": 77' in data
+
+
+def test_method_names_the_roundtrip_condition(tmp_path):
+    data = tiny_archive(tmp_path / "a.zip", n=3)
+    make_survey(SurveyOptions(outdir=str(tmp_path / "s"), clips_per_condition=1, data=str(data), anchors=0,
+                              method="gla"), log=lambda m: None)
+    m = load_manifest(tmp_path / "s")
+    assert list(m["conditions"]) == ["roundtrip-gla"] and m["clips"][0]["origin"]["decoder"] == "gla"
+    with pytest.raises(SurveyError, match="'nope' is not a decoder"):
+        make_survey(SurveyOptions(outdir=str(tmp_path / "t"), clips_per_condition=1, data=str(data), method="nope"),
+                    log=lambda m: None)
+    assert not (tmp_path / "t").exists()

@@ -81,11 +81,22 @@ class Clip:
 # Reading the inputs.
 
 def _decoder_name(method: Optional[str]) -> str:
-    from ..phase import DEFAULT_METHOD, METHODS
-    name = method or DEFAULT_METHOD
-    if name not in METHODS:
-        raise SurveyError(f"--method {name!r} is not a decoder; known: {', '.join(METHODS)}")
-    return name
+    """The name of the decoder used: ``method`` (checked) or the audio layer's default.
+
+    With ``method=None`` the decoding calls pass no method at all, so whatever the library makes
+    its default (e.g. a learned decoder when one is installed) is what listeners hear.
+    """
+    from .. import phase
+    if method is None:
+        return str(getattr(phase, "DEFAULT_METHOD", "default"))
+    if method not in phase.METHODS:
+        raise SurveyError(f"--method {method!r} is not a decoder; known: {', '.join(phase.METHODS)}")
+    return method
+
+
+def _method_kwargs(method: Optional[str]) -> dict:
+    """``{'method': method}`` when one was asked for, else nothing (the library's default)."""
+    return {} if method is None else {"method": method}
 
 
 def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
@@ -121,7 +132,8 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
             record = by_file.get(name, {})
             log(f"archive clip {i} ({k + 1}/{count}): decoding with {method}")
             gen = torch.Generator().manual_seed(int(opts.seed) * 1000003 + i)
-            y = decode_audio(np.array(image), archive.codec, method=method, device=opts.device, generator=[gen])
+            y = decode_audio(np.array(image), archive.codec, device=opts.device, generator=[gen],
+                             **_method_kwargs(opts.method))
             origin = {"archive": Path(opts.data).name, "clip_index": i, "file": name,
                       **{k2: record[k2] for k2 in ("source", "clip_start_s", "stretch_ratio") if k2 in record}}
             roundtrip = Clip(f"roundtrip-{method}", np.asarray(y, np.float32).reshape(-1)[:samples], sr,
@@ -177,7 +189,7 @@ def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, 
         z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
         imgs = synthesize(G, z, c, 1.0, "const", device)
         try:
-            audio = decode_images(imgs, block, _decoder_name(opts.method), None, device, seed=seeds)
+            audio = decode_images(imgs, block, opts.method, None, device, seed=seeds)
         except GenerateError as e:
             raise SurveyError(f"--network {path}: {e}") from None
         for j in range(count):
