@@ -52,7 +52,7 @@ def browser(tmp_path):
     opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                            "download.prompt_for_download": False})
     driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(120)
     driver.downloads = downloads
     try:
         yield driver
@@ -69,7 +69,7 @@ def survey(tmp_path):
     return folder
 
 
-def _wait(driver, condition, what, timeout=30.0):
+def _wait(driver, condition, what, timeout=120.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
