@@ -131,7 +131,7 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
                 raise SurveyError(f"--data {opts.data}: {e}") from None
             record = by_file.get(name, {})
             log(f"archive clip {i} ({k + 1}/{count}): decoding with {method}")
-            gen = torch.Generator().manual_seed(int(opts.seed) * 1000003 + i)
+            gen = torch.Generator(device=opts.device).manual_seed(int(opts.seed) * 1000003 + i)
             y = decode_audio(np.array(image), archive.codec, device=opts.device, generator=[gen],
                              **_method_kwargs(opts.method))
             origin = {"archive": Path(opts.data).name, "clip_index": i, "file": name,
