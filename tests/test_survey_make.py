@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from click.testing import CliRunner
 
 from audio_ext.__main__ import main as cli
@@ -202,6 +203,10 @@ def test_bad_input_cli(inputs, tmp_path):
                                  "--clips-per-condition", "1", "--overwrite"])
     assert r.exit_code != 0 and "not a survey folder" in r.output
     assert (tmp_path / "s" / "keep.txt").read_text() == "mine"
+    if not torch.cuda.is_available():
+        with pytest.raises(SurveyError, match="no CUDA device"):
+            make_survey(SurveyOptions(outdir=str(tmp_path / "x"), clips_per_condition=1, data=str(data),
+                                      device="cuda"), log=lambda m: None)
     with pytest.raises(SurveyError, match="nothing to rate"):
         make_survey(SurveyOptions(outdir=str(tmp_path / "x"), clips_per_condition=1), log=lambda m: None)
 
@@ -265,6 +270,7 @@ def test_method_names_the_roundtrip_condition(tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_survey_decodes_on_cuda_like_on_cpu(tmp_path):
     """--device cuda: same conditions, lengths and level; the round trip sounds like the CPU one."""
     data = tiny_archive(tmp_path / "a.zip", n=3)

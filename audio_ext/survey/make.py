@@ -266,6 +266,10 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
     for p in opts.networks:
         if not Path(p).is_file():
             raise SurveyError(f"--network {p}: no such file")
+    if str(opts.device).startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise SurveyError(f"--device {opts.device}: no CUDA device is available (use --device cpu)")
     n_anchor = n if opts.anchors is None else int(opts.anchors)
     if not 0 <= n_anchor <= n:
         raise SurveyError(f"--anchors must lie between 0 and --clips-per-condition ({n}), got {n_anchor}")
