@@ -80,6 +80,7 @@ def test_mos_intervals_and_tests_match_scipy(survey):
         assert (rows[cond]["t_low"], rows[cond]["t_high"]) == pytest.approx((ci.low, ci.high))
         assert rows[cond]["boot_low"] < MEANS[cond] < rows[cond]["boot_high"]
         assert rows[cond]["n"] == x.size and rows[cond]["listeners"] == 10
+        assert rows[cond]["listened_s"] == pytest.approx(1.5)  # what the helper's sheets say
     pairs = {(p["a"], p["b"]): p for p in res["pairs"]}
     assert len(pairs) == 3 and not any("anchor" in k for k in pairs)  # the anchor is a check, not a contender
     raw_mw, raw_w = [], []

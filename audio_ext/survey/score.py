@@ -134,9 +134,11 @@ def score(ratings: Sequence[Rating], conditions: Sequence[str], confidence: floa
           seed: int = 0) -> Dict:
     """MOS rows per condition and pairwise test rows (see the module docstring) as plain dicts."""
     by_cond: Dict[str, List[float]] = {c: [] for c in conditions}
+    listened: Dict[str, List[float]] = defaultdict(list)
     per_listener: Dict[str, Dict[str, List[float]]] = {c: defaultdict(list) for c in conditions}
     for r in ratings:
         by_cond.setdefault(r.condition, []).append(r.rating)
+        listened[r.condition].append(r.listened_s)
         per_listener.setdefault(r.condition, defaultdict(list))[r.listener].append(r.rating)
     rows = []
     for k, c in enumerate(by_cond):
@@ -145,7 +147,8 @@ def score(ratings: Sequence[Rating], conditions: Sequence[str], confidence: floa
         blo, bhi = bootstrap_interval(x, confidence, n_boot, seed + k)
         rows.append({"condition": c, "n": len(x), "listeners": len(per_listener[c]), "mos": mos,
                      "std": float(np.std(x, ddof=1)) if len(x) > 1 else math.nan,
-                     "t_low": lo, "t_high": hi, "boot_low": blo, "boot_high": bhi})
+                     "t_low": lo, "t_high": hi, "boot_low": blo, "boot_high": bhi,
+                     "listened_s": float(np.mean(listened[c])) if listened[c] else math.nan})
     tested = [c for c in by_cond if c != ANCHOR and by_cond[c]]
     pairs = []
     for a, b in itertools.combinations(tested, 2):
@@ -204,9 +207,10 @@ def _fmt(v, digits: int = 2) -> str:
 def _tables(result: Dict) -> List[Tuple[str, List[str], List[list]]]:
     conf = int(round(result["confidence"] * 100))
     mos = ("Mean opinion score", ["condition", "MOS", f"{conf}% CI (t)", f"{conf}% CI (bootstrap)", "ratings",
-                                  "listeners", "std"],
+                                  "listeners", "std", "listened (s, mean)"],
            [[r["condition"], _fmt(r["mos"]), f"{_fmt(r['t_low'])} - {_fmt(r['t_high'])}",
-             f"{_fmt(r['boot_low'])} - {_fmt(r['boot_high'])}", r["n"], r["listeners"], _fmt(r["std"])]
+             f"{_fmt(r['boot_low'])} - {_fmt(r['boot_high'])}", r["n"], r["listeners"], _fmt(r["std"]),
+             _fmt(r["listened_s"], 1)]
             for r in result["conditions"]])
     pairs = ("Pairwise tests (two-sided; p adjusted by Holm within each test)",
              ["A", "B", "MOS A - B", "Mann-Whitney U", "p (Holm)", "paired listeners", "Wilcoxon W", "p (Holm)"],
