@@ -71,6 +71,22 @@ def original_clip(path: Path, record: dict, sr: int, clip_samples: int, stretche
     return np.pad(clip, (0, clip_samples - clip.size)).astype(np.float32)
 
 
+def decoder_name(method: Optional[str], geometry=None) -> str:
+    """The name of the decoder used: ``method`` (checked) or the audio layer's default for ``geometry``.
+
+    With ``method=None`` the decoding calls pass no method at all, so whatever the library makes
+    its default (e.g. a learned decoder when a model for the geometry is installed) is what
+    listeners hear; the name comes from ``phase.default_method(geometry)`` where the library has it.
+    """
+    from . import phase
+    if method is None:
+        default = getattr(phase, "default_method", None)
+        return str(default(geometry) if default is not None else phase.DEFAULT_METHOD)
+    if method not in phase.METHODS:
+        raise ValueError(f"--method {method!r} is not a decoder; known: {', '.join(phase.METHODS)}")
+    return method
+
+
 def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str] = None, subdir: str = "full",
                 log: Callable[[str], None] = print) -> List[ClipEntry]:
     """For the first ``per_source`` clips of every source file of archive ``data``: write the original
@@ -86,15 +102,15 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
     from PIL import Image
     from .__main__ import ArchiveImages, write_wav
     from .archive import read_dataset_json
-    from .phase import DEFAULT_METHOD, decode_audio
+    from .phase import decode_audio
     from .survey.loudness import normalise_set
     kwargs = {} if method is None else {"method": method}  # None: whatever the library's default is
-    method = method or DEFAULT_METHOD
     archive = ArchiveImages(data)
     try:
         records = read_dataset_json(data).get("clips") or []
         by_file = {r.get("file"): r for r in records if isinstance(r, dict)}
         g = archive.codec.geometry
+        method = decoder_name(method, g)
         taken: dict = {}
         entries: List[ClipEntry] = []
         folder = Path(outdir) / subdir

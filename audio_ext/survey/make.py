@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from . import anchor as anchor_mod
-from ..roundtrip import OriginalError, original_clip
+from ..roundtrip import OriginalError, decoder_name, original_clip
 from .loudness import PEAK_LIMIT, TARGET_DBFS, normalise_set
 
 ASSETS = Path(__file__).with_name("assets")
@@ -80,20 +80,6 @@ class Clip:
 # --------------------------------------------------------------------------------------------------
 # Reading the inputs.
 
-def _decoder_name(method: Optional[str]) -> str:
-    """The name of the decoder used: ``method`` (checked) or the audio layer's default.
-
-    With ``method=None`` the decoding calls pass no method at all, so whatever the library makes
-    its default (e.g. a learned decoder when one is installed) is what listeners hear.
-    """
-    from .. import phase
-    if method is None:
-        return str(getattr(phase, "DEFAULT_METHOD", "default"))
-    if method not in phase.METHODS:
-        raise SurveyError(f"--method {method!r} is not a decoder; known: {', '.join(phase.METHODS)}")
-    return method
-
-
 def _method_kwargs(method: Optional[str]) -> dict:
     """``{'method': method}`` when one was asked for, else nothing (the library's default)."""
     return {} if method is None else {"method": method}
@@ -120,7 +106,7 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
         indices = [int(i) for i in rng.choice(n, size=count, replace=False)]
         g = archive.codec.geometry
         sr, samples = g.sample_rate, g.clip_samples
-        method = _decoder_name(opts.method)
+        method = decoder_name(opts.method, g)
         by_file = {r.get("file"): r for r in records if isinstance(r, dict)}
         out: List[Clip] = []
         for k, i in enumerate(indices):
@@ -185,7 +171,9 @@ def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, 
         for j, k in enumerate(classes):
             if k is not None:
                 c[j, k] = 1
-        log(f"{name}: generating {count} clip(s)")
+        from ..geometry import StftGeometry
+        decoder = decoder_name(opts.method, StftGeometry.from_dict(block))
+        log(f"{name}: generating {count} clip(s), decoder {decoder}")
         z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
         imgs = synthesize(G, z, c, 1.0, "const", device)
         try:
@@ -195,7 +183,7 @@ def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, 
         for j in range(count):
             out.append(Clip(f"generated-{name}", audio[j], int(block["sample_rate"]),
                             {"network": str(Path(path).resolve()), "seed": seeds[j], "class": classes[j],
-                             "decoder": _decoder_name(opts.method)}))
+                             "decoder": decoder}))
     return out
 
 
@@ -266,6 +254,11 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
     for p in opts.networks:
         if not Path(p).is_file():
             raise SurveyError(f"--network {p}: no such file")
+    if opts.method is not None:
+        try:
+            decoder_name(opts.method)
+        except ValueError as e:
+            raise SurveyError(str(e)) from None
     if str(opts.device).startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
