@@ -5,6 +5,9 @@
 3. train a tiny StyleGAN2 for a few minutes (train.py --cfg tiny)        -> demo-out/runs/.../network-snapshot-*.pkl
 4. generate clips, spectrograms and a listening page (gen_audio.py)       -> demo-out/clips/index.html
 5. compute an audio metric that needs no download (sfd1k)
+6. full-length clips (R=1024, 23.78 s) of the source loops through the codec and the default
+   decoder, next to the originals, on the same page                     -> demo-out/clips/full/
+7. a small blind listening test made from them (audio_ext/survey)       -> demo-out/clips/survey/index.html
 
 The parameters below are the demo's; each is also a flag (``python demo.py --help``), so the same
 script scales up: a larger ``--resolution`` (clip = R x R samples: 64 -> 0.09 s, 512 -> 5.9 s), more
@@ -12,6 +15,7 @@ script scales up: a larger ``--resolution`` (clip = R x R samples: 64 -> 0.09 s,
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
@@ -28,7 +32,11 @@ STRIDE_BEATS = 1.0                  # beats between clip starts (the thesis: 8);
 KIMG = 1.0                          # training length, thousands of real images shown to D
 SEEDS = "0-7"                       # clips to generate
 METRIC = "sfd1k"                    # spectral-feature Frechet distance, no downloaded model
-QUICK = dict(tempi=(126, 130, 134), seconds=20.0, kimg=0.02, seeds="0-3", metric=None)
+FULL_RESOLUTION = 1024              # stage 6: the thesis's clip, 1024 x 1024 samples = 23.78 s at 44.1 kHz
+FULL_STRIDE_BEATS = 32.0            # beats between full-length clips (about 3 per 60 s loop)
+SURVEY_CLIPS = 3                    # stage 7: rated clips per condition (original, round trip, anchor)
+QUICK = dict(tempi=(126, 130, 134), seconds=20.0, kimg=0.02, seeds="0-3", metric=None, full_resolution=256,
+             survey_clips=1)
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -39,6 +47,7 @@ class Skip(Exception):
 def stage(title: str):
     """Decorator: print the stage's title and time, turn Skip into a clear message."""
     def wrap(fn):
+        @functools.wraps(fn)
         def run(*args, **kwargs):
             click.echo(f"\n== {title}")
             t0 = time.time()
@@ -138,6 +147,51 @@ def metric(snapshot, archive, name):
     return result
 
 
+@stage("6. full-length clips through the codec and the default decoder")
+def full_length(source, out: Path, resolution: int, stride_beats: float):
+    if source is None:
+        raise Skip("no source audio")
+    from audio_ext.roundtrip import write_pairs
+    archive = out / "stft-full.zip"
+    build_archive.__wrapped__(source, archive, resolution, stride_beats)
+    entries = write_pairs(archive, source, out / "clips", per_source=1, log=lambda msg: click.echo(f"   {msg}"))
+    click.echo(f"   {len(entries) // 2} original/round-trip pairs in {out / 'clips' / 'full'}")
+    return archive, entries
+
+
+@stage("7. a blind listening test made from them")
+def listening_test(full, source, out: Path, clips: int):
+    if full is None:
+        raise Skip("no full-length archive")
+    from audio_ext.survey.make import SurveyOptions, make_survey
+    folder = out / "clips" / "survey"
+    make_survey(SurveyOptions(outdir=str(folder), clips_per_condition=clips, seed=0, data=str(full[0]),
+                              source=str(source), title="ElectroGAN demo: a blind listening test", overwrite=True),
+                log=lambda msg: click.echo(f"   {msg}"))
+    return folder
+
+
+def write_demo_page(out: Path, result, snapshot, full, survey) -> Path:
+    """The demo's page, ``clips/index.html``: the full-length pairs, then the generated clips, and a
+    link to the listening test."""
+    import re
+    import soundfile as sf
+    from audio_ext.page import ClipEntry, write_page
+    entries = list(full[1]) if full is not None else []
+    if result is not None:
+        for audio, image in zip(result.audio, result.images):
+            m = re.match(r"seed(\d+)", audio.stem)
+            seed = int(m.group(1)) if m else None
+            entries.append(ClipEntry(title=f"generated, seed {seed}", audio=audio.name, image=image.name, seed=seed,
+                                     truncation=1.0, snapshot=Path(snapshot).name, bpm=result.bpm,
+                                     seconds=sf.info(str(audio)).duration, kind="generated clip (tiny network)"))
+    links = [("Take the blind listening test", "survey/index.html")] if survey is not None else []
+    info = {"full-length clips": "source loops and their round trip through the codec and the default decoder"}
+    if snapshot is not None:
+        info["generated"] = f"{Path(snapshot).name} (a tiny network trained for minutes: plumbing, not music)"
+    return write_page(out / "clips", entries, title="ElectroGAN demo", run_info=info, links=links)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", type=click.Path(path_type=Path), default=OUT, show_default=True, help="Working folder.")
 @click.option("--tempi", default=",".join(f"{t:g}" for t in TEMPI), show_default=True, help="Source tempi, BPM.")
@@ -148,19 +202,26 @@ def metric(snapshot, archive, name):
 @click.option("--kimg", type=float, default=KIMG, show_default=True, help="Training length (kimg).")
 @click.option("--seeds", default=SEEDS, show_default=True, help="Seeds to generate.")
 @click.option("--metric", "metric_name", default=METRIC, show_default=True, help="Metric to compute ('none' to skip).")
-@click.option("--quick", is_flag=True, help="A few minutes at most: 3 tempi x 20 s, 0.02 kimg, no metric.")
-def main(out, tempi, seconds, resolution, stride_beats, kimg, seeds, metric_name, quick):
+@click.option("--full-resolution", type=int, default=FULL_RESOLUTION, show_default=True,
+              help="Image side R of the full-length clips (stage 6).")
+@click.option("--survey-clips", type=int, default=SURVEY_CLIPS, show_default=True,
+              help="Rated clips per condition in the listening test (stage 7).")
+@click.option("--quick", is_flag=True, help="A few minutes at most: 3 tempi x 20 s, 0.02 kimg, no metric, R=256 "
+                                            "full-length clips, 1 clip per condition.")
+def main(out, tempi, seconds, resolution, stride_beats, kimg, seeds, metric_name, full_resolution, survey_clips,
+         quick):
     """Run the ElectroGAN pipeline end to end on synthetic techno (see the module docstring)."""
     tempi = tuple(float(t) for t in tempi.split(","))
     if quick:
         tempi, seconds, kimg, seeds, metric_name = (QUICK["tempi"], QUICK["seconds"], QUICK["kimg"], QUICK["seeds"],
                                                     QUICK["metric"])
+        full_resolution, survey_clips = QUICK["full_resolution"], QUICK["survey_clips"]
     if metric_name in ("none", ""):
         metric_name = None
     t0 = time.time()
     click.echo(f"ElectroGAN demo in {out}: tempi {', '.join(f'{t:g}' for t in tempi)} BPM, {seconds:g} s each, "
                f"{resolution}x{resolution}, {kimg:g} kimg, seeds {seeds}")
-    for sub in ("source", "stft.zip", "runs", "clips"):  # start clean, but only inside our own folder
+    for sub in ("source", "stft.zip", "stft-full.zip", "runs", "clips"):  # start clean, but only inside our own folder
         p = out / sub
         if p.is_dir():
             shutil.rmtree(p)
@@ -171,9 +232,15 @@ def main(out, tempi, seconds, resolution, stride_beats, kimg, seeds, metric_name
     snapshot = train(archive, out / "runs", kimg)
     result = generate(snapshot, out / "clips", seeds)
     metric(snapshot, archive, metric_name)
+    full = full_length(source, out, full_resolution, FULL_STRIDE_BEATS)
+    survey = listening_test(full, source, out, survey_clips)
+    page = write_demo_page(out, result, snapshot, full, survey) if (result or full) else None
     click.echo(f"\nDemo finished in {time.time() - t0:.0f} s.")
-    if result is not None:
-        click.echo(f"Listening page: {result.page.resolve()}")
+    if page is not None:
+        click.echo(f"Listening page: {page.resolve()}")
+        if survey is not None:
+            click.echo(f"Listening test: {(survey / 'index.html').resolve()} "
+                       f"(score answers with: python -m audio_ext survey score {survey / 'responses'})")
     else:
         click.echo("No listening page yet: a stage above was skipped.")
     return 0

@@ -1,6 +1,8 @@
-"""``python -m audio_ext decode``: turn archive images back into WAV files to hear the round trip.
+"""``python -m audio_ext``: audio tools. ``decode`` turns archive images back into WAV files to hear
+the round trip; ``survey make|serve|score`` runs a blind listening test (audio_ext/survey/).
 
     python -m audio_ext decode --data stft.zip --clips 0-4 --outdir roundtrip/ [--method pghi+fgla] [--iters 10]
+    python -m audio_ext survey make --outdir survey/ --data stft.zip --source audio/ --clips-per-condition 8
 
 Reads ``dataset.json`` (its ``audio`` block) and the PNGs of a ``stft.zip`` or of a folder with the
 same layout (DESIGN.md); clips are numbered by the sorted archive paths of the PNGs. Each clip is
@@ -235,6 +237,11 @@ def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: Optiona
 @click.group()
 def main() -> None:
     """ElectroGAN audio tools."""
+
+
+from .survey.cli import survey as _survey  # noqa: E402  (after main: `python -m audio_ext survey ...`)
+
+main.add_command(_survey)
 
 
 @main.command()

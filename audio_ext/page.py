@@ -11,7 +11,7 @@ import dataclasses
 import html
 import os
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from stylegan2.misc import atomic_write_text
@@ -24,6 +24,7 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; background: #111; color: #eee; }
 h1 { font-size: 1.4em; margin-bottom: 0.2em; }
 p.run { color: #aaa; margin-top: 0; }
+p.links a { color: #8cf; }
 div.clips { display: flex; flex-wrap: wrap; gap: 1em; }
 figure.clip { margin: 0; padding: 0.6em; background: #1d1d1d; border-radius: 6px; width: 300px; }
 figure.clip img { width: 100%; image-rendering: pixelated; display: block; }
@@ -78,8 +79,12 @@ def _relative_href(path: str, root: Optional[Path]) -> str:
 
 
 def render_page(entries: Sequence[ClipEntry], title: str = "ElectroGAN clips",
-                run_info: Optional[Mapping[str, object]] = None, root: Optional[Path] = None) -> str:
-    """The HTML text of the page. Every text is escaped; every link is relative (checked under ``root``)."""
+                run_info: Optional[Mapping[str, object]] = None, root: Optional[Path] = None,
+                links: Sequence[Tuple[str, str]] = ()) -> str:
+    """The HTML text of the page. Every text is escaped; every link is relative (checked under ``root``).
+
+    ``links`` are ``(text, relative path)`` pairs shown under the title (e.g. a listening test).
+    """
     esc = lambda v: html.escape(str(v), quote=True)
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -87,6 +92,9 @@ def render_page(entries: Sequence[ClipEntry], title: str = "ElectroGAN clips",
              f"<h1>{esc(title)}</h1>"]
     info = dict(run_info or {})  # no timestamp: the same run must give a byte-identical page
     parts.append('<p class="run">' + " &middot; ".join(f"{esc(k)}: {esc(v)}" for k, v in info.items()) + "</p>")
+    if links:
+        parts.append('<p class="links">' + " &middot; ".join(
+            f'<a href="{esc(_relative_href(href, root))}">{esc(text)}</a>' for text, href in links) + "</p>")
     parts.append('<div class="clips">')
     for index, e in enumerate(entries):
         src = _relative_href(e.audio, root)
@@ -107,14 +115,16 @@ def render_page(entries: Sequence[ClipEntry], title: str = "ElectroGAN clips",
 
 
 def write_page(outdir, entries: Iterable[ClipEntry], title: str = "ElectroGAN clips",
-               run_info: Optional[Mapping[str, object]] = None, check_files: bool = True) -> Path:
+               run_info: Optional[Mapping[str, object]] = None, check_files: bool = True,
+               links: Sequence[Tuple[str, str]] = ()) -> Path:
     """Write ``outdir/index.html`` atomically and return its path.
 
     With ``check_files`` every linked audio and image file must already exist under ``outdir``, so
     the page never shows a broken player.
     """
     outdir = Path(outdir)
-    text = render_page(list(entries), title=title, run_info=run_info, root=outdir if check_files else None)
+    text = render_page(list(entries), title=title, run_info=run_info, root=outdir if check_files else None,
+                       links=links)
     path = outdir / PAGE_NAME
     atomic_write_text(path, text)
     return path

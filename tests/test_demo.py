@@ -1,8 +1,10 @@
-"""`make demo` end to end: demo.py --quick synthesises, builds an archive, trains, generates a page.
+"""`make demo` end to end: demo.py --quick synthesises, builds an archive, trains, generates a page with
+full-length original/round-trip pairs and a listening test.
 
 Runs in a fresh process like `make demo` does. Skipped (with the reason) only while a stage's module
 has not landed; once every part exists, any stage that does not run is a failure.
 """
+import json
 import re
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from urllib.parse import unquote
 
 import pytest
 import soundfile as sf
+
+from audio_ext.phase import DEFAULT_METHOD
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,9 +52,21 @@ def test_quick_demo_runs_every_stage_and_writes_a_playable_page(tmp_path):
     parser = Links()
     parser.feed(page.read_text(encoding="utf-8"))
     audio = [page.parent / unquote(link) for link in parser.links if link.endswith((".wav", ".flac"))]
-    assert len(set(audio)) == 4  # --quick generates seeds 0-3
+    generated = {a for a in audio if a.name.startswith("seed")}
+    full = {a for a in audio if a.parent.name == "full"}
+    assert len(generated) == 4  # --quick generates seeds 0-3
+    # stage 6: an original and a round trip per source loop, full length at --quick's R=256
+    assert sorted(a.name for a in full) == sorted(f"loop-{t}bpm-{k}.wav" for t in (126, 130, 134)
+                                                  for k in ("original", "roundtrip"))
     for link in parser.links:
         assert (page.parent / unquote(link)).is_file(), link
     for path in set(audio):
         info = sf.info(str(path))
         assert info.samplerate == 44100 and info.subtype == "PCM_16" and info.frames > 0
+        if path in full:
+            assert info.frames == 256 * 256
+    # stage 7: the listening test, linked from the page
+    assert "survey/index.html" in parser.links
+    manifest = json.loads((page.parent / "survey" / "manifest.json").read_text())
+    assert sorted(manifest["conditions"]) == ["anchor", "original", "roundtrip-" + DEFAULT_METHOD]
+    assert re.search(r"Listening test: .+survey/index.html", done.stdout)
