@@ -397,6 +397,18 @@ def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: floa
                                 f"bar(s) plus the {opts.crossfade_s * 1000:g} ms crossfade")
 
 
+def _loop_if_asked(audio: np.ndarray, sr: int, bpm: float, opts, what: str):
+    """``(audio, file-name tag)``: a seamless ``--loop`` of whole bars when asked (tag ``-loopNbar``), else
+    the clip as it is (tag ``''``); ``what`` names the clip in the one-line error."""
+    if opts.loop_bars is None:
+        return audio, ""
+    try:
+        audio = loops.loop_clip(audio, sr, bpm, opts.loop_bars, opts.crossfade_s)
+    except ValueError as e:
+        raise GenerateError(f"--loop {opts.loop_bars}: {what}: {e}") from None
+    return audio, f"-loop{opts.loop_bars}bar"
+
+
 def _fmt_bpm(bpm: float) -> str:
     return f"{bpm:.0f}" if abs(bpm - round(bpm)) < 1e-6 else f"{bpm:.2f}".rstrip("0").rstrip(".")
 
@@ -481,13 +493,8 @@ def _render_seeds(run: _Run) -> None:
         for i, seed in enumerate(chunk):
             audio = run.retime(decoded[i])
             bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
-            kind, loop_tag = "clip", ""
-            if opts.loop_bars is not None:
-                try:
-                    audio = loops.loop_clip(audio, sr, bpm, opts.loop_bars, opts.crossfade_s)
-                except ValueError as e:
-                    raise GenerateError(f"--loop {opts.loop_bars}: seed {seed}: {e}") from None
-                kind, loop_tag = f"loop, {opts.loop_bars} bar(s)", f"-loop{opts.loop_bars}bar"
+            audio, loop_tag = _loop_if_asked(audio, sr, bpm, opts, f"seed {seed}")
+            kind = f"loop, {opts.loop_bars} bar(s)" if loop_tag else "clip"
             stem = f"seed{seed:04d}"
             run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[i].cpu().numpy(),
                       title=f"{stem} {_fmt_bpm(bpm)} BPM", comment=f"seed={seed} bpm={bpm:g}",
@@ -627,15 +634,10 @@ def _render_projected(run: _Run) -> None:
         for k, label in enumerate(labels):
             audio = run.retime(decoded[k])
             bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
-            kind, loop_tag = "projected latent", ""
-            if label:
-                kind = f"variation {k} of a projected latent, spread {opts.spread:g}"
-            if opts.loop_bars is not None:
-                try:
-                    audio = loops.loop_clip(audio, sr, bpm, opts.loop_bars, opts.crossfade_s)
-                except ValueError as e:
-                    raise GenerateError(f"--loop {opts.loop_bars}: {path}: {e}") from None
-                kind, loop_tag = f"{kind}, loop {opts.loop_bars} bar(s)", f"-loop{opts.loop_bars}bar"
+            kind = f"variation {k} of a projected latent, spread {opts.spread:g}" if label else "projected latent"
+            audio, loop_tag = _loop_if_asked(audio, sr, bpm, opts, str(path))
+            if loop_tag:
+                kind = f"{kind}, loop {opts.loop_bars} bar(s)"
             stem = f"{stem0}-{label}" if label else stem0
             run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[k].cpu().numpy(),
                       title=f"{stem} {_fmt_bpm(bpm)} BPM",
