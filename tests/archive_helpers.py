@@ -1,4 +1,4 @@
-"""Test helper: a tiny stft.zip of encoded clips, written without the slicing pipeline."""
+"""Test helpers: tiny stft.zip archives (encoded clips, or toy spectrograms for training-loop tests)."""
 import io
 import json
 import zipfile
@@ -25,3 +25,22 @@ def write_encoded_archive(path, clips, geometry, target_bpm=130):
             z.writestr(f"00000/clip{i:05d}.png", buf.getvalue())
         z.writestr("dataset.json", json.dumps({"labels": None, "audio": block}))
     return block, images
+
+
+def write_toy_archive(path, resolution, n, meta, labels=None):
+    """A zip of ``n`` toy spectrograms (level falling towards the bottom rows, plus seeded noise) and a
+    dataset.json of ``{"labels": ..., **meta}``; ``labels`` is None or one label per image. Returns ``path``.
+
+    No codec involved: for training-loop tests, which need images, not audio."""
+    rng = np.random.RandomState(0)
+    names = [f"00000/img{i:08d}.png" for i in range(n)]
+    with zipfile.ZipFile(path, "w") as z:
+        for name in names:
+            img = np.clip(np.linspace(60, 200, resolution)[:, None] + rng.randn(resolution, resolution) * 30,
+                          0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            PIL.Image.fromarray(img, "L").save(buf, format="PNG")
+            z.writestr(name, buf.getvalue())
+        table = None if labels is None else [[name, lab] for name, lab in zip(names, labels)]
+        z.writestr("dataset.json", json.dumps({"labels": table, **meta}))
+    return path

@@ -3,8 +3,6 @@
 Tiny runs (16 x 16, tiny preset, a few iterations) on a toy archive with an audio block.
 """
 import io
-import json
-import zipfile
 
 import numpy as np
 import PIL.Image
@@ -16,6 +14,7 @@ from audio_ext.preview import AudioPreview
 from stylegan2 import training_loop as tl
 from stylegan2.presets import resolve_config
 from stylegan2.snapshot import load_snapshot
+from archive_helpers import write_toy_archive
 
 RES = 16
 AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length": RES, "window": "hann",
@@ -26,16 +25,7 @@ CLIP = RES * RES  # samples per clip (hop = R)
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "stft.zip"
-    rng = np.random.RandomState(0)
-    with zipfile.ZipFile(path, "w") as z:
-        for i in range(8):
-            img = np.clip(np.linspace(60, 200, RES)[:, None] + rng.randn(RES, RES) * 30, 0, 255).astype(np.uint8)
-            buf = io.BytesIO()
-            PIL.Image.fromarray(img, "L").save(buf, format="PNG")
-            z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
-        z.writestr("dataset.json", json.dumps({"labels": None, "audio": AUDIO}))
-    return path
+    return write_toy_archive(tmp_path_factory.mktemp("data") / "stft.zip", RES, 8, {"audio": AUDIO})
 
 
 def run(archive, run_dir, hook):

@@ -4,17 +4,14 @@ A tiny PNG zip (with a dataset.json ``audio`` block) is written by the test. Run
 iterations of batch 4: enough for ticks, grids, snapshots, exact resume, seed reproducibility
 (non-finite steps: test_training_hardening.py), and a 2-process gloo run that must match a 1-process run with the same global batch.
 """
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -24,6 +21,7 @@ from stylegan2 import distributed, stats
 from stylegan2.presets import resolve_config
 from stylegan2.snapshot import find_latest_snapshot, load_snapshot
 from stylegan2 import training_loop as tl
+from archive_helpers import write_toy_archive
 
 RES = 16
 AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length": RES, "window": "hann",
@@ -33,17 +31,7 @@ AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length"
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "stft.zip"
-    rng = np.random.RandomState(0)
-    with zipfile.ZipFile(path, "w") as z:
-        for i in range(12):
-            # Stripes along time with a level that falls towards the bottom rows: a toy spectrogram.
-            img = np.clip(np.linspace(60, 200, RES)[:, None] + rng.randn(RES, RES) * 30, 0, 255).astype(np.uint8)
-            buf = io.BytesIO()
-            PIL.Image.fromarray(img, "L").save(buf, format="PNG")
-            z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
-        z.writestr("dataset.json", json.dumps({"labels": None, "audio": AUDIO, "clips": []}))
-    return path
+    return write_toy_archive(tmp_path_factory.mktemp("data") / "stft.zip", RES, 12, {"audio": AUDIO, "clips": []})
 
 
 def options(**overrides):

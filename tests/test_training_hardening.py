@@ -5,14 +5,11 @@ earlier snapshots load unchanged, no half-written file is left, no snapshot of a
 written. Tiny 32x32 archives, the ``tiny`` preset on the CPU, a handful of iterations each.
 """
 import errno
-import io
 import json
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
@@ -21,6 +18,7 @@ from stylegan2 import snapshot as snap_io
 from stylegan2 import stats
 from stylegan2 import training_loop as tl
 from stylegan2.presets import ConfigError, resolve_config
+from archive_helpers import write_toy_archive
 
 RES = 32
 AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length": RES, "window": "hann",
@@ -29,18 +27,8 @@ AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length"
 
 
 def write_archive(path, labels=None, n=8):
-    """A zip of ``n`` noisy 32x32 grey images with a dataset.json (labels: None or a list per image)."""
-    rng = np.random.RandomState(0)
-    names = [f"00000/img{i:08d}.png" for i in range(n)]
-    with zipfile.ZipFile(path, "w") as z:
-        for name in names:
-            img = np.clip(np.linspace(60, 200, RES)[:, None] + rng.randn(RES, RES) * 30, 0, 255).astype(np.uint8)
-            buf = io.BytesIO()
-            PIL.Image.fromarray(img, "L").save(buf, format="PNG")
-            z.writestr(name, buf.getvalue())
-        table = None if labels is None else [[name, lab] for name, lab in zip(names, labels)]
-        z.writestr("dataset.json", json.dumps({"labels": table, "audio": AUDIO, "clips": []}))
-    return path
+    """A zip of ``n`` noisy grey images with a dataset.json (labels: None or a list per image)."""
+    return write_toy_archive(path, RES, n, {"audio": AUDIO, "clips": []}, labels=labels)
 
 
 @pytest.fixture(scope="module")
