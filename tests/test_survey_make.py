@@ -203,6 +203,15 @@ def test_bad_input_cli(inputs, tmp_path):
                                  "--clips-per-condition", "1", "--overwrite"])
     assert r.exit_code != 0 and "not a survey folder" in r.output
     assert (tmp_path / "s" / "keep.txt").read_text() == "mine"
+    r = CliRunner().invoke(cli, ["survey", "make", "--outdir", str(tmp_path / "v"), "--data", str(data),
+                                 "--clips-per-condition", "1"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "v" / "responses").mkdir()
+    (tmp_path / "v" / "responses" / "L1.json").write_text("{}")
+    r = CliRunner().invoke(cli, ["survey", "make", "--outdir", str(tmp_path / "v"), "--data", str(data),
+                                 "--clips-per-condition", "1", "--overwrite"])
+    assert r.exit_code != 0 and "holds 1 answer sheet(s) in responses/" in r.output
+    assert (tmp_path / "v" / "responses" / "L1.json").read_text() == "{}"
     if not torch.cuda.is_available():
         with pytest.raises(SurveyError, match="no CUDA device"):
             make_survey(SurveyOptions(outdir=str(tmp_path / "x"), clips_per_condition=1, data=str(data),

@@ -271,6 +271,10 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
         raise SurveyError(f"--outdir {outdir}: already exists; pass --overwrite to replace it")
     if outdir.exists() and not (outdir / MANIFEST).is_file() and any(outdir.iterdir()):
         raise SurveyError(f"--outdir {outdir}: not empty and not a survey folder; refusing to replace it")
+    sheets = sorted((outdir / "responses").glob("*")) if (outdir / "responses").is_dir() else []
+    if sheets:  # listeners' answers are not ours to delete; a rebuilt survey has new clip ids anyway
+        raise SurveyError(f"--outdir {outdir}: holds {len(sheets)} answer sheet(s) in responses/; move them "
+                          f"elsewhere (and score them against this survey's manifest) before --overwrite")
 
     rng = np.random.default_rng(int(opts.seed))
     clips: List[Clip] = []
