@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import click
 
-from audio_ext.generate import DEVICES
+from audio_ext.generate import DEVICES, GenerateError
 from audio_ext.projection import ProjectionError, ProjectOptions, run_projection
+from stylegan2.cli_errors import one_line_errors
+from stylegan2.snapshot import SnapshotError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,18 +31,11 @@ from audio_ext.projection import ProjectionError, ProjectOptions, run_projection
 @click.option("--band-weight", type=float, default=1.0, show_default=True, help="Weight of the band-energy term.")
 @click.option("--onset-weight", type=float, default=1.0, show_default=True, help="Weight of the onset-envelope term.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@one_line_errors(ProjectionError, GenerateError, SnapshotError)
 def main(no_progress, **kwargs):
     """Project the clip of --target that starts at --start into the network of --network."""
-    try:
-        summary = run_projection(ProjectOptions(**kwargs), log=lambda m: click.echo(m, err=True),
-                                 progress=not no_progress)
-    except ProjectionError as e:
-        raise click.ClickException(str(e)) from None
-    except Exception as e:  # GenerateError from loading the snapshot, decoding
-        from audio_ext.generate import GenerateError
-        if isinstance(e, GenerateError):
-            raise click.ClickException(str(e)) from None
-        raise
+    summary = run_projection(ProjectOptions(**kwargs), log=lambda m: click.echo(m, err=True),
+                             progress=not no_progress)
     click.echo(f"final image distance {summary.final_distance:.4f} (start {summary.start_distance:.4f}): "
                f"{100 * summary.closed_share:.1f} % closed; wrote {len(summary.files)} files to {summary.outdir} "
                f"(listening page {summary.outdir / 'index.html'})")
