@@ -2,6 +2,7 @@
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -25,6 +26,18 @@ def write_encoded_archive(path, clips, geometry, target_bpm=130):
             z.writestr(f"00000/clip{i:05d}.png", buf.getvalue())
         z.writestr("dataset.json", json.dumps({"labels": None, "audio": block}))
     return block, images
+
+
+def toy_audio_block(resolution):
+    """A valid ``audio`` block for toy archives of ``resolution`` (hop = R, 44.1 kHz, 130 BPM)."""
+    return {"sample_rate": 44100, "resolution": resolution, "n_fft": 2 * resolution, "hop_length": resolution,
+            "window": "hann", "center": True, "eps": 1e-10, "mean": -3.0, "std": 4.0, "clip_sigma": 3.0,
+            "target_bpm": 130, "format_version": 1}
+
+
+def stat_lines(run_dir):
+    """The records of a training run's ``stats.jsonl``, in order."""
+    return [json.loads(line) for line in (Path(run_dir) / "stats.jsonl").read_text().splitlines()]
 
 
 def write_toy_archive(path, resolution, n, meta, labels=None):

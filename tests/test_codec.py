@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audio_ext.codec import (AudioCodec, audio_to_logpower, decode_magnitude, encode, image_to_logpower,
-                             logpower_to_image, stft)
+from audio_ext.codec import AudioCodec, audio_to_logpower, decode_magnitude, encode, image_to_logpower, stft
 from audio_ext.geometry import AUDIO_BLOCK_KEYS, StftGeometry
 
 

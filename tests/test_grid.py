@@ -101,7 +101,6 @@ def test_near_square_grid_against_brute_force(n):
 
 
 def _zip_dataset(tmp_path, labels=None, n=6):
-    rnd = np.random.default_rng(1)
     path = tmp_path / "d.zip"
     with zipfile.ZipFile(path, "w") as z:
         for i in range(n):

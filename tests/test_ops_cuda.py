@@ -14,7 +14,6 @@ with the reference ops within ``TRAIN_RTOL``/``TRAIN_ATOL`` (fp32).
 The adjoint padding formula used by the upfirdn2d backward is also checked on CPU with the
 reference op, so it is verified on every machine.
 """
-import itertools
 
 import pytest
 import torch

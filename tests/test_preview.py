@@ -14,12 +14,10 @@ from audio_ext.preview import AudioPreview
 from stylegan2 import training_loop as tl
 from stylegan2.presets import resolve_config
 from stylegan2.snapshot import load_snapshot
-from archive_helpers import write_toy_archive
+from archive_helpers import write_toy_archive, toy_audio_block
 
 RES = 16
-AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length": RES, "window": "hann",
-         "center": True, "eps": 1e-10, "mean": -3.0, "std": 4.0, "clip_sigma": 3.0, "target_bpm": 130,
-         "format_version": 1}
+AUDIO = toy_audio_block(RES)
 CLIP = RES * RES  # samples per clip (hop = R)
 
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from stylegan2 import networks
 from stylegan2.projector import (learning_rate, multi_scale_distance, noise_buffers, noise_regularization, project,

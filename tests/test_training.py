@@ -21,12 +21,10 @@ from stylegan2 import distributed, stats
 from stylegan2.presets import resolve_config
 from stylegan2.snapshot import find_latest_snapshot, load_snapshot
 from stylegan2 import training_loop as tl
-from archive_helpers import write_toy_archive
+from archive_helpers import write_toy_archive, toy_audio_block, stat_lines
 
 RES = 16
-AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length": RES, "window": "hann",
-         "center": True, "eps": 1e-10, "mean": -3.0, "std": 4.0, "clip_sigma": 3.0, "target_bpm": 130,
-         "format_version": 1}
+AUDIO = toy_audio_block(RES)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +42,6 @@ def options(**overrides):
 def run(archive, run_dir, resume=None, **overrides):
     return tl.training_loop(0, run_dir=str(run_dir), data=str(archive), resume=resume, progress=False,
                             **options(**overrides))
-
-
-def stat_lines(run_dir):
-    return [json.loads(line) for line in (Path(run_dir) / "stats.jsonl").read_text().splitlines()]
 
 
 def loss_entries(record):
@@ -209,7 +203,6 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(archive
     distributed.launch(_distributed_run, 2, dict(archive=str(archive), run_dir=str(tmp_path / "two"), opts=opts2))
     one = load_snapshot(tmp_path / "one" / "network-snapshot-000000.pkl")
     two = load_snapshot(tmp_path / "two" / "network-snapshot-000000.pkl")
-    moved = 0
     for key in ("G", "D"):
         for name, tensor in params(one, key).items():
             if name.endswith("w_avg"):

@@ -5,7 +5,6 @@ earlier snapshots load unchanged, no half-written file is left, no snapshot of a
 written. Tiny 32x32 archives, the ``tiny`` preset on the CPU, a handful of iterations each.
 """
 import errno
-import json
 import re
 from pathlib import Path
 
@@ -18,12 +17,10 @@ from stylegan2 import snapshot as snap_io
 from stylegan2 import stats
 from stylegan2 import training_loop as tl
 from stylegan2.presets import ConfigError, resolve_config
-from archive_helpers import write_toy_archive
+from archive_helpers import write_toy_archive, toy_audio_block, stat_lines
 
 RES = 32
-AUDIO = {"sample_rate": 44100, "resolution": RES, "n_fft": 2 * RES, "hop_length": RES, "window": "hann",
-         "center": True, "eps": 1e-10, "mean": -3.0, "std": 4.0, "clip_sigma": 3.0, "target_bpm": 130,
-         "format_version": 1}
+AUDIO = toy_audio_block(RES)
 
 
 def write_archive(path, labels=None, n=8):
@@ -45,10 +42,6 @@ def options(**overrides):
 def run(archive, run_dir, resume=None, **overrides):
     return tl.training_loop(0, run_dir=str(run_dir), data=str(archive), resume=resume, progress=False,
                             **options(**overrides))
-
-
-def stat_lines(run_dir):
-    return [json.loads(line) for line in (Path(run_dir) / "stats.jsonl").read_text().splitlines()]
 
 
 def leftovers(folder):
