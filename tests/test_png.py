@@ -78,7 +78,8 @@ def test_non_contiguous_views_encode_their_own_pixels():
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(grey_png(view)))), view)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 1), np.uint8), np.zeros((0, 4), np.uint8)])
+@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.float32), np.zeros((4, 4, 1), np.uint8),
+                                 np.zeros((0, 4), np.uint8)])
 def test_bad_images_are_refused_with_a_clear_message(bad):
     with pytest.raises(ValueError, match="grey_png: expected a non-empty 2-D uint8 image"):
         grey_png(bad)
