@@ -16,7 +16,6 @@ cache) is :mod:`audio_ext.build`.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -31,13 +30,12 @@ import numpy as np
 from stylegan2.misc import atomic_path
 
 from .geometry import validate_audio_block
+from .png import grey_png
 
 PathLike = Union[str, os.PathLike]
 
 #: PNGs per subfolder (DESIGN.md).
 FILES_PER_FOLDER = 1000
-#: zlib level of the PNGs: deterministic, about 2x smaller than level 0 on spectrograms.
-PNG_COMPRESS_LEVEL = 6
 #: Timestamp of every zip entry, so archives are byte-identical across runs.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -52,14 +50,12 @@ def clip_name(index: int) -> str:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """A uint8 ``[R, R]`` image as greyscale (mode ``L``) PNG bytes."""
-    from PIL import Image
+    """A uint8 ``[R, R]`` image as greyscale (mode ``L``) PNG bytes (:func:`audio_ext.png.grey_png`:
+    'Up' filter and run-length deflate, about 5x faster than Pillow's level 6 for +0.4 % size)."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"archive images must be 2-D uint8, got {image.dtype} {image.shape}")
-    buf = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
+    return grey_png(image)
 
 
 def _dest_kind(dest: Path) -> str:

@@ -40,8 +40,9 @@ from .stats import RunningStats
 #: Extensions read as audio when a folder is scanned (case-insensitive).
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
                               ".aifc", ".m4a", ".aac", ".wma", ".w64", ".rf64", ".caf", ".au", ".snd"})
-#: Layout version of the work folder's per-file results (3: the tempo-consistency rule).
-CACHE_VERSION = 3
+#: Layout version of the work folder's per-file results (3: the tempo-consistency rule; 4: PNGs
+#: written by audio_ext.png -- same pixels, other bytes, so a resumed build is not a mix of both).
+CACHE_VERSION = 4
 
 # ---------------------------------------------------------------------------------------------
 # Sources, shards, labels

@@ -433,7 +433,7 @@ def _kick_salience(audio: np.ndarray, sr: int, hop: int = 256) -> Tuple[np.ndarr
     onset strength. On synthetic material whose off-beat bass carries several times the kick's
     energy in the 30..150 Hz band this measure still scores the kicks about twice as high.
     """
-    from scipy.ndimage import median_filter
+    from .medfilt import median_filter_axis
     from .spectrum import stft_hann
     n_fft = 2048
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
@@ -443,8 +443,9 @@ def _kick_salience(audio: np.ndarray, sr: int, hop: int = 256) -> Tuple[np.ndarr
                   ).astype(np.float64) ** 2
     if spec.shape[1] < 2:
         return np.zeros(1), sr / hop
-    sustained = median_filter(spec, size=(1, 17), mode="reflect")   # 17 frames = 99 ms at 44.1 kHz
-    percussive = median_filter(spec, size=(9, 1), mode="reflect")   # 9 bins = 194 Hz
+    # scipy.ndimage.median_filter(spec, size=(1, 17) / (9, 1), mode="reflect"), the same numbers faster
+    sustained = median_filter_axis(spec, 17, axis=1)   # 17 frames = 99 ms at 44.1 kHz
+    percussive = median_filter_axis(spec, 9, axis=0)   # 9 bins = 194 Hz
     mask = percussive ** 2 / (percussive ** 2 + sustained ** 2 + 1e-30)
     band = (freqs[keep] >= 40.0) & (freqs[keep] <= 400.0)
     env = np.sqrt((spec[band] * mask[band]).sum(axis=0))

@@ -56,7 +56,7 @@ def _synthetic_set(folder: Path, minutes: int, sr: int) -> Path:
 
 
 _BASELINE_SNIPPET = """
-import json, sys, time
+import inspect, json, sys, time
 import torch
 torch.set_num_threads(1)
 from audio_ext.geometry import StftGeometry
@@ -65,10 +65,16 @@ from benchmarks.dataset_speed import stage_times
 paths, resolution, seconds, clock = json.loads(sys.argv[1])
 geometry, params = StftGeometry(resolution), SliceParams()
 stage_times(paths[:1], geometry, params, 1.0)
-if clock == "cpu":  # an older stage_times has no clock argument: its timer is swapped instead
-    time.perf_counter = time.process_time
+kw = {}
+if clock == "cpu":
+    # The clock is passed where stage_times takes one (its default was bound at definition, so
+    # swapping time.perf_counter would not reach it); an older stage_times reads time.perf_counter.
+    if "clock" in inspect.signature(stage_times).parameters:
+        kw["clock"] = time.process_time
+    else:
+        time.perf_counter = time.process_time
 c0 = time.process_time()
-r = stage_times(paths, geometry, params, seconds)
+r = stage_times(paths, geometry, params, seconds, **kw)
 r["cpu"] = time.process_time() - c0
 print("RESULT " + json.dumps(r))
 """

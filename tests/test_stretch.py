@@ -78,3 +78,15 @@ def test_mod_2pi_matches_numpy_including_edge_values():
 def test_stretch_names_stay_importable_from_slicing():
     for name in ("time_stretch", "beat_locked_phase_vocoder", "available_stretcher", "STRETCHERS", "STRETCH_CHOICES"):
         assert getattr(slicing, name) is getattr(stretch, name)
+
+
+def test_polar_is_numpys_complex_exponential_bit_for_bit():
+    rng = np.random.default_rng(5)
+    phase = rng.uniform(-300.0, 300.0, (64, 1025)).astype(np.float32)  # runs between phase resets reach ~250 rad
+    phase[0, :6] = [0.0, -0.0, np.pi, -np.pi, 1e-30, 299.99]
+    mag = (rng.standard_normal((64, 1025)) ** 2).astype(np.float32)
+    mag[1, :3] = [0.0, 1e-38, 3e38]
+    ref = mag * np.exp(1j * phase)
+    ours = stretch._polar(mag, phase)
+    assert ours.dtype == ref.dtype == np.complex64
+    np.testing.assert_array_equal(ours.view(np.float32), ref.view(np.float32))
