@@ -80,7 +80,7 @@ def test_stretch_names_stay_importable_from_slicing():
         assert getattr(slicing, name) is getattr(stretch, name)
 
 
-def test_polar_is_numpys_complex_exponential_bit_for_bit():
+def test_polar_is_numpys_complex_exponential_to_the_last_bit_or_two():
     rng = np.random.default_rng(5)
     phase = rng.uniform(-300.0, 300.0, (64, 1025)).astype(np.float32)  # runs between phase resets reach ~250 rad
     phase[0, :6] = [0.0, -0.0, np.pi, -np.pi, 1e-30, 299.99]
@@ -89,4 +89,7 @@ def test_polar_is_numpys_complex_exponential_bit_for_bit():
     ref = mag * np.exp(1j * phase)
     ours = stretch._polar(mag, phase)
     assert ours.dtype == ref.dtype == np.complex64
-    np.testing.assert_array_equal(ours.view(np.float32), ref.view(np.float32))
+    # Bit for bit on the machines measured (torch's CPU polar calls scalar libm like numpy); a build
+    # that vectorises sin/cos may differ by an ulp, which must not fail CI: allow 2 ulp here and
+    # keep the exact equality a measured fact (docs/dataset.md), not a promise.
+    np.testing.assert_array_max_ulp(ours.view(np.float32), ref.view(np.float32), maxulp=2)
