@@ -179,6 +179,48 @@ def test_train_decoder_cli_resumes_and_is_deterministic(tmp_path):
     assert r.exit_code != 0 and "--holdout: nope.wav not found" in r.output
 
 
+def test_fine_tuning_starts_from_the_init_model_and_keeps_the_best_checkpoint(tmp_path):
+    from audio_ext.interp_train import best_path
+    train = synthetic_sources(2, 3.0, 44100, seed=21)
+    held = synthetic_sources(1, 3.0, 44100, seed=22)
+    base = tmp_path / "base.pt"
+    train_decoder(train, base, G, TrainConfig(steps=4, batch=2, patch_frames=8, arch="tiny", seed=1),
+                  log=lambda s: None, progress=False)
+    start = interp.read_payload(base)["state_dict"]
+    # zero steps of fine-tuning is impossible (steps >= 1); one step at lr 0 must keep the init weights exactly
+    cfg = TrainConfig(steps=1, batch=2, patch_frames=8, arch="tiny", seed=2, lr=0.0, init=str(base))
+    train_decoder(train, tmp_path / "ft0.pt", G, cfg, log=lambda s: None, progress=False)
+    kept = interp.read_payload(tmp_path / "ft0.pt")["state_dict"]
+    assert all(torch.equal(start[k], kept[k]) for k in start)
+    # a real fine-tuning run moves away from them, validates at every checkpoint, keeps the best
+    logs = []
+    cfg = TrainConfig(steps=6, batch=2, patch_frames=8, arch="tiny", seed=2, lr=3e-3, init=str(base),
+                      checkpoint_every=2)
+    out = tmp_path / "ft.pt"
+    train_decoder(train, out, G, cfg, validation=held, log=logs.append, progress=False)
+    tuned = interp.read_payload(out)
+    assert not all(torch.equal(start[k], tuned["state_dict"][k]) for k in start)
+    history = tuned["training"]["val_history"]
+    assert [h[0] for h in history] == [2, 4, 6] and sum("validation error" in m for m in logs) == 3
+    best = interp.read_payload(best_path(out))
+    assert best_path(out).name == "ft.best.pt" and "optimizer" not in best
+    step, err = min(((h[0], h[1]) for h in history), key=lambda h: h[1])
+    assert best["training"]["step"] == step
+    r = interp.DecoderModel(best).net
+    with torch.no_grad():  # the best file holds the weights that scored ``err``: re-evaluate them
+        from audio_ext.interp_train import CropSampler, evaluate
+        crop = (cfg.patch_frames + 1) * G.hop_length
+        again = evaluate(r, CropSampler(held, crop, torch.device("cpu")), G, tuned["stats"], n_batches=2)
+    assert again["model"] == pytest.approx(err, rel=1e-5)
+    # an init model of another architecture or geometry is refused with one line
+    with pytest.raises(ValueError, match="architecture"):
+        train_decoder(train, tmp_path / "x.pt", G, TrainConfig(steps=1, batch=2, patch_frames=8, arch="small",
+                                                                init=str(base)), log=lambda s: None, progress=False)
+    with pytest.raises(interp.ModelError, match="another geometry"):
+        train_decoder(train, tmp_path / "y.pt", StftGeometry(64), TrainConfig(steps=1, batch=2, patch_frames=8,
+                      arch="tiny", init=str(base)), log=lambda s: None, progress=False)
+
+
 def test_shipped_model_loads_for_the_thesis_geometry():
     if not interp.DEFAULT_MODEL_PATH.is_file():
         pytest.skip("no shipped model")
