@@ -326,7 +326,7 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
                          arch=arch, init=init, checkpoint_every=checkpoint_every)
     crop = (patch_frames + 1) * geometry.hop_length
     train, names = load_sources([f for f in files if f.name not in held_names], sample_rate, crop, log=click.echo)
-    held, _ = load_sources([f for f in files if f.name in held_names], sample_rate, crop, log=click.echo)
+    held, held_used = load_sources([f for f in files if f.name in held_names], sample_rate, crop, log=click.echo)
     if synthetic:
         train += synthetic_sources(synthetic, 30.0, sample_rate, seed=seed)
         names += [f"synthetic techno loop {i}" for i in range(synthetic)]
@@ -336,7 +336,8 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
     click.echo(f"training on {len(train)} source(s), {sum(y.size for y in train) / sample_rate / 60:.1f} min of audio; "
                f"{len(held)} held out; R={resolution} hop={geometry.hop_length}; device {dev}")
     try:
-        train_decoder(train, out, geometry, config, device=dev, source_names=names, validation=held, log=click.echo)
+        train_decoder(train, out, geometry, config, device=dev, source_names=names, validation=held, log=click.echo,
+                      validation_names=held_used)
     except (ValueError, ModelError) as e:
         raise click.ClickException(str(e)) from None
 

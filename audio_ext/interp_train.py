@@ -181,11 +181,14 @@ def init_weights(model: interp.FrameInterpNet, path: Union[str, Path], geometry:
 def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry: StftGeometry,
                   config: TrainConfig, device: Union[str, torch.device] = "cpu",
                   source_names: Sequence[str] = (), validation: Sequence[np.ndarray] = (),
-                  log: Callable[[str], None] = print, progress: bool = True) -> dict:
+                  log: Callable[[str], None] = print, progress: bool = True,
+                  validation_names: Sequence[str] = ()) -> dict:
     """Train (or resume) a model on ``sources`` and write it to ``out``; returns a summary dict.
 
     ``validation`` clips (never trained on) give the held-out error at the end; without them a
-    fixed set of training crops does.
+    fixed set of training crops does. ``source_names`` and ``validation_names`` are recorded in the
+    model file (``training.sources``, ``training.validation_sources``), so benchmarks can leave
+    those files out.
     """
     from tqdm import tqdm
     device = torch.device(device)
@@ -228,7 +231,8 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
 
     def save(step: int, seconds: float, extra: Optional[dict] = None) -> None:
         training = {"step": step, "seconds": seconds, "config": dataclasses.asdict(config),
-                    "sources": list(source_names), "device": str(device), "val_history": history}
+                    "sources": list(source_names), "validation_sources": list(validation_names),
+                    "device": str(device), "val_history": history}
         training.update(extra or {})
         payload = interp.model_payload(model, geometry, stats, training)
         payload["optimizer"] = opt.state_dict()
@@ -246,7 +250,8 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         if r["model"] < best:
             payload = interp.model_payload(model, geometry, stats, {
                 "step": step, "seconds": seconds, "config": dataclasses.asdict(config), "sources": list(source_names),
-                "device": str(device), "val_history": history, "best_of_run": str(out)})
+                "validation_sources": list(validation_names), "device": str(device), "val_history": history,
+                "best_of_run": str(out)})
             interp.save_model(best_path(out), payload)
 
     t0 = time.perf_counter()

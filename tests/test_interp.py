@@ -175,6 +175,10 @@ def test_train_decoder_cli_resumes_and_is_deterministic(tmp_path):
     bad = args[:args.index("--resolution")] + ["--resolution", "64"] + args[args.index("--resolution") + 2:]
     r = CliRunner().invoke(main, bad + ["--out", str(tmp_path / "a.pt"), "--steps", "9"])
     assert r.exit_code != 0 and "trained for another geometry" in r.output
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "d.pt"), "--steps", "2", "--holdout", "loop1.wav"])
+    assert r.exit_code == 0, r.output
+    t = interp.read_payload(tmp_path / "d.pt")["training"]
+    assert t["sources"] == ["loop0.wav"] and t["validation_sources"] == ["loop1.wav"]
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c.pt"), "--holdout", "nope.wav"])
     assert r.exit_code != 0 and "--holdout: nope.wav not found" in r.output
 
