@@ -299,3 +299,26 @@ def test_a_broken_model_setting_is_an_error_not_a_silent_fallback(tmp_path):
     interp.set_decoder_model(None)
     with pytest.raises(interp.ModelError, match="trained for another geometry|no decoder model available"):
         phase.reconstruct(torch.rand(1, 33, 9), G, phase.LEARNED_METHOD)  # the shipped model is for R=1024
+
+
+def test_every_music_source_of_the_shipped_model_is_fetchable_and_in_the_notice():
+    """The shipped model's extra training music must be rebuilt by fetch_training_music.sh (with a
+    sha256 each) and its Debian package and copyright line named in NOTICE."""
+    import re
+    from pathlib import Path
+    if not interp.DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("no shipped model")
+    root = Path(__file__).resolve().parent.parent
+    script = (interp.DEFAULT_MODEL_PATH.parent / "fetch_training_music.sh").read_text()
+    notice = (root / "NOTICE").read_text()
+    rows = {m.group(1): m.groups()[1:] for m in
+            re.finditer(r"^([\w.-]+\.ogg)\|([\w.-]+)\|(usr/\S+?)\|([0-9a-f]{64})\|", script, re.M)}
+    copyright_of = dict(re.findall(r"^([\w.-]+-data)\|[\w.+~-]+\|(.+)$", script, re.M))
+    sources = interp.read_payload(interp.DEFAULT_MODEL_PATH)["training"]["sources"]
+    oggs = [s for s in sources if s.endswith(".ogg")]
+    assert len(oggs) == 20
+    for name in oggs:
+        assert name in rows, f"{name} is not in fetch_training_music.sh"
+        package, path, _ = rows[name]
+        assert path.endswith(name.split("_", 1)[1])
+        assert package in notice and copyright_of[package] in notice, f"{package} missing from NOTICE"
