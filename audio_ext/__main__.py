@@ -300,10 +300,14 @@ def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_
                                              "used for the final held-out error")
 @click.option("--arch", type=click.Choice(["tiny", "small", "medium", "large"]), default="small", show_default=True,
               help="network size (docs/audio.md)")
+@click.option("--init", "init", default=None, metavar="FILE",
+              help="start from this model's weights (fine-tuning; same geometry and --arch) [fresh weights]")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="steps between checkpoints (and held-out evaluations with --holdout)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="torch device [cuda if available, else cpu]")
 def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, patch_frames, patch_bins, lr,
-                      synthetic, holdout, arch, seed, device) -> None:
+                      synthetic, holdout, arch, init, checkpoint_every, seed, device) -> None:
     """Train the frame-interpolation model of the `learned+pghi+fgla` decoder on your own audio."""
     import torch
     from .geometry import StftGeometry
@@ -319,10 +323,10 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
     if unknown:
         raise click.ClickException(f"--holdout: {', '.join(sorted(unknown))} not found in {source}")
     config = TrainConfig(steps=steps, batch=batch, patch_frames=patch_frames, patch_bins=patch_bins, lr=lr, seed=seed,
-                         arch=arch)
+                         arch=arch, init=init, checkpoint_every=checkpoint_every)
     crop = (patch_frames + 1) * geometry.hop_length
     train, names = load_sources([f for f in files if f.name not in held_names], sample_rate, crop, log=click.echo)
-    held, _ = load_sources([f for f in files if f.name in held_names], sample_rate, crop, log=click.echo)
+    held, held_used = load_sources([f for f in files if f.name in held_names], sample_rate, crop, log=click.echo)
     if synthetic:
         train += synthetic_sources(synthetic, 30.0, sample_rate, seed=seed)
         names += [f"synthetic techno loop {i}" for i in range(synthetic)]
@@ -332,7 +336,8 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
     click.echo(f"training on {len(train)} source(s), {sum(y.size for y in train) / sample_rate / 60:.1f} min of audio; "
                f"{len(held)} held out; R={resolution} hop={geometry.hop_length}; device {dev}")
     try:
-        train_decoder(train, out, geometry, config, device=dev, source_names=names, validation=held, log=click.echo)
+        train_decoder(train, out, geometry, config, device=dev, source_names=names, validation=held, log=click.echo,
+                      validation_names=held_used)
     except (ValueError, ModelError) as e:
         raise click.ClickException(str(e)) from None
 

@@ -8,6 +8,11 @@ target. The codec statistics (mean, std of ln power) are those of the sources, a
 would compute them. Loss: L1 in ln power weighted by magnitude (:func:`interp.loss_weights`).
 Adam, learning rate with a cosine decay to 5 % over ``steps``.
 
+Fine-tuning: ``init`` names a model file (same geometry and architecture) whose weights start the
+run instead of fresh ones, e.g. the shipped model trained further on new music on a CPU.
+With ``validation`` clips, every checkpoint also measures the held-out error on fixed validation
+crops and writes the best model so far (no optimizer state) to :func:`best_path` of the output.
+
 Deterministic for a given ``seed``: the crops of step ``k`` come from ``numpy.random.default_rng([seed, k])``,
 so a resumed run draws what an uninterrupted one would. Checkpoints go to the output file itself
 (atomically, every ``checkpoint_every`` steps and at the end); a model file with training state
@@ -42,6 +47,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     arch: str = "small"
+    #: file name of a model whose weights start the run (fine-tuning); None: fresh weights
+    init: Optional[str] = None
 
 
 #: Network sizes (FrameInterpNet arguments). 'small' is the shipped default; bigger ones cost more CPU time per clip.
@@ -154,14 +161,34 @@ def evaluate(model: interp.FrameInterpNet, sampler: CropSampler, geometry: StftG
     return {"model": tot_m / n_batches, "baseline": tot_b / n_batches}
 
 
+def best_path(out: Union[str, Path]) -> Path:
+    """Where :func:`train_decoder` keeps the checkpoint with the lowest validation error: ``m.pt`` -> ``m.best.pt``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.best{out.suffix or '.pt'}")
+
+
+def init_weights(model: interp.FrameInterpNet, path: Union[str, Path], geometry: StftGeometry) -> None:
+    """Load the weights of the model file ``path`` into ``model``; ValueError (one line) if its
+    geometry or architecture differs."""
+    payload = interp.read_payload(path)
+    interp.check_geometry(interp.model_geometry(payload, path), geometry, path)
+    if dict(payload["config"]) != dict(model.config):
+        raise ValueError(f"--init {path}: model has architecture {payload['config']}, not {model.config}; "
+                         f"pick the matching --arch")
+    model.load_state_dict(interp.build_model(payload, path).state_dict())
+
+
 def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry: StftGeometry,
                   config: TrainConfig, device: Union[str, torch.device] = "cpu",
                   source_names: Sequence[str] = (), validation: Sequence[np.ndarray] = (),
-                  log: Callable[[str], None] = print, progress: bool = True) -> dict:
+                  log: Callable[[str], None] = print, progress: bool = True,
+                  validation_names: Sequence[str] = ()) -> dict:
     """Train (or resume) a model on ``sources`` and write it to ``out``; returns a summary dict.
 
     ``validation`` clips (never trained on) give the held-out error at the end; without them a
-    fixed set of training crops does.
+    fixed set of training crops does. ``source_names`` and ``validation_names`` are recorded in the
+    model file (``training.sources``, ``training.validation_sources``), so benchmarks can leave
+    those files out.
     """
     from tqdm import tqdm
     device = torch.device(device)
@@ -175,6 +202,10 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     model = interp.FrameInterpNet(**ARCHS[config.arch]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, seconds_before = 0, 0.0
+    history: List[list] = []
+    if config.init and not out.exists():
+        init_weights(model, config.init, geometry)
+        model.to(device)
     if out.exists():
         payload = interp.read_payload(out)
         interp.check_geometry(interp.model_geometry(payload, out), geometry, out)
@@ -189,6 +220,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         start = int(state.get("step", 0))
         seconds_before = float(state.get("seconds", 0.0))
         stats = dict(payload["stats"])
+        history = [list(h) for h in state.get("val_history", [])]
         if start >= config.steps:
             log(f"{out}: already trained for {start} steps (asked for {config.steps}); nothing to do")
             return {"steps": start, "resumed": True}
@@ -199,11 +231,28 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
 
     def save(step: int, seconds: float, extra: Optional[dict] = None) -> None:
         training = {"step": step, "seconds": seconds, "config": dataclasses.asdict(config),
-                    "sources": list(source_names), "device": str(device)}
+                    "sources": list(source_names), "validation_sources": list(validation_names),
+                    "device": str(device), "val_history": history}
         training.update(extra or {})
         payload = interp.model_payload(model, geometry, stats, training)
         payload["optimizer"] = opt.state_dict()
         interp.save_model(out, payload)
+
+    held = list(validation)
+    eval_sampler = CropSampler(held, crop, device) if held else sampler
+
+    def validate(step: int, seconds: float) -> None:
+        """Held-out error at a checkpoint; the best model so far goes to best_path(out)."""
+        r = evaluate(model, eval_sampler, geometry, stats, n_batches=2)
+        best = min((h[1] for h in history), default=math.inf)
+        history.append([step, r["model"], r["baseline"]])
+        log(f"step {step}: validation error {r['model']:.4f} (interpolation {r['baseline']:.4f})")
+        if r["model"] < best:
+            payload = interp.model_payload(model, geometry, stats, {
+                "step": step, "seconds": seconds, "config": dataclasses.asdict(config), "sources": list(source_names),
+                "validation_sources": list(validation_names), "device": str(device), "val_history": history,
+                "best_of_run": str(out)})
+            interp.save_model(best_path(out), payload)
 
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train-decoder",
@@ -225,11 +274,13 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         avg = loss if avg is None else 0.98 * avg + 0.02 * loss
         bar.set_postfix(loss=f"{avg:.4f}")
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            if held:
+                validate(step + 1, seconds_before + time.perf_counter() - t0)
             save(step + 1, seconds_before + time.perf_counter() - t0)
     bar.close()
     seconds = seconds_before + time.perf_counter() - t0
-    held = list(validation)
-    eval_sampler = CropSampler(held, crop, device) if held else sampler
+    if held:
+        validate(config.steps, seconds)
     result = evaluate(model, eval_sampler, geometry, stats)
     summary = {"steps": config.steps, "seconds": seconds, "held_out": bool(held),
                "val_l1": result["model"], "val_l1_baseline": result["baseline"]}

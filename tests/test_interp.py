@@ -175,8 +175,54 @@ def test_train_decoder_cli_resumes_and_is_deterministic(tmp_path):
     bad = args[:args.index("--resolution")] + ["--resolution", "64"] + args[args.index("--resolution") + 2:]
     r = CliRunner().invoke(main, bad + ["--out", str(tmp_path / "a.pt"), "--steps", "9"])
     assert r.exit_code != 0 and "trained for another geometry" in r.output
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "d.pt"), "--steps", "2", "--holdout", "loop1.wav"])
+    assert r.exit_code == 0, r.output
+    t = interp.read_payload(tmp_path / "d.pt")["training"]
+    assert t["sources"] == ["loop0.wav"] and t["validation_sources"] == ["loop1.wav"]
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c.pt"), "--holdout", "nope.wav"])
     assert r.exit_code != 0 and "--holdout: nope.wav not found" in r.output
+
+
+def test_fine_tuning_starts_from_the_init_model_and_keeps_the_best_checkpoint(tmp_path):
+    from audio_ext.interp_train import best_path
+    train = synthetic_sources(2, 3.0, 44100, seed=21)
+    held = synthetic_sources(1, 3.0, 44100, seed=22)
+    base = tmp_path / "base.pt"
+    train_decoder(train, base, G, TrainConfig(steps=4, batch=2, patch_frames=8, arch="tiny", seed=1),
+                  log=lambda s: None, progress=False)
+    start = interp.read_payload(base)["state_dict"]
+    # zero steps of fine-tuning is impossible (steps >= 1); one step at lr 0 must keep the init weights exactly
+    cfg = TrainConfig(steps=1, batch=2, patch_frames=8, arch="tiny", seed=2, lr=0.0, init=str(base))
+    train_decoder(train, tmp_path / "ft0.pt", G, cfg, log=lambda s: None, progress=False)
+    kept = interp.read_payload(tmp_path / "ft0.pt")["state_dict"]
+    assert all(torch.equal(start[k], kept[k]) for k in start)
+    # a real fine-tuning run moves away from them, validates at every checkpoint, keeps the best
+    logs = []
+    cfg = TrainConfig(steps=6, batch=2, patch_frames=8, arch="tiny", seed=2, lr=3e-3, init=str(base),
+                      checkpoint_every=2)
+    out = tmp_path / "ft.pt"
+    train_decoder(train, out, G, cfg, validation=held, log=logs.append, progress=False)
+    tuned = interp.read_payload(out)
+    assert not all(torch.equal(start[k], tuned["state_dict"][k]) for k in start)
+    history = tuned["training"]["val_history"]
+    assert [h[0] for h in history] == [2, 4, 6] and sum("validation error" in m for m in logs) == 3
+    best = interp.read_payload(best_path(out))
+    assert best_path(out).name == "ft.best.pt" and "optimizer" not in best
+    step, err = min(((h[0], h[1]) for h in history), key=lambda h: h[1])
+    assert best["training"]["step"] == step
+    r = interp.DecoderModel(best).net
+    with torch.no_grad():  # the best file holds the weights that scored ``err``: re-evaluate them
+        from audio_ext.interp_train import CropSampler, evaluate
+        crop = (cfg.patch_frames + 1) * G.hop_length
+        again = evaluate(r, CropSampler(held, crop, torch.device("cpu")), G, tuned["stats"], n_batches=2)
+    assert again["model"] == pytest.approx(err, rel=1e-5)
+    # an init model of another architecture or geometry is refused with one line
+    with pytest.raises(ValueError, match="architecture"):
+        train_decoder(train, tmp_path / "x.pt", G, TrainConfig(steps=1, batch=2, patch_frames=8, arch="small",
+                                                                init=str(base)), log=lambda s: None, progress=False)
+    with pytest.raises(interp.ModelError, match="another geometry"):
+        train_decoder(train, tmp_path / "y.pt", StftGeometry(64), TrainConfig(steps=1, batch=2, patch_frames=8,
+                      arch="tiny", init=str(base)), log=lambda s: None, progress=False)
 
 
 def test_shipped_model_loads_for_the_thesis_geometry():
@@ -253,3 +299,26 @@ def test_a_broken_model_setting_is_an_error_not_a_silent_fallback(tmp_path):
     interp.set_decoder_model(None)
     with pytest.raises(interp.ModelError, match="trained for another geometry|no decoder model available"):
         phase.reconstruct(torch.rand(1, 33, 9), G, phase.LEARNED_METHOD)  # the shipped model is for R=1024
+
+
+def test_every_music_source_of_the_shipped_model_is_fetchable_and_in_the_notice():
+    """The shipped model's extra training music must be rebuilt by fetch_training_music.sh (with a
+    sha256 each) and its Debian package and copyright line named in NOTICE."""
+    import re
+    from pathlib import Path
+    if not interp.DEFAULT_MODEL_PATH.is_file():
+        pytest.skip("no shipped model")
+    root = Path(__file__).resolve().parent.parent
+    script = (interp.DEFAULT_MODEL_PATH.parent / "fetch_training_music.sh").read_text()
+    notice = (root / "NOTICE").read_text()
+    rows = {m.group(1): m.groups()[1:] for m in
+            re.finditer(r"^([\w.-]+\.ogg)\|([\w.-]+)\|(usr/\S+?)\|([0-9a-f]{64})\|", script, re.M)}
+    copyright_of = dict(re.findall(r"^([\w.-]+-data)\|[\w.+~-]+\|(.+)$", script, re.M))
+    sources = interp.read_payload(interp.DEFAULT_MODEL_PATH)["training"]["sources"]
+    oggs = [s for s in sources if s.endswith(".ogg")]
+    assert len(oggs) == 20
+    for name in oggs:
+        assert name in rows, f"{name} is not in fetch_training_music.sh"
+        package, path, _ = rows[name]
+        assert path.endswith(name.split("_", 1)[1])
+        assert package in notice and copyright_of[package] in notice, f"{package} missing from NOTICE"
