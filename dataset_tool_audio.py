@@ -69,9 +69,9 @@ def main(source, dest, resolution, hop_length, sample_rate, workers, max_clips, 
         slicing = SliceParams(target_bpm=target_bpm, min_bpm=min_bpm, max_bpm=max_bpm, stride_beats=stride_beats,
                               segment_seconds=segment_seconds, silence_db=silence_db, stretcher=stretcher)
         options = BuildOptions(resolution=resolution, hop_length=hop_length, sample_rate=sample_rate, workers=workers,
-                               max_clips=max_clips, stats_sample=stats_sample, stats_path=stats_path, shard=parse_shard(shard),
-                               labels=labels, slicing=slicing, overwrite=overwrite, keep_work=keep_work,
-                               progress=not no_progress, stats_only=stats_only)
+                               max_clips=max_clips, stats_sample=stats_sample, stats_path=stats_path,
+                               shard=parse_shard(shard), labels=labels, slicing=slicing, overwrite=overwrite,
+                               keep_work=keep_work, progress=not no_progress, stats_only=stats_only)
         build_archive(source, dest, options, log=lambda line: click.echo(line, err=True))
         if decoder_steps and not stats_only:
             from audio_ext.interp_train import train_for_archive

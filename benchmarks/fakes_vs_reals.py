@@ -92,7 +92,8 @@ def compare(sets: Dict[str, np.ndarray], audio_block: dict):
         sfd = standardized_frechet_distance(mu_r, sig_r, f.mean(0), np.cov(f, rowvar=False))
         summary.append([k, len(v), float(np.sqrt(np.mean((p - ref_p) ** 2))), float(np.corrcoef(p, ref_p)[0, 1]),
                         shares["column"], shares["row"], float(f[:, names.index("onset_contrast")].mean()),
-                        float(f[:, names.index("silence_share")].mean()), max(0.0, float(sfd))])
+                        float(f[:, names.index("silence_share")].mean()),
+                        float(sfd) if sfd > 1e-9 else 0.0])     # the reals against themselves: rounding only
         band_rows.append([k] + [float(f[:, i].mean()) for i in bands])
     band_header = ["images"] + [names[i][len("band_"):-len("_db")].replace("_", "-") + " dB" for i in bands]
     return summary, band_header, band_rows

@@ -129,7 +129,8 @@ def main(network, pairs, note, no_write):
     if not no_write:
         body = (f"`benchmarks/layer_control.py --pairs {pairs}` on `{Path(network).name}`"
                 f"{' (' + note + ')' if note else ''}: for each seed pair (A, B), A's w with one layer group "
-                f"taken from B; change of the onset pattern ({ONSET_BANDS}-band spectral flux) and of the 16 band energies as a share of the whole "
+                f"taken from B; change of the onset pattern ({ONSET_BANDS}-band spectral flux) and of the 16 band "
+                f"energies as a share of the whole "
                 f"A -> B change (mean ± sd over the pairs). Resolution {G.img_resolution}, {G.num_ws} layers.\n\n"
                 + table)
         write_section("layer_control", "What the layer groups control (measured)", body, doc=DOC)

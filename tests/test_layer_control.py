@@ -1,4 +1,4 @@
-"""benchmarks/layer_control.py: the onset-pattern feature reads hits, not pixel texture; the table runs on a snapshot."""
+"""benchmarks/layer_control.py: the onset-pattern feature reads hits more than pixel texture; groups; shares."""
 import numpy as np
 import pytest
 import torch
@@ -25,7 +25,8 @@ def test_onset_pattern_equals_a_naive_loop_over_octave_bands():
     want = np.zeros((2, R - 1))
     for n in range(2):
         for t in range(R - 1):
-            rises = [max(0.0, spec[n, lo:hi, t + 1].mean() - spec[n, lo:hi, t].mean()) for lo, hi in zip(edges, edges[1:])]
+            rises = [max(0.0, spec[n, lo:hi, t + 1].mean() - spec[n, lo:hi, t].mean())
+                     for lo, hi in zip(edges, edges[1:])]
             want[n, t] = np.mean(rises)
     np.testing.assert_allclose(onset_pattern(img).numpy(), want, atol=1e-6)
 
