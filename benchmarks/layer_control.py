@@ -10,6 +10,9 @@ features is measured as a share of the whole A -> B change:
   The levels are pooled over each band *before* rectifying, so pixel texture (frame-to-frame noise
   within a band, which the fine layers of a trained network change) largely averages out instead of
   reading as onsets; per-pixel flux (``SpectralLoss.onset_envelope``, the projector's term) counted it;
+- **step pattern**: the onset pattern summed over each 16th-note step of the clip's tempo (at R=64, hop
+  64, 4410 Hz and 130 BPM, 8 frames per step, 8 steps per clip): where the hits fall on the rhythmic
+  grid, blind to how they are spread over the frames within a step (:func:`step_pattern`);
 - **band energies**: the mean level of 16 log-spaced bands (``SpectralLoss.band_energies``), the same ratio.
 
 A share near 1 means the group carries nearly all of that difference, near 0 none of it. Groups
@@ -27,6 +30,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Optional
 
 import click
 import numpy as np
@@ -57,6 +61,27 @@ def onset_pattern(images: torch.Tensor, bands: int = ONSET_BANDS) -> torch.Tenso
     return torch.relu(levels[..., 1:] - levels[..., :-1]).mean(dim=-2)
 
 
+def frames_per_step(audio_block: Optional[dict], resolution: int) -> float:
+    """STFT frames per 16th note at the block's ``target_bpm`` (hop and rate from the block); 1/8 of the clip without one."""
+    if not audio_block:
+        return resolution / 8
+    return 60.0 / float(audio_block["target_bpm"]) / 4 * int(audio_block["sample_rate"]) / int(audio_block["hop_length"])
+
+
+def step_pattern(env: torch.Tensor, per_step: float) -> torch.Tensor:
+    """``[N, steps]``: an onset pattern ``[N, T]`` summed over consecutive steps of ``per_step`` frames.
+
+    Value t of the pattern (the rise into frame t + 1) belongs to step ``floor(t / per_step)``; only
+    complete steps are kept (at least one).
+    """
+    t = env.shape[-1]
+    steps = max(1, int(t // per_step))
+    idx = torch.div(torch.arange(t, dtype=torch.float64), per_step, rounding_mode="floor").long()
+    keep = idx < steps
+    out = torch.zeros(env.shape[0], steps, dtype=env.dtype, device=env.device)
+    return out.index_add_(1, idx[keep].to(env.device), env[:, keep])
+
+
 def layer_groups(resolution: int):
     """``{name: [w indices]}`` by the resolution of the convolution each w drives.
 
@@ -72,13 +97,17 @@ def layer_groups(resolution: int):
     return {k: v for k, v in groups.items() if v}
 
 
-def measure(G, pairs: int, seed0: int = 0):
-    """``{group: (onset shares [pairs], band shares [pairs])}`` for seed pairs (seed0 + 2k, seed0 + 2k + 1)."""
+def measure(G, pairs: int, seed0: int = 0, per_step: Optional[float] = None):
+    """``{group: (onset shares, band shares, step shares)}`` (lists of ``pairs``) for seed pairs (seed0 + 2k, seed0 + 2k + 1).
+
+    ``per_step``: frames per rhythmic step for the step pattern (:func:`frames_per_step`; default 1/8 of the clip).
+    """
+    per_step = frames_per_step(None, int(G.img_resolution)) if per_step is None else per_step
     loss = SpectralLoss(int(G.img_resolution))
     c = torch.zeros(1, int(G.c_dim))
     groups = layer_groups(int(G.img_resolution))
     assert max(max(v) for v in groups.values()) == int(G.num_ws) - 1, (groups, G.num_ws)
-    out = {g: ([], []) for g in groups}
+    out = {g: ([], [], []) for g in groups}
 
     def feats(w):
         with torch.no_grad():
@@ -91,20 +120,24 @@ def measure(G, pairs: int, seed0: int = 0):
             wb = G.mapping(seed_z(seed0 + 2 * k + 1, int(G.z_dim))[None], c)[0]
         ea, ba = feats(wa)
         eb, bb = feats(wb)
+        sa, sb = step_pattern(ea[None], per_step)[0], step_pattern(eb[None], per_step)[0]
         for g, layers in groups.items():
             es, bs = feats(mix_ws(wa, wb, layers))
+            ss = step_pattern(es[None], per_step)[0]
             out[g][0].append(float((es - ea).norm() / (eb - ea).norm().clamp_min(1e-12)))
             out[g][1].append(float((bs - ba).norm() / (bb - ba).norm().clamp_min(1e-12)))
+            out[g][2].append(float((ss - sa).norm() / (sb - sa).norm().clamp_min(1e-12)))
     return out
 
 
 def rows_for(label: str, G, result):
     groups = layer_groups(int(G.img_resolution))
     rows = []
-    for g, (onset, band) in result.items():
+    ms = lambda v: f"{np.mean(v):.2f} ± {np.std(v):.2f}"
+    for g, (onset, band, step) in result.items():
         layers = groups[g]
-        rows.append([label, g, f"{layers[0]}-{layers[-1]}", f"{np.mean(onset):.2f} ± {np.std(onset):.2f}",
-                     f"{np.mean(band):.2f} ± {np.std(band):.2f}", f"{np.mean(onset) / max(np.mean(band), 1e-12):.2f}"])
+        rows.append([label, g, f"{layers[0]}-{layers[-1]}", ms(onset), ms(step), ms(band),
+                     f"{np.mean(onset) / max(np.mean(band), 1e-12):.2f}"])
     return rows
 
 
@@ -121,18 +154,19 @@ def main(network, pairs, note, no_write):
     G = build_networks(snap, names=["G_ema"])["G_ema"]
     torch.manual_seed(0)
     G0 = Generator(**G.init_kwargs).eval().requires_grad_(False)   # the same architecture, untrained
-    rows = rows_for(f"trained ({snap.get('cur_nimg', 0) / 1000:g} kimg)", G, measure(G, pairs))
-    rows += rows_for("untrained (init)", G0, measure(G0, pairs))
-    table = markdown_table(["network", "group swapped", "layers", "onset-pattern change", "band-energy change",
-                            "onset / band"], rows)
+    per_step = frames_per_step(snap.get("audio"), int(G.img_resolution))
+    rows = rows_for(f"trained ({snap.get('cur_nimg', 0) / 1000:g} kimg)", G, measure(G, pairs, per_step=per_step))
+    rows += rows_for("untrained (init)", G0, measure(G0, pairs, per_step=per_step))
+    table = markdown_table(["network", "group swapped", "layers", "onset-pattern change", "step-pattern change",
+                            "band-energy change", "onset / band"], rows)
     print(table)
     if not no_write:
         body = (f"`benchmarks/layer_control.py --pairs {pairs}` on `{Path(network).name}`"
                 f"{' (' + note + ')' if note else ''}: for each seed pair (A, B), A's w with one layer group "
-                f"taken from B; change of the onset pattern ({ONSET_BANDS}-band spectral flux) and of the 16 band "
-                f"energies as a share of the whole "
-                f"A -> B change (mean ± sd over the pairs). Resolution {G.img_resolution}, {G.num_ws} layers.\n\n"
-                + table)
+                f"taken from B; change of the onset pattern ({ONSET_BANDS}-band spectral flux per frame), of the "
+                f"step pattern (the onset pattern summed per 16th note, {per_step:.2f} frames) and of the 16 band "
+                f"energies, each as a share of the whole A -> B change (mean ± sd over the pairs). "
+                f"Resolution {G.img_resolution}, {G.num_ws} layers.\n\n" + table)
         write_section("layer_control", "What the layer groups control (measured)", body, doc=DOC)
 
 

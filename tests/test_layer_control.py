@@ -5,7 +5,7 @@ import torch
 
 from audio_ext.geometry import StftGeometry
 from audio_ext.projection import SpectralLoss
-from benchmarks.layer_control import layer_groups, measure, onset_pattern
+from benchmarks.layer_control import frames_per_step, layer_groups, measure, onset_pattern, step_pattern
 from stylegan2 import networks
 
 R = 64
@@ -60,16 +60,36 @@ def test_measure_gives_a_share_per_group_and_pair_and_swapping_everything_is_one
                            mapping_kwargs=dict(num_layers=1), channel_base=256, channel_max=8).eval()
     out = measure(G, pairs=3)
     assert list(out) == list(layer_groups(R))
-    for onset, band in out.values():
-        assert len(onset) == len(band) == 3 and all(np.isfinite(onset)) and all(v >= 0 for v in onset + band)
+    for onset, band, step in out.values():
+        assert len(onset) == len(band) == len(step) == 3
+        assert all(np.isfinite(onset + band + step)) and all(v >= 0 for v in onset + band + step)
     # A "group" holding every layer is B itself: both shares are exactly 1.
     import benchmarks.layer_control as lc
     every = {"all": list(range(G.num_ws))}
     orig = lc.layer_groups
     try:
         lc.layer_groups = lambda r: every
-        (onset, band), = lc.measure(G, pairs=2).values()
+        (onset, band, step), = lc.measure(G, pairs=2).values()
     finally:
         lc.layer_groups = orig
     np.testing.assert_allclose(onset, 1.0, atol=1e-5)
     np.testing.assert_allclose(band, 1.0, atol=1e-5)
+    np.testing.assert_allclose(step, 1.0, atol=1e-5)
+
+
+def test_step_pattern_sums_whole_steps_and_ignores_moves_within_a_step():
+    env = torch.arange(1.0, 64.0)[None]                        # 63 values, as from a 64-frame image
+    got = step_pattern(env, 7.95)                              # R=64, hop 64, 4410 Hz, 130 BPM
+    want = [sum(range(1, 64)[t] for t in range(63) if int(t // 7.95) == k) for k in range(7)]
+    assert got.shape == (1, 7) and got[0].tolist() == pytest.approx(want)
+    a, b = torch.zeros(1, 63), torch.zeros(1, 63)
+    a[0, 17], b[0, 20] = 1.0, 1.0                              # a hit moved by 3 frames inside step 2 (16..23)
+    assert torch.equal(step_pattern(a, 8.0), step_pattern(b, 8.0))
+    b[0, 20], b[0, 30] = 0.0, 1.0                              # ... or into step 3
+    assert not torch.equal(step_pattern(a, 8.0), step_pattern(b, 8.0))
+
+
+def test_frames_per_step_from_the_audio_block():
+    block = StftGeometry(R, sample_rate=4410).audio_block(mean=-3.0, std=3.0, target_bpm=130.0)
+    assert frames_per_step(block, R) == pytest.approx(60 / 130 / 4 * 4410 / 64)      # 7.95 frames = 0.115 s
+    assert frames_per_step(None, R) == R / 8
