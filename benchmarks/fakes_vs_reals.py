@@ -143,7 +143,8 @@ def main(network, data, num, seed, grid_path: Optional[str], note, no_write):
     t2 = markdown_table(band_header, band_rows)
     print(t1 + "\n\n" + t2)
     if grid_path:
-        Image.fromarray(grid(reals[:8], sets[next(k for k in sets if k.startswith("trained"))][:8])).save(grid_path)
+        spread = reals[np.linspace(0, len(reals) - 1, 8).round().astype(int)]   # reals are in archive order: spread
+        Image.fromarray(grid(spread, sets[next(k for k in sets if k.startswith("trained"))][:8])).save(grid_path)
         print(f"grid: {grid_path}")
     if not no_write:
         a = ds.audio
