@@ -1,17 +1,17 @@
 """What do the coarse, middle and fine layers of an audio StyleGAN2 control? A style-swap measurement.
 
 For ``--pairs`` seed pairs (A, B) the latent of A gets the w of B in one layer group only (the
-style-mixing operation of ``gen_audio.py --mix-styles``), and the change of two spectrogram
+style-mixing operation of ``gen_audio.py --mix-styles``), and the change of three spectrogram
 features is measured as a share of the whole A -> B change:
 
 - **onset pattern**: the rise of level from frame to frame in ``ONSET_BANDS`` wide log-spaced bands,
   half-wave rectified and averaged over the bands (:func:`onset_pattern`, multi-band spectral flux as
   in Scheirer 1998 and librosa's onset strength on mel bands): ``|env(swap) - env(A)| / |env(B) - env(A)|``.
   The levels are pooled over each band *before* rectifying, so pixel texture (frame-to-frame noise
-  within a band, which the fine layers of a trained network change) largely averages out instead of
-  reading as onsets; per-pixel flux (``SpectralLoss.onset_envelope``, the projector's term) counted it;
+  within a band, which the fine layers of a trained network change) partly averages out (about half
+  of it, ``tests/test_layer_control.py``) instead of reading as onsets; per-pixel flux (``SpectralLoss.onset_envelope``, the projector's term) counted it;
 - **step pattern**: the onset pattern summed over each 16th-note step of the clip's tempo (at R=64, hop
-  64, 4410 Hz and 130 BPM, 8 frames per step, 8 steps per clip): where the hits fall on the rhythmic
+  64, 4410 Hz and 130 BPM, 7.95 frames per step, 7 whole steps per clip): where the hits fall on the rhythmic
   grid, blind to how they are spread over the frames within a step (:func:`step_pattern`);
 - **band energies**: the mean level of 16 log-spaced bands (``SpectralLoss.band_energies``), the same ratio.
 
