@@ -13,6 +13,7 @@ import click
 
 from audio_ext.archive import ArchiveError
 from audio_ext.build import BuildOptions, build_archive, merge_into, parse_shard
+from audio_ext.geometry import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, STRETCH_CHOICES, STRIDE_BEATS,
                                TARGET_BPM, SliceParams)
 
@@ -22,6 +23,8 @@ from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, ST
 @click.option("--dest", required=True, metavar="PATH", help="Output archive: a .zip file or a folder.")
 @click.option("--resolution", type=int, default=1024, show_default=True, help="Image size R (power of two); n_fft = 2R.")
 @click.option("--hop", "hop_length", type=int, default=None, help="STFT hop in samples: R (default, the thesis) or R/2.")
+@click.option("--sample-rate", type=click.IntRange(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE), default=44100, show_default=True,
+              help="Hz the audio is resampled to before slicing (lower: more seconds per image, less bandwidth).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes, parallel over files.")
 @click.option("--max-clips", type=click.IntRange(min=1), default=None, help="Stop after this many clips (in source order).")
 @click.option("--stats-sample", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -50,7 +53,7 @@ from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, ST
 @click.option("--train-decoder", "decoder_steps", type=click.IntRange(min=0), default=0, metavar="STEPS",
               help="After building, train a decoder model (learned+pghi+fgla) for STEPS steps on the sources and "
                    "store it beside the archive as <dest stem>.decoder.pt (docs/audio.md). [0: no]")
-def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample, stats_path, stats_only, shard, labels,
+def main(source, dest, resolution, hop_length, sample_rate, workers, max_clips, stats_sample, stats_path, stats_only, shard, labels,
          target_bpm, min_bpm, max_bpm, stride_beats, segment_seconds, silence_db, stretcher, merge, overwrite,
          keep_work, no_progress, decoder_steps):
     """Slice audio into beat-aligned 130 BPM clips and write their STFT images to an archive."""
@@ -65,10 +68,10 @@ def main(source, dest, resolution, hop_length, workers, max_clips, stats_sample,
             raise ArchiveError("--source is required (a folder of audio or a .txt list of files)")
         slicing = SliceParams(target_bpm=target_bpm, min_bpm=min_bpm, max_bpm=max_bpm, stride_beats=stride_beats,
                               segment_seconds=segment_seconds, silence_db=silence_db, stretcher=stretcher)
-        options = BuildOptions(resolution=resolution, hop_length=hop_length, workers=workers, max_clips=max_clips,
-                               stats_sample=stats_sample, stats_path=stats_path, shard=parse_shard(shard),
-                               labels=labels, slicing=slicing, overwrite=overwrite, keep_work=keep_work,
-                               progress=not no_progress, stats_only=stats_only)
+        options = BuildOptions(resolution=resolution, hop_length=hop_length, sample_rate=sample_rate, workers=workers,
+                               max_clips=max_clips, stats_sample=stats_sample, stats_path=stats_path,
+                               shard=parse_shard(shard), labels=labels, slicing=slicing, overwrite=overwrite,
+                               keep_work=keep_work, progress=not no_progress, stats_only=stats_only)
         build_archive(source, dest, options, log=lambda line: click.echo(line, err=True))
         if decoder_steps and not stats_only:
             from audio_ext.interp_train import train_for_archive

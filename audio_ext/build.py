@@ -357,6 +357,7 @@ class BuildOptions:
 
     resolution: int = 1024
     hop_length: Optional[int] = None
+    sample_rate: int = 44100
     workers: int = 1
     max_clips: Optional[int] = None
     stats_sample: int = 1000
@@ -451,7 +452,7 @@ def build_archive(source: PathLike, dest: PathLike, options: BuildOptions = Buil
     if opts.stats_only:
         return _stats_only(source, dest, opts, log)
     dest = check_destination(dest, opts.overwrite, [source])
-    geometry = StftGeometry(opts.resolution, opts.hop_length)
+    geometry = StftGeometry(opts.resolution, opts.hop_length, sample_rate=opts.sample_rate)
     params = opts.slicing
     if params.segment_seconds * params.target_bpm / params.max_bpm < geometry.clip_seconds:
         raise ArchiveError(f"--segment-seconds {params.segment_seconds:g} is too short for one "
@@ -646,7 +647,7 @@ def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Calla
     The sample is cached in ``<dest>.partial/`` (locked like a build's), so an interrupted run resumes.
     """
     dest = check_stats_destination(dest, opts.overwrite, source)
-    geometry = StftGeometry(opts.resolution, opts.hop_length)
+    geometry = StftGeometry(opts.resolution, opts.hop_length, sample_rate=opts.sample_rate)
     sources, ignored = gather_sources(source)
     sources = [s for s in sources if audio_file_problem(s.path) is None]
     if not sources:
@@ -659,7 +660,8 @@ def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Calla
         summary = BuildSummary(dest=str(dest), files_found=len(sources), ignored=ignored, mean=mean, std=std,
                                stats_source=f"sampled from up to {opts.stats_sample} clips")
         atomic_write_text(dest, json.dumps({"mean": mean, "std": std, "source": summary.stats_source,
-                                            "resolution": geometry.resolution, "hop_length": geometry.hop_length},
+                                            "resolution": geometry.resolution, "hop_length": geometry.hop_length,
+                                            "sample_rate": geometry.sample_rate},
                                            indent=1))
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)

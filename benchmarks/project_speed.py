@@ -31,19 +31,24 @@ from stylegan2.projector import project  # noqa: E402
 WARMUP_STEPS = 2
 
 
-def time_projection(G, resolution: int, steps: int, w_plus: bool, device) -> float:
-    """Seconds per step over ``steps`` timed steps (after the warm-up steps)."""
+def time_projection(G, resolution: int, steps: int, w_plus: bool, device):
+    """(wall seconds, CPU seconds of this process) per step over ``steps`` timed steps (after the warm-up steps).
+
+    CPU seconds count all threads; on a shared machine they measure the work where the wall clock
+    also counts the waiting.
+    """
     target = torch.rand(1, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    stamps = []
+    stamps, cpu = [], []
 
     def on_step(entry):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
 
     project(G, target, num_steps=steps + WARMUP_STEPS, w_plus=w_plus, w_avg_samples=1000,
             extra_loss=SpectralLoss(resolution), device=device, callback=on_step)
-    return (stamps[-1] - stamps[WARMUP_STEPS - 1]) / steps
+    return (stamps[-1] - stamps[WARMUP_STEPS - 1]) / steps, (cpu[-1] - cpu[WARMUP_STEPS - 1]) / steps
 
 
 @click.command()
@@ -61,10 +66,11 @@ def main(resolutions, device, steps, threads, no_write):
     for res in resolutions:
         G = build_generator(res, device)
         for w_plus in (False, True):
-            sec = time_projection(G, res, steps, w_plus, device)
-            rows.append([res, "W+" if w_plus else "W", steps, 1.0 / sec, sec, 1000 * sec / 60])
+            sec, cpu_sec = time_projection(G, res, steps, w_plus, device)
+            rows.append([res, "W+" if w_plus else "W", steps, 1.0 / sec, sec, cpu_sec, 1000 * sec / 60])
             print(f"R={res} {'W+' if w_plus else 'W'}: {1.0 / sec:.3g} steps/s ({sec:.3g} s/step)", flush=True)
-    table = markdown_table(["resolution", "latent", "timed steps", "steps/s", "s/step", "min per 1000 steps"], rows)
+    table = markdown_table(["resolution", "latent", "timed steps", "steps/s", "s/step", "CPU s/step",
+                            "min per 1000 steps"], rows)
     print(table)
     if not no_write:
         threads_note = f"{torch.get_num_threads()} torch thread(s)" if device.type == "cpu" else "CUDA"
@@ -72,8 +78,12 @@ def main(resolutions, device, steps, threads, no_write):
                 f"backward, multi-scale distance, band-energy and onset terms, noise regularisation) with a randomly "
                 f"initialised generator of the preset's size (`audio1024` at 1024, `auto` below), after "
                 f"{WARMUP_STEPS} warm-up steps; {threads_note}; load average at the end {os.getloadavg()[0]:.1f} (on a "
-                f"shared machine the wall clock is an upper bound). The default 1000 steps take the last column.\n\n"
-                + table)
+                f"shared machine the wall clock is an upper bound, CPU seconds count the work). The default 1000 "
+                f"steps take the last column."
+                + (" On a GPU at 1024 the `project` stage of `make gpu-smoke` (benchmarks/gpu_smoke.py) runs "
+                   "`--resolution 1024 --device cuda --steps 50` and writes the `project_speed_cuda` section."
+                   if device.type == "cpu" else "")
+                + "\n\n" + table)
         write_section(f"project_speed_{device.type}", f"Projection speed ({device.type})", body)
 
 

@@ -29,3 +29,13 @@ def test_unknown_stage_names_are_refused_in_one_line(tmp_path):
                            "--out", str(tmp_path), "--no-write"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert "unknown stage(s) nonsense" in proc.stderr
+
+
+def test_the_projection_speed_at_1024_on_cuda_is_a_stage_whose_flags_the_benchmark_accepts(tmp_path):
+    """Issue 10 asks for steps/s at 1024 on a GPU: the `project` stage must call project_speed.py so that it parses."""
+    from benchmarks import project_speed
+    from benchmarks.gpu_smoke import stages
+    stage = {s.name: s for s in stages(sys.executable, tmp_path)}["project"]
+    assert stage.argv[1].endswith("project_speed.py")
+    ctx = project_speed.main.make_context("project_speed.py", list(stage.argv[2:]))
+    assert ctx.params["resolutions"] == (1024,) and ctx.params["device"] == "cuda" and ctx.params["steps"] >= 10
