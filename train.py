@@ -68,10 +68,14 @@ def _metrics_list(value: str):
 @click.option("--freezed", type=click.IntRange(min=0), help="Freeze the first N discriminator layers (freeze-D)")
 @click.option("--preview-clips", default=4, show_default=True, type=click.IntRange(min=0),
               help="Fakes decoded to fakesNNNNNN.wav (and TensorBoard audio) at every snapshot; 0 = none")
+@click.option("--decoder-model", "decoder_model", metavar="FILE|none",
+              help="Decoder model (learned+pghi+fgla) stored in every snapshot [default: <archive stem>.decoder.pt "
+                   "beside --data when it exists]; none = store no model")
 @click.option("--desc", help="Extra text for the run folder name")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the options and exit")
 @click.option("--no-progress", is_flag=True, help="No per-iteration progress bar between ticks")
-def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, mirror, cond, preview_clips, **flags):
+def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, mirror, cond, preview_clips,
+         decoder_model, **flags):
     """Train a StyleGAN2 on DATA and write snapshots, grids and logs under OUTDIR."""
     from stylegan2.dataset import DatasetError, ImageFolderDataset
     from stylegan2 import snapshot as snap_io
@@ -83,6 +87,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
     except DatasetError as e:
         raise click.ClickException(str(e))
     _check_audio_block(data, probe.audio)
+    decoder_file, decoder_payload = _decoder_model(data, probe.audio, decoder_model)
     try:
         opts = resolve_config(cfg, probe.resolution, world, mirror=mirror, cond=cond,
                               metrics=_metrics_list(metrics), **flags)
@@ -114,6 +119,8 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         print(describe(opts))
         print(f"  data  {probe.path} ({len(probe)} images, {probe.num_channels} x {probe.resolution}^2)")
         print(f"  run   {outdir}/<next>-{name}")
+        if decoder_file:
+            print(f"  decoder model  {decoder_file} (stored in every snapshot)")
         if resume:
             print(f"  resume  {resume}")
     if dry_run:
@@ -121,7 +128,8 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         return
     probe.close()
     kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress,
-                  snapshot_hook=_audio_preview(probe.audio, preview_clips))
+                  snapshot_hook=_audio_preview(probe.audio, preview_clips),
+                  snapshot_extra={"decoder_model": decoder_payload} if decoder_payload is not None else None)
     from stylegan2.training_loop import SnapshotWriteError, TrainingDiverged, TrainingInterrupted
     # With spawned ranks this process only waits: a terminal's Ctrl-C reaches the ranks directly (same
     # process group), a SIGTERM or SIGINT sent to this process alone is passed on to them as SIGTERM
@@ -166,6 +174,37 @@ def _check_audio_block(data, block) -> None:
         validate_audio_block(block)
     except ValueError as e:
         raise click.ClickException(f"{data}: dataset.json {e}") from None
+
+
+def _decoder_model(data, block, choice):
+    """(file, plain-data dict) of the decoder model the snapshots will carry, or (None, None).
+
+    ``choice`` None: ``<archive stem>.decoder.pt`` beside ``data`` (what ``dataset_tool_audio.py
+    --train-decoder`` writes) when it exists; ``'none'``: no model; else a model file. The file is read
+    with ``weights_only=True`` and its geometry must match the archive's audio block: a mismatch is a
+    one-line error now, not a snapshot that generation cannot use.
+    """
+    if choice is not None and choice.strip().lower() == "none":
+        return None, None
+    from audio_ext.interp_train import decoder_path_for_archive
+    if choice is None:
+        found = decoder_path_for_archive(data)
+        if not found.is_file():
+            return None, None
+        path, flag = found, f"{found} (found beside --data)"
+    else:
+        path, flag = choice, f"--decoder-model {choice}"
+    if not block:
+        raise click.ClickException(f"{flag}: {data} has no audio block, so a decoder model has nothing to decode")
+    from audio_ext import interp
+    from audio_ext.geometry import StftGeometry
+    try:
+        payload = interp.read_payload(path)
+        interp.check_geometry(interp.model_geometry(payload, path), StftGeometry.from_dict(block), path)
+        interp.build_model(payload, path)       # the weights fit the configuration it declares
+    except (interp.ModelError, ValueError) as e:
+        raise click.ClickException(f"{flag}: {e}") from None
+    return str(path), payload
 
 
 def _audio_preview(audio_block, clips: int):

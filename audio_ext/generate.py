@@ -56,7 +56,9 @@ class GenerateOptions:
     clips around each, ``spread`` apart); ``mix_rows``/``mix_cols``/``mix_styles`` render a style-mixing
     grid; ``bpm`` stretches every clip to that tempo;
     ``crossfade_s`` (seconds) is used at loop points and walk joins. ``method``/``n_iter`` select the
-    phase reconstruction (None = the audio layer's default).
+    phase reconstruction (None = the audio layer's default). ``decoder_model``: a decoder model file for
+    ``learned+pghi+fgla`` that beats the snapshot's own model (``decoder_model`` key, written by
+    ``train.py``), ``$ELECTROGAN_DECODER_MODEL`` and the shipped model, in that order.
     """
 
     network: str
@@ -84,6 +86,8 @@ class GenerateOptions:
     mix_cols: Optional[Sequence[int]] = None
     mix_styles: str = "0-6"
     bpm: Optional[float] = None
+    # issue 11: the decoder model (audio_ext.interp), a file beating the snapshot's own
+    decoder_model: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -110,8 +114,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def load_generator(path, device: torch.device):
-    """(G_ema or G, audio block) from a snapshot; errors name the file and the problem in one line."""
+def load_generator(path, device: torch.device, with_decoder: bool = False):
+    """(G_ema or G, audio block) from a snapshot; errors name the file and the problem in one line.
+
+    ``with_decoder``: return (G, block, decoder model dict or None) instead, the snapshot's
+    ``decoder_model`` (the archive's own model that ``train.py`` stored; plain data, not yet checked).
+    """
     from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
     try:
         snap = load_snapshot(path)
@@ -136,7 +144,31 @@ def load_generator(path, device: torch.device):
     if int(G.img_resolution) != int(block["resolution"]):
         raise GenerateError(f"{path}: generator resolution {G.img_resolution} does not match the audio block's "
                             f"{block['resolution']}")
+    if with_decoder:
+        return G, block, snap.get("decoder_model")
     return G, block
+
+
+@contextlib.contextmanager
+def decoder_choice(network: str, geometry, payload, decoder_model: Optional[str]):
+    """Within the block, ``learned+pghi+fgla`` decodes with ``decoder_model`` (a file) when given, else
+    the snapshot's ``payload`` when it has one, else the env/shipped model (audio_ext.interp).
+
+    A file or snapshot model that cannot be used, or that was trained for another geometry than the
+    snapshot's audio, is a one-line GenerateError: it was asked for, so it is never passed over.
+    """
+    from . import interp
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(interp.decoder_models(path=decoder_model, snapshot=payload, where=Path(network).name))
+        if decoder_model is not None or payload is not None:
+            interp.model_for(geometry)          # the model that was asked for fits this snapshot
+    except interp.ModelError as e:
+        stack.close()
+        flag = "--decoder-model" if decoder_model is not None else f"{network}: decoder_model"
+        raise GenerateError(f"{flag}: {e}") from None
+    with stack:
+        yield
 
 
 def class_labels(G, class_idx: Optional[int], network: str, count: int, device: torch.device) -> torch.Tensor:
@@ -549,7 +581,7 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     _validate(opts)
     device = resolve_device(opts.device)
     network = str(opts.network)
-    G, block = load_generator(network, device)
+    G, block, decoder_payload = load_generator(network, device, with_decoder=True)
     geometry = StftGeometry.from_dict(block)
     n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
     classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
@@ -560,38 +592,39 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
                             f"and its audio block has none")
     if bpm is not None:
         _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
-    try:
-        method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
-    except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
-        raise GenerateError(f"decoder: {e}") from None
-    snapshot_name = Path(network).name
-    desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
-            f"snapshot={snapshot_name}")
-    run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
-               bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
-               src_bpm=bpm, projected=projected)
-    outdir = Path(opts.outdir)
-    with staging_folder(outdir, log) as run.staging:
-        if opts.seeds:
-            _render_seeds(run)
-        if opts.walk:
-            _render_walk(run)
-        if opts.projected_w:
-            _render_projected(run)
-        if opts.mix_rows:
-            from .mixing import render_mix
-            render_mix(run)
-        run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
-                    "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
-                    "phase": f"{method}, {n_iter} iterations"}
-        if opts.bpm is not None:
-            run_info["tempo"] = f"{_fmt_bpm(bpm)} BPM stretched to {_fmt_bpm(opts.bpm)} BPM"
-        if opts.mix_rows:
-            run.write_grid_page(run_info)
-        else:
-            write_page(run.staging, run.entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
-    return GenerateResult(page=outdir / "index.html", audio=[outdir / n for n in run.audio],
-                          images=[outdir / n for n in run.images], bpm=run.bpm)
+    with decoder_choice(network, geometry, decoder_payload, opts.decoder_model):
+        try:
+            method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
+        except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
+            raise GenerateError(f"decoder: {e}") from None
+        snapshot_name = Path(network).name
+        desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
+                f"snapshot={snapshot_name}")
+        run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
+                   bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
+                   src_bpm=bpm, projected=projected)
+        outdir = Path(opts.outdir)
+        with staging_folder(outdir, log) as run.staging:
+            if opts.seeds:
+                _render_seeds(run)
+            if opts.walk:
+                _render_walk(run)
+            if opts.projected_w:
+                _render_projected(run)
+            if opts.mix_rows:
+                from .mixing import render_mix
+                render_mix(run)
+            run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
+                        "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
+                        "phase": f"{method}, {n_iter} iterations"}
+            if opts.bpm is not None:
+                run_info["tempo"] = f"{_fmt_bpm(bpm)} BPM stretched to {_fmt_bpm(opts.bpm)} BPM"
+            if opts.mix_rows:
+                run.write_grid_page(run_info)
+            else:
+                write_page(run.staging, run.entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
+        return GenerateResult(page=outdir / "index.html", audio=[outdir / n for n in run.audio],
+                              images=[outdir / n for n in run.images], bpm=run.bpm)
 
 
 def _safe_stem(text: str) -> str:

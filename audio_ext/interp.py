@@ -31,6 +31,7 @@ read with ``torch.load(weights_only=True)``: loading never runs code from the fi
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -247,6 +248,14 @@ def read_payload(path: Union[str, Path]) -> dict:
     except Exception as e:  # pickle refusals, truncation, not a torch file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{path}: not a loadable decoder model ({type(e).__name__}: {first[:200]})") from None
+    return check_payload(payload, path)
+
+
+def check_payload(payload: Any, path: Union[str, Path] = "model") -> dict:
+    """``payload`` itself when it is a model file's dict (format, version, entries); ModelError otherwise.
+
+    Used for model files and for the copy a training snapshot carries (its ``decoder_model`` key).
+    """
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelError(f"{path}: not an ElectroGAN frame-interpolation model (format "
                          f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
@@ -336,32 +345,94 @@ def upsample_magnitude(mag: torch.Tensor, geometry: StftGeometry, model: Decoder
 
 # --- which model decodes -------------------------------------------------------------------------------
 
-_OVERRIDE: Dict[str, Any] = {"set": False, "path": None}
+#: Where each level of the choice stands: ``file`` (set_decoder_model: a path, or None for "no model"),
+#: ``file_set`` (whether set_decoder_model chose), ``snapshot`` (a (DecoderModel, label) pair or None).
+_OVERRIDE: Dict[str, Any] = {"file_set": False, "file": None, "snapshot": None}
+
+#: Where a model comes from, as the page and file tags say it.
+SOURCE_FILE, SOURCE_SNAPSHOT, SOURCE_SHIPPED = "file", "snapshot", "shipped"
 
 
 def set_decoder_model(path: Optional[Union[str, Path]]) -> None:
-    """Use the model at ``path`` for ``learned+pghi+fgla`` (``None`` goes back to the env/shipped choice).
+    """Use the model at ``path`` for ``learned+pghi+fgla`` (``None`` goes back to the snapshot/env/shipped choice).
 
-    The file is read at once, so a bad path fails here with a one-line ModelError.
+    An explicit file beats every other source (``--decoder-model``). The file is read at once, so a
+    bad path fails here with a one-line ModelError.
     """
     if path is None:
-        _OVERRIDE.update(set=False, path=None)
+        _OVERRIDE.update(file_set=False, file=None)
         return
     _load_cached(str(Path(path).resolve()))
-    _OVERRIDE.update(set=True, path=str(Path(path).resolve()))
+    _OVERRIDE.update(file_set=True, file=str(Path(path).resolve()))
+
+
+def set_snapshot_model(payload: Optional[Mapping[str, Any]], where: str = "snapshot") -> None:
+    """Use a model carried by a training snapshot (its ``decoder_model`` dict), or none (``None``).
+
+    It ranks below :func:`set_decoder_model` and above ``$ELECTROGAN_DECODER_MODEL`` and the shipped
+    model. ``where`` names the snapshot in messages and labels (``snapshot: <where>``). A payload
+    that is not a usable model is a one-line ModelError naming ``where``.
+    """
+    if payload is None:
+        _OVERRIDE["snapshot"] = None
+        return
+    name = f"{where}:decoder_model"
+    _OVERRIDE["snapshot"] = (DecoderModel(check_payload(payload, name), name), str(where))
+
+
+@contextlib.contextmanager
+def decoder_models(path: Optional[Union[str, Path]] = None, snapshot: Optional[Mapping[str, Any]] = None,
+                   where: str = "snapshot"):
+    """Within the block, decode with ``path`` (when given) else ``snapshot``'s model (when given) else
+    the env/shipped choice; the previous choice comes back afterwards (library callers such as
+    :func:`audio_ext.generate.generate` must not leave a snapshot's model behind)."""
+    saved = dict(_OVERRIDE)
+    try:
+        set_snapshot_model(snapshot, where)
+        if path is not None:
+            set_decoder_model(path)
+        yield
+    finally:
+        _OVERRIDE.clear()
+        _OVERRIDE.update(saved)
+
+
+def _choice() -> Optional[tuple]:
+    """(source, path or None, label) of the model in use, or None when there is none.
+
+    Precedence: set_decoder_model's file > the snapshot's model > ``$ELECTROGAN_DECODER_MODEL`` > shipped.
+    """
+    if _OVERRIDE["file_set"]:
+        path = _OVERRIDE["file"]
+        return (SOURCE_FILE, path, f"{SOURCE_FILE}: {Path(path).name}") if path else None
+    if _OVERRIDE["snapshot"] is not None:
+        return SOURCE_SNAPSHOT, None, f"{SOURCE_SNAPSHOT}: {_OVERRIDE['snapshot'][1]}"
+    env = os.environ.get(MODEL_ENV)
+    if env is not None:
+        if env.strip().lower() in ("", "none"):
+            return None
+        path = str(Path(env).resolve())
+        return SOURCE_FILE, path, f"{SOURCE_FILE}: {Path(path).name}"
+    if DEFAULT_MODEL_PATH.is_file():
+        return SOURCE_SHIPPED, str(DEFAULT_MODEL_PATH), f"{SOURCE_SHIPPED}: {DEFAULT_MODEL_PATH.name}"
+    return None
 
 
 def decoder_model_path() -> Optional[str]:
     """The model file in use: :func:`set_decoder_model`'s, else ``$ELECTROGAN_DECODER_MODEL``, else the shipped one.
 
-    ``None`` when there is none (an env value of ``''``/``'none'`` turns the learned decoder off).
+    ``None`` when there is none (an env value of ``''``/``'none'`` turns the learned decoder off) or
+    when the model in use is a snapshot's (it has no file; see :func:`model_label`).
     """
-    if _OVERRIDE["set"]:
-        return _OVERRIDE["path"]
-    env = os.environ.get(MODEL_ENV)
-    if env is not None:
-        return None if env.strip().lower() in ("", "none") else str(Path(env).resolve())
-    return str(DEFAULT_MODEL_PATH) if DEFAULT_MODEL_PATH.is_file() else None
+    choice = _choice()
+    return choice[1] if choice else None
+
+
+def model_label() -> Optional[str]:
+    """Which model decodes, for pages and tags: ``'file: m.pt'``, ``'snapshot: network-snapshot-000200.pkl'``
+    or ``'shipped: frame_interp_r1024_h1024.pt'``; None when there is none."""
+    choice = _choice()
+    return choice[2] if choice else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -369,13 +440,21 @@ def _load_cached(path: str) -> DecoderModel:
     return DecoderModel.load(path)
 
 
+def _current() -> Optional[DecoderModel]:
+    choice = _choice()
+    if choice is None:
+        return None
+    if choice[0] == SOURCE_SNAPSHOT:
+        return _OVERRIDE["snapshot"][0]
+    return _load_cached(choice[1])
+
+
 def model_for(geometry: StftGeometry) -> DecoderModel:
     """The decoder model for ``geometry``; ModelError (one line) when there is none or it does not fit."""
-    path = decoder_model_path()
-    if path is None:
+    model = _current()
+    if model is None:
         raise ModelError(f"no decoder model available (none shipped at {DEFAULT_MODEL_PATH} and ${MODEL_ENV} unset); "
                          f"train one with `python -m audio_ext train-decoder`")
-    model = _load_cached(path)
     model.check(geometry)
     return model
 
@@ -384,10 +463,9 @@ def available_for(geometry: StftGeometry) -> bool:
     """True when a decoder model is configured and fits ``geometry``; False when there is none or it
     was trained for another geometry. A configured file that cannot be read (a wrong
     ``$ELECTROGAN_DECODER_MODEL``) raises ModelError instead of being passed over silently."""
-    path = decoder_model_path()
-    if path is None:
+    model = _current()
+    if model is None:
         return False
-    model = _load_cached(path)
     try:
         model.check(geometry)
     except ModelError:

@@ -527,11 +527,14 @@ def default_method(geometry: Optional[StftGeometry] = None) -> str:
 
 
 def describe_method(method: str, geometry: StftGeometry) -> str:
-    """``method`` as the page and file tags show it: the learned one names its model file."""
+    """``method`` as the page and file tags show it: the learned one says which model, e.g.
+    ``learned+pghi+fgla[shipped: frame_interp_r1024_h1024.pt]``, ``[file: m.pt]`` or
+    ``[snapshot: network-snapshot-000200.pkl]`` (audio_ext.interp.model_label)."""
     if method == LEARNED_METHOD:
         from . import interp
         try:
-            return f"{method}[{interp.model_for(geometry).name}]"
+            interp.model_for(geometry)
+            return f"{method}[{interp.model_label()}]"
         except interp.ModelError:
             return f"{method}[no model]"
     return method

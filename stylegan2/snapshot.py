@@ -24,6 +24,10 @@ Top-level keys (all optional except ``format_version``; the training loop writes
 ``training_options``   dict, the resolved training options (plain data)
 ``training_set_kwargs`` dict, how to reopen the training set (path, resolution, use_labels, ...)
 ``audio``              dict or None, the dataset's ``audio`` block, passed through untouched
+``best``, ``nonfinite_steps``  the ``--keep-best`` record and the count of skipped non-finite steps
+*other keys*           whatever plain data the caller of the training loop hands it as
+                       ``snapshot_extra``, copied untouched (``train.py``: ``decoder_model``, the
+                       archive's decoder model file as its own dict); this module never interprets them
 =====================  =============================================================================
 """
 from __future__ import annotations
@@ -232,7 +236,9 @@ def load_snapshot(path: PathLike) -> dict:
     Every failure becomes ``SnapshotError("<path>: <problem>")``: missing file, not a regular file
     (a FIFO is refused without blocking), not a snapshot, truncated or corrupt data, a zip that
     would unpack to far more than its size, an unsupported ``format_version``, a pickle that would
-    run code, or values no training run writes (:func:`check_snapshot_values`).
+    run code, anything else that is not plain data (:func:`check_plain_data`, applied to every key,
+    including the ones a caller added such as ``decoder_model``), or values no training run writes
+    (:func:`check_snapshot_values`).
     """
     path = Path(path)
     with _open_regular_file(path) as f:
@@ -253,6 +259,10 @@ def load_snapshot(path: PathLike) -> dict:
         raise SnapshotError(f"{path}: not an ElectroGAN network snapshot (format_version {version!r})")
     if version > FORMAT_VERSION or version < 1:
         raise SnapshotError(f"{path}: unsupported format_version {version} (this code reads up to {FORMAT_VERSION})")
+    try:    # weights_only also lets a few torch types through (torch.Size, dtypes, devices); refuse them too
+        check_plain_data(data)
+    except TypeError as e:
+        raise SnapshotError(f"{path}: refused to load: {e}") from None
     check_snapshot_values(data, path)
     return data
 

@@ -460,12 +460,17 @@ def _call_snapshot_hook(hook, preview: SnapshotPreview, say) -> None:
 
 
 def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[str] = None,
-                  progress: bool = True, snapshot_hook=None, **opts) -> Dict[str, Any]:
+                  progress: bool = True, snapshot_hook=None, snapshot_extra: Optional[Dict[str, Any]] = None,
+                  **opts) -> Dict[str, Any]:
     """Train with the resolved options ``opts`` (see :func:`stylegan2.presets.resolve_config`).
 
     ``run_dir``: output folder (created; rank 0 writes). ``data``: the dataset zip or folder.
     ``resume``: a snapshot to continue from exactly. ``snapshot_hook``: a picklable callable given a
-    :class:`SnapshotPreview` on rank 0 whenever a fakes grid is written (None: nothing). Returns (on every rank) a summary dict with
+    :class:`SnapshotPreview` on rank 0 whenever a fakes grid is written (None: nothing).
+    ``snapshot_extra``: plain data ``{key: value}`` copied untouched into every snapshot under its own
+    top-level keys (``train.py`` stores the archive's decoder model as ``decoder_model``); a key the
+    loop writes itself, or a value that is not plain data, is a ValueError before training starts.
+    Returns (on every rank) a summary dict with
     ``cur_nimg``, ``cur_tick``, ``batch_idx`` and ``snapshot`` (the last snapshot path written).
     """
     from .dataset import ImageFolderDataset
@@ -474,6 +479,7 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     from .augment import build_augment_pipe
     from .ops import backend
 
+    snapshot_extra = check_snapshot_extra(snapshot_extra, snap_io)
     start_time = time.time()
     run_dir = Path(run_dir)
     world = distributed.get_world_size()
@@ -506,7 +512,7 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     try:
         return _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu,
                       rounds, start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper,
-                      snapshot_hook=snapshot_hook)
+                      snapshot_hook=snapshot_hook, snapshot_extra=snapshot_extra)
     finally:
         stopper.uninstall()
         (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
@@ -517,7 +523,8 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
 
 
 def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu, rounds,
-           start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper, snapshot_hook=None):
+           start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper, snapshot_hook=None,
+           snapshot_extra=None):
     from . import networks
     from .grid import save_image_grid, setup_snapshot_image_grid
     from .presets import generator_kwargs, discriminator_kwargs
@@ -876,7 +883,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                             target = path
                             snap_io.save_snapshot(path, _snapshot_data(
                                 snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada,
-                                loss, opts, training_set_kwargs, dataset, best or None, nonfinite_total))
+                                loss, opts, training_set_kwargs, dataset, best or None, nonfinite_total, snapshot_extra))
                         except OSError as e:       # the temporary file is gone (atomic_path); name the target
                             failure = (f"{target}: cannot write the snapshot ({e.strerror or e}); nothing "
                                        f"half-written was left and earlier snapshots are intact "
@@ -952,8 +959,9 @@ def _state_is_finite(modules, optimizers, pl_mean: torch.Tensor) -> bool:
 
 
 def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
-                   opts, training_set_kwargs, dataset, best=None, nonfinite_steps=0) -> dict:
-    """Everything needed to generate without the dataset and to resume exactly (DESIGN.md), as plain data."""
+                   opts, training_set_kwargs, dataset, best=None, nonfinite_steps=0, extra=None) -> dict:
+    """Everything needed to generate without the dataset and to resume exactly (DESIGN.md), as plain data,
+    plus the caller's ``extra`` keys (see :func:`check_snapshot_extra`)."""
     def plain_opt(opt):
         state = opt.state_dict()
         for group in state["param_groups"]:
@@ -975,7 +983,36 @@ def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch
         audio=copy.deepcopy(dataset.audio),
         best=copy.deepcopy(best),        # the --keep-best record so far, carried over a resume
         nonfinite_steps=int(nonfinite_steps),   # steps with NaN/inf losses or gradients so far (stats)
+        **(extra or {}),
     )
+
+
+#: Top-level snapshot keys the loop writes itself; ``snapshot_extra`` may not use them.
+LOOP_SNAPSHOT_KEYS = ("format_version", "G", "D", "G_ema", "opt_G", "opt_D", "cur_nimg", "cur_tick", "batch_idx",
+                      "augment", "ada_stats", "pl_mean", "rng", "training_options", "training_set_kwargs", "audio",
+                      "best", "nonfinite_steps")
+
+
+def check_snapshot_extra(extra: Optional[Dict[str, Any]], snap_io=None) -> Dict[str, Any]:
+    """``extra`` as a dict (``{}`` for None) after checking it can go into every snapshot unchanged:
+    string keys the loop does not write itself, plain-data values. ValueError with one line otherwise,
+    so a bad value fails before training rather than at the first snapshot, hours in."""
+    if snap_io is None:
+        from . import snapshot as snap_io
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"snapshot_extra must be a dict, got {type(extra).__name__}")
+    for key, value in extra.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"snapshot_extra key {key!r} is not a non-empty string")
+        if key in LOOP_SNAPSHOT_KEYS:
+            raise ValueError(f"snapshot_extra key {key!r} is one the training loop writes itself")
+        try:
+            snap_io.check_plain_data(value, key)
+        except TypeError as e:
+            raise ValueError(f"snapshot_extra: {e}") from None
+    return dict(extra)
 
 
 class _PhaseTimer:

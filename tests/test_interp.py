@@ -91,7 +91,7 @@ def test_learned_method_decodes_whole_clips(tmp_path):
     interp.set_decoder_model(path)
     assert phase.default_method(G) == phase.LEARNED_METHOD
     assert phase.default_method(StftGeometry(64)) == phase.DEFAULT_METHOD  # the model does not fit R=64
-    assert phase.describe_method(phase.LEARNED_METHOD, G) == f"{phase.LEARNED_METHOD}[m.pt]"
+    assert phase.describe_method(phase.LEARNED_METHOD, G) == f"{phase.LEARNED_METHOD}[file: m.pt]"
     y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
     img = encode(np.stack([y, y * 0.5]), G, MEAN, STD)
     audio = phase.decode_audio(img, G.audio_block(MEAN, STD), generator=[1, 2])
@@ -278,7 +278,7 @@ def test_generation_labels_name_the_decoder_and_its_model(tmp_path):
     from audio_ext.generate import describe_phase
     path, _ = tiny_model_file(tmp_path)
     interp.set_decoder_model(path)
-    assert describe_phase(None, None, G) == (f"{phase.LEARNED_METHOD}[m.pt]", 10)
+    assert describe_phase(None, None, G) == (f"{phase.LEARNED_METHOD}[file: m.pt]", 10)
     assert describe_phase("pghi+fgla", 5, G) == ("pghi+fgla", 5)
     assert describe_phase(None, None, StftGeometry(64)) == ("pghi+fgla", 10)
     os.environ[interp.MODEL_ENV] = "none"

@@ -1,0 +1,236 @@
+"""Snapshots carry the archive's decoder model (issue 11): train.py stores it, gen_audio.py uses it.
+
+Precedence under test: --decoder-model FILE > the snapshot's model > $ELECTROGAN_DECODER_MODEL > shipped.
+The models are tiny FrameInterpNets with random (distinguishable) heads; the "shipped" model is a
+tiny one too, put in place of the real file with monkeypatch so that it fits the 32 x 32 snapshots.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+import gen_audio
+import train
+from archive_helpers import toy_audio_block, write_toy_archive
+from audio_ext import interp
+from audio_ext.geometry import StftGeometry
+from stylegan2 import networks, snapshot
+from stylegan2.training_loop import check_snapshot_extra
+
+RES = 32
+GEOM = StftGeometry(RES)      # 44.1 kHz, hop = R: the geometry of the snapshots below
+
+
+def model_payload(geometry, seed):
+    """A tiny model whose in-between frames differ from the plain interpolation (and from other seeds)."""
+    torch.manual_seed(seed)
+    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
+    for p in net.head.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return interp.model_payload(net, geometry, {"mean": -6.0, "std": 3.0}, training={"sources": ["loop.wav"]})
+
+
+def model_file(path, geometry=GEOM, seed=0):
+    interp.save_model(path, model_payload(geometry, seed))
+    return path
+
+
+def assert_same_plain_data(a, b, where="root"):
+    """Equal structure, equal scalars and bit-identical tensors (dtype, shape and every bit)."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert a.numpy().tobytes() == b.numpy().tobytes(), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for k in a:
+            assert_same_plain_data(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_plain_data(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+# --- train.py -------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def archive(tmp_path):
+    return write_toy_archive(tmp_path / "stft.zip", RES, 8, {"audio": toy_audio_block(RES), "clips": []})
+
+
+def train_args(archive, outdir, *extra):
+    return ["--outdir", str(outdir), "--data", str(archive), "--cfg", "tiny", "--batch", "4", "--batch-gpu", "4",
+            "--kimg", "0.008", "--tick", "0.004", "--snap", "1", "--workers", "0", "--no-progress", "--aug", "noaug",
+            "--ops", "reference", "--preview-clips", "0", *extra]
+
+
+def test_train_stores_the_model_beside_the_archive_bit_identically_in_every_snapshot(archive, tmp_path):
+    beside = model_file(tmp_path / "stft.decoder.pt")        # what dataset_tool_audio.py --train-decoder writes
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs"))
+    assert res.exit_code == 0, res.output
+    assert f"decoder model  {beside} (stored in every snapshot)" in res.output
+    snaps = sorted((tmp_path / "runs").glob("*/network-snapshot-*.pkl"))
+    assert len(snaps) == 2                                    # one per tick of 4 images
+    want = torch.load(beside, map_location="cpu", weights_only=True)
+    for path in snaps:
+        assert_same_plain_data(snapshot.load_snapshot(path)["decoder_model"], want)
+
+    # --decoder-model none: the file beside the archive is ignored, the snapshots carry no model
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "none", "--decoder-model", "none"))
+    assert res.exit_code == 0, res.output
+    assert "decoder model" not in res.output
+    for path in (tmp_path / "none").glob("*/network-snapshot-*.pkl"):
+        assert "decoder_model" not in snapshot.load_snapshot(path)
+
+
+def test_train_refuses_a_model_of_another_geometry_before_training(archive, tmp_path):
+    model_file(tmp_path / "stft.decoder.pt", StftGeometry(64))        # beside the archive, for R = 64
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs"))
+    assert res.exit_code != 0
+    msg = res.output.strip().splitlines()
+    assert len(msg) == 1 and "stft.decoder.pt" in msg[0] and "another geometry" in msg[0], res.output
+    assert "resolution 64 (model) vs 32 (audio)" in msg[0]
+    assert not (tmp_path / "runs").exists()                              # nothing started
+
+    # an explicit file that fits beats the one beside the archive; a missing one is named
+    good = model_file(tmp_path / "mine.pt", seed=3)
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--decoder-model", str(good),
+                                                    "--dry-run"))
+    assert res.exit_code == 0 and f"decoder model  {good}" in res.output, res.output
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--decoder-model",
+                                                    str(tmp_path / "nope.pt"), "--dry-run"))
+    assert res.exit_code != 0 and "--decoder-model" in res.output and "nope.pt: decoder model file not found" in res.output
+
+
+def test_train_refuses_a_model_for_an_archive_without_audio(tmp_path):
+    images = write_toy_archive(tmp_path / "faces.zip", RES, 4, {})
+    res = CliRunner().invoke(train.main, train_args(images, tmp_path / "runs", "--decoder-model",
+                                                    str(model_file(tmp_path / "m.pt")), "--dry-run"))
+    assert res.exit_code != 0 and "has no audio block" in res.output
+
+
+def test_loop_refuses_extra_keys_it_writes_itself_or_non_plain_values():
+    payload = model_payload(GEOM, 0)
+    assert check_snapshot_extra({"decoder_model": payload}) == {"decoder_model": payload}
+    assert check_snapshot_extra(None) == {}
+    with pytest.raises(ValueError, match="'audio' is one the training loop writes itself"):
+        check_snapshot_extra({"audio": {}})
+    with pytest.raises(ValueError, match=r"decoder_model\.w: numpy.ndarray is not plain data"):
+        check_snapshot_extra({"decoder_model": {"w": np.zeros(3)}})
+
+
+# --- the loader ------------------------------------------------------------------------------------------
+
+class Smuggled:
+    """Not plain data: pickled by reference, so loading it would import this module."""
+
+    def __init__(self):
+        self.x = 1
+
+
+def raw_snapshot(path, decoder_model):
+    """A snapshot written with torch.save directly, past save_snapshot's own check (as an attacker would)."""
+    torch.save({"format_version": 1, "audio": GEOM.audio_block(-6.0, 3.0), "decoder_model": decoder_model}, path)
+    return path
+
+
+@pytest.mark.parametrize("value, why", [
+    (torch.Size([2, 3]), r"decoder_model\.config: torch\.Size is not plain data"),
+    (torch.float16, r"decoder_model\.config: torch\.dtype is not plain data"),
+    (Smuggled(), r"refused to load: the file contains pickled code or objects other than plain data"),
+])
+def test_loader_refuses_a_decoder_model_that_is_not_plain_data(tmp_path, value, why):
+    payload = model_payload(GEOM, 0)
+    payload["config"] = value
+    path = raw_snapshot(tmp_path / "snap.pkl", payload)
+    with pytest.raises(snapshot.SnapshotError, match=why):
+        snapshot.load_snapshot(path)
+    # the same file with plain data in that place loads
+    payload["config"] = {"width": 4}
+    assert snapshot.load_snapshot(raw_snapshot(tmp_path / "ok.pkl", payload))["decoder_model"]["config"] == {"width": 4}
+
+
+# --- generation ------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def shipped(tmp_path, monkeypatch):
+    """A tiny stand-in for the shipped model (it fits R = 32) and no $ELECTROGAN_DECODER_MODEL."""
+    path = model_file(tmp_path / "shipped_r32.pt", seed=7)
+    monkeypatch.setattr(interp, "DEFAULT_MODEL_PATH", path)
+    monkeypatch.delenv(interp.MODEL_ENV, raising=False)
+    interp.set_decoder_model(None)
+    yield path
+    interp.set_decoder_model(None)
+
+
+def write_snapshot(path, decoder_model=None):
+    torch.manual_seed(0)
+    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=RES, img_channels=1,
+                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
+    data = {"G_ema": snapshot.network_record(G), "audio": GEOM.audio_block(mean=-6.0, std=3.0, target_bpm=130.0),
+            "cur_nimg": 0}
+    if decoder_model is not None:
+        data["decoder_model"] = decoder_model
+    snapshot.save_snapshot(path, data)
+    return path
+
+
+def generate(network, outdir, *extra):
+    """(audio of seed 3, the page's text) from gen_audio.py."""
+    res = CliRunner().invoke(gen_audio.main, ["--network", str(network), "--seeds", "3", "--outdir", str(outdir),
+                                              "--device", "cpu", *map(str, extra)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    audio, _ = sf.read(str(Path(outdir) / "seed0003-130bpm.wav"), dtype="int16")
+    return audio, (Path(outdir) / "index.html").read_text()
+
+
+def test_generation_decodes_with_the_snapshots_model_unless_a_file_is_named(tmp_path, shipped, monkeypatch):
+    mine = model_file(tmp_path / "mine.pt", seed=1)
+    with_model = write_snapshot(tmp_path / "network-snapshot-000008.pkl",
+                                torch.load(mine, map_location="cpu", weights_only=True))
+    old = write_snapshot(tmp_path / "old.pkl")       # same generator, written before issue 11: no model
+
+    a_snap, page = generate(with_model, tmp_path / "a")
+    assert "learned+pghi+fgla[snapshot: network-snapshot-000008.pkl]" in page
+    a_old, page = generate(old, tmp_path / "b")
+    assert "learned+pghi+fgla[shipped: shipped_r32.pt]" in page
+    assert np.abs(a_snap.astype(int) - a_old).max() > 100       # the two models make audibly different clips
+
+    # the same model named with --decoder-model gives the snapshot's audio bit for bit
+    a_file, page = generate(old, tmp_path / "c", "--decoder-model", mine)
+    assert "learned+pghi+fgla[file: mine.pt]" in page
+    np.testing.assert_array_equal(a_file, a_snap)
+    # --decoder-model beats the snapshot's model
+    a_over, _ = generate(with_model, tmp_path / "d", "--decoder-model", shipped)
+    np.testing.assert_array_equal(a_over, a_old)
+    # the snapshot's model beats $ELECTROGAN_DECODER_MODEL, which beats the shipped one
+    monkeypatch.setenv(interp.MODEL_ENV, str(model_file(tmp_path / "env.pt", seed=5)))
+    np.testing.assert_array_equal(generate(with_model, tmp_path / "e")[0], a_snap)
+    a_env, page = generate(old, tmp_path / "f")
+    assert "learned+pghi+fgla[file: env.pt]" in page and np.abs(a_env.astype(int) - a_old).max() > 100
+    monkeypatch.delenv(interp.MODEL_ENV)
+    # a run leaves no model behind for the next caller in the process
+    assert interp.model_label() == "shipped: shipped_r32.pt"
+
+
+@pytest.mark.parametrize("where", ["snapshot", "file"])
+def test_generation_refuses_a_model_of_another_geometry(tmp_path, shipped, where):
+    wrong = model_file(tmp_path / "r64.pt", StftGeometry(64))
+    if where == "snapshot":
+        net = write_snapshot(tmp_path / "snap.pkl", torch.load(wrong, map_location="cpu", weights_only=True))
+        extra = []
+    else:
+        net, extra = write_snapshot(tmp_path / "snap.pkl"), ["--decoder-model", wrong]
+    res = CliRunner().invoke(gen_audio.main, ["--network", str(net), "--seeds", "1", "--outdir",
+                                              str(tmp_path / "out"), *map(str, extra)])
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "another geometry" in lines[0] and "resolution 64 (model) vs 32 (audio)" in lines[0]
+    assert ("snap.pkl: decoder_model" if where == "snapshot" else "--decoder-model") in lines[0]
+    assert not (tmp_path / "out").exists()
+    assert interp.model_label() == "shipped: shipped_r32.pt"
