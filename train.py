@@ -128,7 +128,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         return
     probe.close()
     kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress,
-                  snapshot_hook=_audio_preview(probe.audio, preview_clips),
+                  snapshot_hook=_audio_preview(probe.audio, preview_clips, decoder_payload),
                   snapshot_extra={"decoder_model": decoder_payload} if decoder_payload is not None else None)
     from stylegan2.training_loop import SnapshotWriteError, TrainingDiverged, TrainingInterrupted
     # With spawned ranks this process only waits: a terminal's Ctrl-C reaches the ranks directly (same
@@ -207,13 +207,14 @@ def _decoder_model(data, block, choice):
     return str(path), payload
 
 
-def _audio_preview(audio_block, clips: int):
-    """The snapshot hook that decodes a few fakes to audio (None for archives without an audio block)."""
+def _audio_preview(audio_block, clips: int, decoder_payload=None):
+    """The snapshot hook that decodes a few fakes to audio (None for archives without an audio block),
+    with the decoder model the snapshots carry when there is one."""
     if not audio_block or clips == 0:
         return None
     from audio_ext.preview import AudioPreview
     try:
-        return AudioPreview(audio_block, clips=clips)
+        return AudioPreview(audio_block, clips=clips, decoder_model=decoder_payload)
     except (ValueError, TypeError, KeyError) as e:
         raise click.ClickException(f"--data: unusable audio block for the snapshot previews: {e}")
 

@@ -5,7 +5,8 @@ archive has an ``audio`` block. Each time the loop writes ``fakes_init.png`` or 
 it calls the preview with the grid's images, which then writes
 
 - ``fakesNNNNNN.wav``: the first ``clips`` images of the grid (the top-left ones, in row order)
-  decoded with the archive's codec and the default phase reconstruction, one after the other with
+  decoded with the archive's codec and the default phase reconstruction (with the archive's own
+  decoder model when ``train.py`` found one, as the snapshots carry it), one after the other with
   ``gap_s`` seconds of silence between them (16-bit PCM at the archive's sample rate), and
 - when TensorBoard is installed, one ``add_audio`` entry per clip (tags ``fakes/audio/0`` ...) at the
   snapshot's image count, beside the loop's own ``add_image`` of the grid.
@@ -32,24 +33,32 @@ class AudioPreview:
 
     ``audio_block``: the archive's ``audio`` block (DESIGN.md). ``clips``: images decoded per
     snapshot. ``gap_s``: seconds of silence between clips in the WAV. ``method``/``n_iter``: phase
-    reconstruction (None = the audio layer's default).
+    reconstruction (None = the audio layer's default). ``decoder_model``: the model file's dict that the
+    snapshots carry (``train.py``), used for ``learned+pghi+fgla`` so the previews sound like what
+    ``gen_audio.py`` will make from those snapshots (None = the env/shipped model).
     """
 
     def __init__(self, audio_block: dict, clips: int = DEFAULT_CLIPS, gap_s: float = 0.25,
-                 method: Optional[str] = None, n_iter: Optional[int] = None):
+                 method: Optional[str] = None, n_iter: Optional[int] = None, decoder_model: Optional[dict] = None):
         from .codec import AudioCodec
         AudioCodec(audio_block)  # fail at start-up, not at the first snapshot
         if clips < 1:
             raise ValueError(f"audio preview: clips must be >= 1, got {clips}")
         self.audio_block, self.clips, self.gap_s = dict(audio_block), int(clips), float(gap_s)
         self.method, self.n_iter = method, n_iter
+        self.decoder_model = decoder_model
+        if decoder_model is not None:
+            from . import interp
+            interp.check_payload(decoder_model, "audio preview decoder_model")
 
     def decode(self, images: torch.Tensor) -> np.ndarray:
         """Audio ``[n, samples]`` float32 of the first ``clips`` of ``images`` [N, 1, R, R] in [-1, 1]."""
         from .generate import decode_images
+        from .interp import decoder_models
         imgs = images[:self.clips, 0].detach().to("cpu", torch.float32).clamp(-1, 1)
-        return decode_images(imgs, self.audio_block, self.method, self.n_iter, torch.device("cpu"),
-                             seed=list(range(imgs.shape[0])))
+        with decoder_models(snapshot=self.decoder_model, where="archive"):
+            return decode_images(imgs, self.audio_block, self.method, self.n_iter, torch.device("cpu"),
+                                 seed=list(range(imgs.shape[0])))
 
     def __call__(self, preview) -> None:
         from .generate import limit_peak

@@ -234,3 +234,21 @@ def test_generation_refuses_a_model_of_another_geometry(tmp_path, shipped, where
     assert ("snap.pkl: decoder_model" if where == "snapshot" else "--decoder-model") in lines[0]
     assert not (tmp_path / "out").exists()
     assert interp.model_label() == "shipped: shipped_r32.pt"
+
+
+def test_training_previews_decode_with_the_model_the_snapshots_carry(shipped):
+    from audio_ext.generate import decode_images
+    from audio_ext.preview import AudioPreview
+    block = GEOM.audio_block(mean=-6.0, std=3.0)
+    payload = model_payload(GEOM, 1)
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, RES, RES) * 2 - 1
+    got = AudioPreview(block, clips=2, decoder_model=payload).decode(images)
+    with interp.decoder_models(snapshot=payload):
+        want = decode_images(images[:, 0], block, None, None, torch.device("cpu"), seed=[0, 1])
+    np.testing.assert_array_equal(got, want)
+    plain = AudioPreview(block, clips=2).decode(images)            # the shipped stand-in
+    assert np.abs(plain - got).max() > 1e-3
+    assert interp.model_label() == "shipped: shipped_r32.pt"
+    with pytest.raises(interp.ModelError, match="audio preview decoder_model: model file has no 'config' entry"):
+        AudioPreview(block, decoder_model={k: v for k, v in payload.items() if k != "config"})
