@@ -189,9 +189,13 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
     if not Path(opts.target).is_file():
         raise ProjectionError(f"--target {opts.target}: no such file")
     device = resolve_device(opts.device)
-    G, block = load_generator(str(opts.network), device)
+    G, block, decoder_model = load_generator(str(opts.network), device, with_decoder=True)
     if int(getattr(G, "c_dim", 0)):
         raise ProjectionError(f"{opts.network}: conditional models are not supported by the projector")
+    from .generate import decoder_choice
+    from .geometry import StftGeometry
+    with decoder_choice(str(opts.network), StftGeometry.from_dict(block), decoder_model, None):
+        pass        # a snapshot model that does not fit fails now, not after the projection
     log(f"target: {opts.target} from {opts.start_s:g} s, through the dataset tool's path")
     clip = prepare_target(opts.target, block, opts.start_s, opts.stretcher)
     rec = clip.record
@@ -212,7 +216,9 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
                          w_avg_samples=opts.w_avg_samples, device=device, callback=on_step)
     finally:
         bar.close()
-    summary = write_projection(opts, G, block, clip, result, device)
+    # decoded with the snapshot's own decoder model when it carries one, as gen_audio.py decodes
+    with decoder_choice(str(opts.network), StftGeometry.from_dict(block), decoder_model, None):
+        summary = write_projection(opts, G, block, clip, result, device)
     log(f"image distance (multi-scale MSE): start {summary.start_distance:.4f} -> final {summary.final_distance:.4f}; "
         f"{100 * summary.closed_share:.1f} % of the start -> target distance closed in {opts.steps} steps")
     return summary

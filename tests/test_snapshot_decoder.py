@@ -252,3 +252,50 @@ def test_training_previews_decode_with_the_model_the_snapshots_carry(shipped):
     assert interp.model_label() == "shipped: shipped_r32.pt"
     with pytest.raises(interp.ModelError, match="audio preview decoder_model: model file has no 'config' entry"):
         AudioPreview(block, decoder_model={k: v for k, v in payload.items() if k != "config"})
+
+
+def test_survey_clips_of_a_snapshot_decode_with_its_model(tmp_path, shipped):
+    from audio_ext.survey.make import SurveyOptions, _generated_clips
+    mine = model_file(tmp_path / "mine.pt", seed=1)
+    with_model = write_snapshot(tmp_path / "a" / "network-snapshot-000000.pkl",
+                                torch.load(mine, map_location="cpu", weights_only=True))
+    old = write_snapshot(tmp_path / "b" / "network-snapshot-000000.pkl")
+
+    def clips(net):
+        opts = SurveyOptions(outdir=str(tmp_path / "out"), clips_per_condition=2, networks=[str(net)])
+        return np.stack([c.audio for c in _generated_clips(opts, np.random.default_rng(0), 2, lambda m: None)])
+
+    a, b = clips(with_model), clips(old)
+    assert np.abs(a - b).max() > 1e-3                      # old snapshot: the shipped stand-in
+    interp.set_decoder_model(mine)
+    np.testing.assert_array_equal(clips(old), a)           # the same model from a file: the same clips
+    interp.set_decoder_model(None)
+    assert interp.model_label() == "shipped: shipped_r32.pt"
+
+
+def test_projection_decodes_with_the_snapshots_model(tmp_path, shipped, monkeypatch):
+    import project_audio
+    from audio_ext.synth import techno_loop
+    track = tmp_path / "loop.flac"
+    sf.write(track, techno_loop(126.0, 4.0, sr=44100, seed=3), 44100)
+    mine = model_file(tmp_path / "mine.pt", seed=1)
+    with_model = write_snapshot(tmp_path / "network-snapshot-000000.pkl",
+                                torch.load(mine, map_location="cpu", weights_only=True))
+    old = write_snapshot(tmp_path / "old.pkl")
+
+    def target_wav(net, out):
+        res = CliRunner().invoke(project_audio.main, ["--network", str(net), "--target", str(track), "--outdir",
+                                                      str(tmp_path / out), "--steps", "1", "--no-progress"])
+        assert res.exit_code == 0, res.output
+        return sf.read(str(tmp_path / out / "target.wav"), dtype="int16")[0]
+
+    a, b = target_wav(with_model, "a"), target_wav(old, "b")
+    assert np.abs(a.astype(int) - b).max() > 100          # the target clip through two different models
+    monkeypatch.setenv(interp.MODEL_ENV, str(mine))
+    np.testing.assert_array_equal(target_wav(old, "c"), a)
+
+    wrong = write_snapshot(tmp_path / "wrong.pkl", model_payload(StftGeometry(64), 0))
+    res = CliRunner().invoke(project_audio.main, ["--network", str(wrong), "--target", str(track), "--outdir",
+                                                  str(tmp_path / "d"), "--steps", "1", "--no-progress"])
+    assert res.exit_code != 0 and "wrong.pkl: decoder_model" in res.output and "another geometry" in res.output
+    assert not (tmp_path / "d").exists()

@@ -156,34 +156,39 @@ def _snapshot_names(networks: Sequence[str]) -> List[str]:
 def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
     """``count`` clips of every network (latent seeds and, for conditional ones, classes from ``rng``)."""
     import torch
-    from ..generate import GenerateError, decode_images, load_generator, seed_latents, synthesize
+    import contextlib
+    from ..generate import GenerateError, decode_images, decoder_choice, load_generator, seed_latents, synthesize
+    from ..geometry import StftGeometry
     device = torch.device(opts.device)
     out: List[Clip] = []
     for path, name in zip(opts.networks, _snapshot_names(opts.networks)):
-        try:
-            G, block = load_generator(path, device)
-        except GenerateError as e:
-            raise SurveyError(f"--network {e}") from None
-        seeds = [int(s) for s in rng.integers(0, 2 ** 31 - 1, size=count)]
-        c_dim = int(getattr(G, "c_dim", 0))
-        c = torch.zeros(count, c_dim, device=device)
-        classes = [int(k) for k in rng.integers(0, c_dim, size=count)] if c_dim else [None] * count
-        for j, k in enumerate(classes):
-            if k is not None:
-                c[j, k] = 1
-        from ..geometry import StftGeometry
-        decoder = decoder_name(opts.method, StftGeometry.from_dict(block))
-        log(f"{name}: generating {count} clip(s), decoder {decoder}")
-        z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
-        imgs = synthesize(G, z, c, 1.0, "const", device)
-        try:
-            audio = decode_images(imgs, block, opts.method, None, device, seed=seeds)
-        except GenerateError as e:
-            raise SurveyError(f"--network {path}: {e}") from None
-        for j in range(count):
-            out.append(Clip(f"generated-{name}", audio[j], int(block["sample_rate"]),
-                            {"network": str(Path(path).resolve()), "seed": seeds[j], "class": classes[j],
-                             "decoder": decoder}))
+        with contextlib.ExitStack() as stack:
+            try:
+                G, block, decoder_model = load_generator(path, device, with_decoder=True)
+                geometry = StftGeometry.from_dict(block)
+                # the snapshot's own decoder model when it carries one, as gen_audio.py decodes
+                stack.enter_context(decoder_choice(path, geometry, decoder_model, None))
+            except GenerateError as e:
+                raise SurveyError(f"--network {e}") from None
+            seeds = [int(s) for s in rng.integers(0, 2 ** 31 - 1, size=count)]
+            c_dim = int(getattr(G, "c_dim", 0))
+            c = torch.zeros(count, c_dim, device=device)
+            classes = [int(k) for k in rng.integers(0, c_dim, size=count)] if c_dim else [None] * count
+            for j, k in enumerate(classes):
+                if k is not None:
+                    c[j, k] = 1
+            decoder = decoder_name(opts.method, geometry)
+            log(f"{name}: generating {count} clip(s), decoder {decoder}")
+            z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
+            imgs = synthesize(G, z, c, 1.0, "const", device)
+            try:
+                audio = decode_images(imgs, block, opts.method, None, device, seed=seeds)
+            except GenerateError as e:
+                raise SurveyError(f"--network {path}: {e}") from None
+            for j in range(count):
+                out.append(Clip(f"generated-{name}", audio[j], int(block["sample_rate"]),
+                                {"network": str(Path(path).resolve()), "seed": seeds[j], "class": classes[j],
+                                 "decoder": decoder}))
     return out
 
 
