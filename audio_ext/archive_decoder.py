@@ -4,7 +4,9 @@
 folder ``stft/`` -> ``stft.decoder.pt`` beside the folder; :func:`audio_ext.interp_train.decoder_path_for_archive`
 is the one naming rule). Two readers find it through :func:`side_model_path`:
 
-* ``train.py --data stft.zip`` stores it in every snapshot (the snapshot key ``decoder_model``);
+* ``train.py --data stft.zip`` stores it in every snapshot (the snapshot key ``decoder_model``; a
+  run continued with ``--resume`` keeps the model its snapshot carries instead, so one run never
+  switches decoders because this file changed);
 * ``python -m audio_ext decode --data stft.zip`` decodes the archive's clips with it.
 
 When an archive is decoded the model is chosen by this precedence: ``--decoder-model FILE`` (or

@@ -278,6 +278,24 @@ def test_generation_decodes_with_the_snapshots_model_unless_a_file_is_named(tmp_
     assert interp.model_label() == "shipped: shipped_r32.pt"
 
 
+def test_generation_with_decoder_model_none_uses_the_classic_decoder(tmp_path, shipped):
+    mine = model_file(tmp_path / "mine.pt", seed=1)
+    with_model = write_snapshot(tmp_path / "network-snapshot-000008.pkl",
+                                torch.load(mine, map_location="cpu", weights_only=True))
+    torch.manual_seed(0)
+    off, page = generate(with_model, tmp_path / "off", "--decoder-model", "none")
+    assert "learned+pghi+fgla" not in page and "pghi+fgla" in page
+    torch.manual_seed(0)
+    classic, _ = generate(with_model, tmp_path / "classic", "--method", "pghi+fgla")
+    np.testing.assert_array_equal(off, classic)
+    res = CliRunner().invoke(gen_audio.main, ["--network", str(with_model), "--seeds", "3", "--outdir",
+                                              str(tmp_path / "asked"), "--decoder-model", "none",
+                                              "--method", "learned+pghi+fgla"])
+    assert res.exit_code != 0 and "learned decoder is turned off" in res.output, res.output
+    assert not (tmp_path / "asked").exists()
+    assert interp.model_label() == "shipped: shipped_r32.pt"
+
+
 @pytest.mark.parametrize("where", ["snapshot", "file"])
 def test_generation_refuses_a_model_of_another_geometry(tmp_path, shipped, where):
     wrong = model_file(tmp_path / "r64.pt", StftGeometry(64))
