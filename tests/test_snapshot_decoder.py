@@ -128,7 +128,8 @@ def test_a_resumed_run_keeps_the_model_its_snapshot_carries_unless_one_is_named(
     assert not torch.equal(first["state_dict"]["head.weight"], second["state_dict"]["head.weight"])
 
     # --resume latest without --decoder-model: the new snapshots carry the resumed one's model, not the new file
-    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--resume", "latest", "--kimg", "0.016"))
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--resume", "latest",
+                                                    "--kimg", "0.016"))
     assert res.exit_code == 0, res.output
     assert "(kept on resume;" in res.output and f"{beside} beside --data is not read" in res.output, res.output
     new = [p for p in snapshots_of(tmp_path / "runs") if p.parent.name.startswith("00001-")]
@@ -151,7 +152,8 @@ def test_a_resumed_run_without_a_model_keeps_none_and_a_bad_carried_model_is_ref
     res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--decoder-model", "none"))
     assert res.exit_code == 0, res.output
     beside = model_file(tmp_path / "stft.decoder.pt")           # appears after the first run
-    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--resume", "latest", "--kimg", "0.016"))
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--resume", "latest",
+                                                    "--kimg", "0.016"))
     assert res.exit_code == 0, res.output
     assert "carries none and the resumed run keeps that" in res.output and f"--decoder-model {beside}" in res.output
     new = [p for p in snapshots_of(tmp_path / "runs") if p.parent.name.startswith("00001-")]
