@@ -210,7 +210,7 @@ def _decoder_model(data, block, choice, carried=None):
             archive_decoder.check_model_for(payload, StftGeometry.from_dict(block), where)
         except (interp.ModelError, ValueError) as e:
             raise click.ClickException(str(e)) from None
-        return f"the one {resume} carries (kept on resume{switch})", payload
+        return f"the resumed snapshot's (kept on resume{switch})", payload
     if choice is None:
         side = archive_decoder.side_model_path(data)
         if side is None or not (side.exists() or side.is_symlink()):
