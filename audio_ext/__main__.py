@@ -248,8 +248,10 @@ def _decode_batches(archive: "ArchiveImages", clips: Sequence[int], outdir: Path
                 log(f"skipped clip {i}: {e}")
         if not images:
             continue
+        # random phases (PGHI's bins below its tolerance, random starts) seeded by the clip index: a clip
+        # decodes to the same file on every run, whatever batch it shares
         audio = decode_audio(torch.from_numpy(np.stack(images)), archive.codec, method=method, n_iter=n_iter,
-                             device=dev).cpu().numpy()
+                             device=dev, generator=list(batch_idx)).cpu().numpy()
         for i, y in zip(batch_idx, audio):
             path = outdir / f"clip{i:06d}.wav"
             write_wav(path, y, sr)
