@@ -54,9 +54,9 @@ def _walk(ctx, param, value):
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--method", default=None, metavar="NAME",
               help="Phase reconstruction method (default: the audio layer's best, see docs/generation.md).")
-@click.option("--decoder-model", "decoder_model", default=None, metavar="FILE",
-              help="Decoder model for learned+pghi+fgla [default: the snapshot's own, else $ELECTROGAN_DECODER_MODEL, "
-                   "else the shipped one].")
+@click.option("--decoder-model", "decoder_model", default=None, metavar="FILE|none",
+              help="Decoder model for learned+pghi+fgla; none = no learned decoder [default: the snapshot's own, "
+                   "else $ELECTROGAN_DECODER_MODEL, else the shipped one].")
 @click.option("--iters", "n_iter", type=click.IntRange(min=0), default=None, metavar="N",
               help="Griffin-Lim iterations (default: the method's own).")
 @click.option("--loop", "loop_bars", type=click.IntRange(min=1), default=None, metavar="BARS",

@@ -70,7 +70,7 @@ def _metrics_list(value: str):
               help="Fakes decoded to fakesNNNNNN.wav (and TensorBoard audio) at every snapshot; 0 = none")
 @click.option("--decoder-model", "decoder_model", metavar="FILE|none",
               help="Decoder model (learned+pghi+fgla) stored in every snapshot [default: <archive stem>.decoder.pt "
-                   "beside --data when it exists]; none = store no model")
+                   "beside --data when it exists; with --resume: the resumed snapshot's]; none = store no model")
 @click.option("--desc", help="Extra text for the run folder name")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the options and exit")
 @click.option("--no-progress", is_flag=True, help="No per-iteration progress bar between ticks")
@@ -87,7 +87,6 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
     except DatasetError as e:
         raise click.ClickException(str(e))
     _check_audio_block(data, probe.audio)
-    decoder_file, decoder_payload = _decoder_model(data, probe.audio, decoder_model)
     try:
         opts = resolve_config(cfg, probe.resolution, world, mirror=mirror, cond=cond,
                               metrics=_metrics_list(metrics), **flags)
@@ -100,16 +99,20 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         if unknown:
             raise click.ClickException(f"unknown metric(s) {', '.join(unknown)}; valid: "
                                        f"{', '.join(registry.list_metrics())}")
+    carried = None          # (snapshot, its decoder_model or None) when resuming
     if resume == "latest":
         found = snap_io.find_latest_snapshot(outdir)
         if found is None:
             raise click.ClickException(f"{outdir}: --resume latest found no network-snapshot-*.pkl")
         resume = str(found)
-    elif resume is not None:
+    if resume is not None:
         try:
-            snap_io.load_snapshot(resume)          # fail now, with the file named, not inside N processes
+            snap = snap_io.load_snapshot(resume)   # fail now, with the file named, not inside N processes
         except snap_io.SnapshotError as e:
             raise click.ClickException(str(e))
+        carried = (resume, snap.get("decoder_model"))
+        del snap                                    # the loop loads it again; do not hold it here for the run
+    decoder_file, decoder_payload = _decoder_model(data, probe.audio, decoder_model, carried)
 
     name = f"{probe.name}-{cfg}-gpus{world}-batch{opts['batch']}-gamma{opts['gamma']:g}"
     if desc:
@@ -120,7 +123,8 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         print(f"  data  {probe.path} ({len(probe)} images, {probe.num_channels} x {probe.resolution}^2)")
         print(f"  run   {outdir}/<next>-{name}")
         if decoder_file:
-            print(f"  decoder model  {decoder_file} (stored in every snapshot)")
+            stored = " (stored in every snapshot)" if decoder_payload is not None else ""
+            print(f"  decoder model  {decoder_file}{stored}")
         if resume:
             print(f"  resume  {resume}")
     if dry_run:
@@ -176,35 +180,56 @@ def _check_audio_block(data, block) -> None:
         raise click.ClickException(f"{data}: dataset.json {e}") from None
 
 
-def _decoder_model(data, block, choice):
-    """(file, plain-data dict) of the decoder model the snapshots will carry, or (None, None).
+def _decoder_model(data, block, choice, carried=None):
+    """(description, plain-data dict) of the decoder model the snapshots will carry; the dict is None
+    when they carry none (the description then says why, or is None when there is nothing to say).
 
-    ``choice`` None: ``<archive stem>.decoder.pt`` beside ``data`` (what ``dataset_tool_audio.py
-    --train-decoder`` writes) when it exists; ``'none'``: no model; else a model file. The file is read
-    with ``weights_only=True`` and its geometry must match the archive's audio block: a mismatch is a
-    one-line error now, not a snapshot that generation cannot use.
+    ``choice`` (``--decoder-model``) ``'none'``: no model; a file: that model. ``choice`` None: when
+    resuming (``carried`` = (snapshot path, its ``decoder_model`` or None)) the model that snapshot
+    carries, or none if it carries none, so a resumed run never switches decoders because the file
+    beside the archive changed; else ``<archive stem>.decoder.pt`` beside ``data``
+    (audio_ext.archive_decoder, what ``dataset_tool_audio.py --train-decoder`` writes) when it exists.
+    A file is read with ``weights_only=True``; every model must fit the archive's audio block: a
+    mismatch is a one-line error now, not a snapshot that generation cannot use.
     """
     if choice is not None and choice.strip().lower() == "none":
         return None, None
-    from audio_ext.interp_train import decoder_path_for_archive
-    if choice is None:
-        found = decoder_path_for_archive(data)
-        if not found.is_file():
-            return None, None
-        path, flag = found, f"{found} (found beside --data)"
-    else:
-        path, flag = choice, f"--decoder-model {choice}"
-    if not block:
-        raise click.ClickException(f"{flag}: {data} has no audio block, so a decoder model has nothing to decode")
-    from audio_ext import interp
+    from audio_ext import archive_decoder, interp
     from audio_ext.geometry import StftGeometry
+    if choice is None and carried is not None:
+        resume, payload = carried
+        side = archive_decoder.side_model_path(data)
+        switch = (f"; {side} beside --data is not read: --decoder-model {side} switches to it"
+                  if side is not None and side.exists() else "")
+        if payload is None:
+            return (f"none: {resume} carries none and the resumed run keeps that{switch}" if switch else None), None
+        where = f"{resume}: decoder_model"
+        if not block:
+            raise click.ClickException(f"{where}: {data} has no audio block, so a decoder model has nothing to decode")
+        try:
+            archive_decoder.check_model_for(payload, StftGeometry.from_dict(block), where)
+        except (interp.ModelError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+        return f"the resumed snapshot's (kept on resume{switch})", payload
+    if choice is None:
+        side = archive_decoder.side_model_path(data)
+        if side is None or not (side.exists() or side.is_symlink()):
+            return None, None
+        if not block:
+            raise click.ClickException(f"{side} (found beside --data): {data} has no audio block, so a decoder "
+                                       f"model has nothing to decode")
+        try:
+            found = archive_decoder.find_side_model(data, StftGeometry.from_dict(block))
+        except (interp.ModelError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+        return str(found[0]), found[1]
+    if not block:
+        raise click.ClickException(f"--decoder-model {choice}: {data} has no audio block, so a decoder model has "
+                                   f"nothing to decode")
     try:
-        payload = interp.read_payload(path)
-        interp.check_geometry(interp.model_geometry(payload, path), StftGeometry.from_dict(block), path)
-        interp.build_model(payload, path)       # the weights fit the configuration it declares
+        return str(choice), archive_decoder.read_model_for(choice, StftGeometry.from_dict(block))
     except (interp.ModelError, ValueError) as e:
-        raise click.ClickException(f"{flag}: {e}") from None
-    return str(path), payload
+        raise click.ClickException(f"--decoder-model {choice}: {e}") from None
 
 
 def _audio_preview(audio_block, clips: int, decoder_payload=None):

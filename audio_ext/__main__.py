@@ -2,6 +2,7 @@
 the round trip; ``survey make|serve|score`` runs a blind listening test (audio_ext/survey/).
 
     python -m audio_ext decode --data stft.zip --clips 0-4 --outdir roundtrip/ [--method pghi+fgla] [--iters 10]
+                               [--decoder-model FILE|none]
     python -m audio_ext survey make --outdir survey/ --data stft.zip --source audio/ --clips-per-condition 8
 
 Reads ``dataset.json`` (its ``audio`` block) and the PNGs of a ``stft.zip`` or of a folder with the
@@ -9,6 +10,8 @@ same layout (DESIGN.md); clips are numbered by the sorted archive paths of the P
 written as ``clipNNNNNN.wav`` (16-bit PCM at the archive's sample rate, scaled down if it would clip)
 atomically; an unreadable or
 malformed image is skipped and reported, and the command fails only when nothing could be decoded.
+The learned decoder uses the archive's own model (``stft.decoder.pt`` beside ``stft.zip``) when there
+is one, unless ``--decoder-model`` names another or ``none`` (audio_ext.archive_decoder).
 """
 from __future__ import annotations
 
@@ -182,15 +185,21 @@ def check_outdir(outdir) -> Path:
 
 def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: Optional[str] = None, n_iter: Optional[int] = None,
                  device: Optional[str] = None, batch_size: int = 8,
-                 log: Callable[[str], None] = print) -> Tuple[List[Path], Dict[str, str]]:
+                 log: Callable[[str], None] = print,
+                 decoder_model: Optional[str] = None) -> Tuple[List[Path], Dict[str, str]]:
     """Decode the given clip indices of archive ``data`` into ``outdir``; returns (written paths, skipped name -> why).
 
     ``clips`` is a list of indices or a range text as ``--clips`` takes it (checked against the
-    archive's size before it is expanded). Raises :class:`ArchiveError` for an unusable archive or an
-    index past its last clip, ValueError for an unusable ``device`` or ``outdir``.
+    archive's size before it is expanded). ``decoder_model``: the model file of ``learned+pghi+fgla``,
+    ``'none'`` for no learned decoder, or None: the archive's own ``<stem>.decoder.pt`` beside it
+    when there is one, else ``$ELECTROGAN_DECODER_MODEL``, else the shipped model
+    (:func:`audio_ext.archive_decoder.archive_decoder_models`). Raises :class:`ArchiveError` for an
+    unusable archive or an index past its last clip, :class:`audio_ext.interp.ModelError` for a named
+    or side model that cannot decode this archive (before anything is written), ValueError for an
+    unusable ``device`` or ``outdir``.
     """
     import torch
-    from .phase import decode_audio, default_method, describe_method
+    from .archive_decoder import archive_decoder_models
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     dev = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -208,30 +217,46 @@ def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: Optiona
                                f"0-{len(archive) - 1})")
         written: List[Path] = []
         skipped: Dict[str, str] = {}
-        sr = archive.codec.geometry.sample_rate
-        method = method or default_method(archive.codec.geometry)
-        log(f"decoder: {describe_method(method, archive.codec.geometry)}")
-        for start in range(0, len(clips), max(1, batch_size)):
-            batch_idx, images = [], []
-            for i in clips[start:start + batch_size]:
-                try:
-                    images.append(archive.load(i))
-                    batch_idx.append(i)
-                except ValueError as e:
-                    skipped[archive.images[i]] = str(e)
-                    log(f"skipped clip {i}: {e}")
-            if not images:
-                continue
-            audio = decode_audio(torch.from_numpy(np.stack(images)), archive.codec, method=method, n_iter=n_iter,
-                                 device=dev).cpu().numpy()
-            for i, y in zip(batch_idx, audio):
-                path = outdir / f"clip{i:06d}.wav"
-                write_wav(path, y, sr)
-                written.append(path)
-                log(f"wrote {path} ({archive.images[i]})")
+        with archive_decoder_models(data, archive.codec.geometry, decoder_model):
+            _decode_batches(archive, clips, outdir, method, n_iter, dev, batch_size, log, written, skipped)
         return written, skipped
     finally:
         archive.close()
+
+
+def _decode_batches(archive: "ArchiveImages", clips: Sequence[int], outdir: Path, method: Optional[str],
+                    n_iter: Optional[int], dev: str, batch_size: int, log: Callable[[str], None],
+                    written: List[Path], skipped: Dict[str, str]) -> None:
+    """decode_clips' work once the decoder model is chosen: the clips in batches, WAVs written as they
+    come (``written`` and ``skipped`` grow in place, so a failure midway keeps what was done)."""
+    import torch
+    from .interp import model_for
+    from .phase import LEARNED_METHOD, decode_audio, default_method, describe_method
+    sr = archive.codec.geometry.sample_rate
+    method = method or default_method(archive.codec.geometry)
+    if method == LEARNED_METHOD:
+        model_for(archive.codec.geometry)   # asked for without a model that fits: one line, before anything else
+    log(f"decoder: {describe_method(method, archive.codec.geometry)}")
+    for start in range(0, len(clips), max(1, batch_size)):
+        batch_idx, images = [], []
+        for i in clips[start:start + batch_size]:
+            try:
+                images.append(archive.load(i))
+                batch_idx.append(i)
+            except ValueError as e:
+                skipped[archive.images[i]] = str(e)
+                log(f"skipped clip {i}: {e}")
+        if not images:
+            continue
+        # random phases (PGHI's bins below its tolerance, random starts) seeded by the clip index: a clip
+        # decodes to the same file on every run, whatever batch it shares
+        audio = decode_audio(torch.from_numpy(np.stack(images)), archive.codec, method=method, n_iter=n_iter,
+                             device=dev, generator=list(batch_idx)).cpu().numpy()
+        for i, y in zip(batch_idx, audio):
+            path = outdir / f"clip{i:06d}.wav"
+            write_wav(path, y, sr)
+            written.append(path)
+            log(f"wrote {path} ({archive.images[i]})")
 
 
 @click.group()
@@ -251,8 +276,9 @@ main.add_command(_survey)
 @click.option("--method", type=click.Choice(list(METHODS)), default=None,
               help="phase reconstruction method [learned+pghi+fgla when a decoder model fits the archive, "
                    "else pghi+fgla]")
-@click.option("--decoder-model", default=None, metavar="FILE",
-              help="frame-interpolation model for learned+pghi+fgla [the shipped one, or $ELECTROGAN_DECODER_MODEL]")
+@click.option("--decoder-model", default=None, metavar="FILE|none",
+              help="frame-interpolation model for learned+pghi+fgla; none = no learned decoder [<archive stem>"
+                   ".decoder.pt beside --data when it exists, else $ELECTROGAN_DECODER_MODEL, else the shipped one]")
 @click.option("--iters", type=click.IntRange(min=0), default=None, help="Griffin-Lim iterations [method default]")
 @click.option("--device", default=None, help="torch device [cuda if available, else cpu]")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True,
@@ -260,19 +286,14 @@ main.add_command(_survey)
 @one_line_errors(ArchiveError, ValueError)
 def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_size) -> None:
     """Decode archive images back to 16-bit WAV files (the training set after the round trip)."""
-    from .interp import ModelError, set_decoder_model
+    from .interp import ModelError
     try:
         parse_clip_ranges(clip_spec)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--clips") from None
-    if decoder_model is not None:
-        try:
-            set_decoder_model(decoder_model)
-        except ModelError as e:
-            raise click.ClickException(f"--decoder-model: {e}") from None
     try:
         written, skipped = decode_clips(data, clip_spec, outdir, method=method, n_iter=iters, device=device,
-                                        batch_size=batch_size, log=click.echo)
+                                        batch_size=batch_size, log=click.echo, decoder_model=decoder_model)
     except (ArchiveError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:

@@ -58,7 +58,8 @@ class GenerateOptions:
     ``crossfade_s`` (seconds) is used at loop points and walk joins. ``method``/``n_iter`` select the
     phase reconstruction (None = the audio layer's default). ``decoder_model``: a decoder model file for
     ``learned+pghi+fgla`` that beats the snapshot's own model (``decoder_model`` key, written by
-    ``train.py``), ``$ELECTROGAN_DECODER_MODEL`` and the shipped model, in that order.
+    ``train.py``), ``$ELECTROGAN_DECODER_MODEL`` and the shipped model, in that order; ``'none'``: no
+    learned decoder (the classic one is the default).
     """
 
     network: str
@@ -151,8 +152,8 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
 
 @contextlib.contextmanager
 def decoder_choice(network: str, geometry, payload, decoder_model: Optional[str]):
-    """Within the block, ``learned+pghi+fgla`` decodes with ``decoder_model`` (a file) when given, else
-    the snapshot's ``payload`` when it has one, else the env/shipped model (audio_ext.interp).
+    """Within the block, ``learned+pghi+fgla`` decodes with ``decoder_model`` (a file; ``'none'``: no model)
+    when given, else the snapshot's ``payload`` when it has one, else the env/shipped model (audio_ext.interp).
 
     A file or snapshot model that cannot be used, or that was trained for another geometry than the
     snapshot's audio, is a one-line GenerateError: it was asked for, so it is never passed over.
@@ -161,7 +162,7 @@ def decoder_choice(network: str, geometry, payload, decoder_model: Optional[str]
     stack = contextlib.ExitStack()
     try:
         stack.enter_context(interp.decoder_models(path=decoder_model, snapshot=payload, where=Path(network).name))
-        if decoder_model is not None or payload is not None:
+        if (decoder_model is not None or payload is not None) and not interp.is_no_model(decoder_model):
             interp.model_for(geometry)          # the model that was asked for fits this snapshot
     except interp.ModelError as e:
         stack.close()
@@ -272,7 +273,8 @@ def describe_phase(method: Optional[str], n_iter: Optional[int], geometry=None) 
     """(method name, iterations) that decoding will use once defaults are filled in.
 
     With ``geometry`` the default is the learned decoder when a model fits it (``phase.default_method``);
-    the learned method's name then carries the model file, e.g. ``learned+pghi+fgla[frame_interp_r1024_h1024.pt]``.
+    the learned method's name then says which model, e.g. ``learned+pghi+fgla[shipped: frame_interp_r1024_h1024.pt]``
+    (:func:`audio_ext.phase.describe_method`).
     """
     from . import phase
     name = method if method is not None else phase.default_method(geometry)

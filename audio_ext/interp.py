@@ -346,15 +346,25 @@ def upsample_magnitude(mag: torch.Tensor, geometry: StftGeometry, model: Decoder
 # --- which model decodes -------------------------------------------------------------------------------
 
 #: Where each level of the choice stands: ``file`` (set_decoder_model: a path, or None for "no model"),
-#: ``file_set`` (whether set_decoder_model chose), ``snapshot`` (a (DecoderModel, label) pair or None).
+#: ``file_set`` (whether set_decoder_model chose), ``snapshot`` (a (DecoderModel, label, source) triple or
+#: None: the model a snapshot carries, or the one beside the archive being decoded).
 _OVERRIDE: Dict[str, Any] = {"file_set": False, "file": None, "snapshot": None}
 
-#: Where a model comes from, as the page and file tags say it.
-SOURCE_FILE, SOURCE_SNAPSHOT, SOURCE_SHIPPED = "file", "snapshot", "shipped"
+#: Where a model comes from, as the page and file tags say it. SOURCE_ARCHIVE: ``<stem>.decoder.pt``
+#: beside the archive being decoded (audio_ext.archive_decoder); it ranks where a snapshot's model does.
+SOURCE_FILE, SOURCE_SNAPSHOT, SOURCE_ARCHIVE, SOURCE_SHIPPED = "file", "snapshot", "archive", "shipped"
+#: ``--decoder-model`` / ``$ELECTROGAN_DECODER_MODEL`` value that turns the learned decoder off.
+NO_MODEL = "none"
+
+
+def is_no_model(value: Any) -> bool:
+    """True for the value that means "no decoder model" (``'none'``, any case, surrounding blanks ignored)."""
+    return isinstance(value, (str, Path)) and str(value).strip().lower() == NO_MODEL
 
 
 def set_decoder_model(path: Optional[Union[str, Path]]) -> None:
-    """Use the model at ``path`` for ``learned+pghi+fgla`` (``None`` goes back to the snapshot/env/shipped choice).
+    """Use the model at ``path`` for ``learned+pghi+fgla`` (``None`` goes back to the snapshot/env/shipped choice;
+    ``'none'`` means no model at all, so the classic decoder is the default).
 
     An explicit file beats every other source (``--decoder-model``). The file is read at once, so a
     bad path fails here with a one-line ModelError.
@@ -362,33 +372,43 @@ def set_decoder_model(path: Optional[Union[str, Path]]) -> None:
     if path is None:
         _OVERRIDE.update(file_set=False, file=None)
         return
+    if is_no_model(path):
+        _OVERRIDE.update(file_set=True, file=None)
+        return
     _load_cached(str(Path(path).resolve()))
     _OVERRIDE.update(file_set=True, file=str(Path(path).resolve()))
 
 
-def set_snapshot_model(payload: Optional[Mapping[str, Any]], where: str = "snapshot") -> None:
+def set_snapshot_model(payload: Optional[Mapping[str, Any]], where: str = "snapshot",
+                       source: str = SOURCE_SNAPSHOT) -> None:
     """Use a model carried by a training snapshot (its ``decoder_model`` dict), or none (``None``).
 
     It ranks below :func:`set_decoder_model` and above ``$ELECTROGAN_DECODER_MODEL`` and the shipped
     model. ``where`` names the snapshot in messages and labels (``snapshot: <where>``). A payload
-    that is not a usable model is a one-line ModelError naming ``where``.
+    that is not a usable model is a one-line ModelError naming ``where``. With ``source``
+    :data:`SOURCE_ARCHIVE` the payload is the file beside an archive and ``where`` its path (label
+    ``archive: <file name>``).
     """
     if payload is None:
         _OVERRIDE["snapshot"] = None
         return
-    name = f"{where}:decoder_model"
-    _OVERRIDE["snapshot"] = (DecoderModel(check_payload(payload, name), name), str(where))
+    if source == SOURCE_ARCHIVE:
+        name, shown = str(where), Path(str(where)).name
+    else:
+        name, shown = f"{where}:decoder_model", str(where)
+    _OVERRIDE["snapshot"] = (DecoderModel(check_payload(payload, name), name), f"{source}: {shown}", source)
 
 
 @contextlib.contextmanager
 def decoder_models(path: Optional[Union[str, Path]] = None, snapshot: Optional[Mapping[str, Any]] = None,
-                   where: str = "snapshot"):
-    """Within the block, decode with ``path`` (when given) else ``snapshot``'s model (when given) else
-    the env/shipped choice; the previous choice comes back afterwards (library callers such as
+                   where: str = "snapshot", source: str = SOURCE_SNAPSHOT):
+    """Within the block, decode with ``path`` (when given; ``'none'``: no model) else ``snapshot``'s model
+    (when given; ``source``/``where`` as :func:`set_snapshot_model` takes them) else the env/shipped
+    choice; the previous choice comes back afterwards (library callers such as
     :func:`audio_ext.generate.generate` must not leave a snapshot's model behind)."""
     saved = dict(_OVERRIDE)
     try:
-        set_snapshot_model(snapshot, where)
+        set_snapshot_model(snapshot, where, source)
         if path is not None:
             set_decoder_model(path)
         yield
@@ -400,16 +420,18 @@ def decoder_models(path: Optional[Union[str, Path]] = None, snapshot: Optional[M
 def _choice() -> Optional[tuple]:
     """(source, path or None, label) of the model in use, or None when there is none.
 
-    Precedence: set_decoder_model's file > the snapshot's model > ``$ELECTROGAN_DECODER_MODEL`` > shipped.
+    Precedence: set_decoder_model's file > the snapshot's (or archive's) model > ``$ELECTROGAN_DECODER_MODEL``
+    > shipped.
     """
     if _OVERRIDE["file_set"]:
         path = _OVERRIDE["file"]
         return (SOURCE_FILE, path, f"{SOURCE_FILE}: {Path(path).name}") if path else None
     if _OVERRIDE["snapshot"] is not None:
-        return SOURCE_SNAPSHOT, None, f"{SOURCE_SNAPSHOT}: {_OVERRIDE['snapshot'][1]}"
+        _, label, source = _OVERRIDE["snapshot"]
+        return source, None, label
     env = os.environ.get(MODEL_ENV)
     if env is not None:
-        if env.strip().lower() in ("", "none"):
+        if env.strip() == "" or is_no_model(env):
             return None
         path = str(Path(env).resolve())
         return SOURCE_FILE, path, f"{SOURCE_FILE}: {Path(path).name}"
@@ -422,15 +444,15 @@ def decoder_model_path() -> Optional[str]:
     """The model file in use: :func:`set_decoder_model`'s, else ``$ELECTROGAN_DECODER_MODEL``, else the shipped one.
 
     ``None`` when there is none (an env value of ``''``/``'none'`` turns the learned decoder off) or
-    when the model in use is a snapshot's (it has no file; see :func:`model_label`).
+    when the model in use is a snapshot's or an archive's (read once into memory; see :func:`model_label`).
     """
     choice = _choice()
     return choice[1] if choice else None
 
 
 def model_label() -> Optional[str]:
-    """Which model decodes, for pages and tags: ``'file: m.pt'``, ``'snapshot: network-snapshot-000200.pkl'``
-    or ``'shipped: frame_interp_r1024_h1024.pt'``; None when there is none."""
+    """Which model decodes, for pages and tags: ``'file: m.pt'``, ``'snapshot: network-snapshot-000200.pkl'``,
+    ``'archive: stft.decoder.pt'`` or ``'shipped: frame_interp_r1024_h1024.pt'``; None when there is none."""
     choice = _choice()
     return choice[2] if choice else None
 
@@ -444,7 +466,7 @@ def _current() -> Optional[DecoderModel]:
     choice = _choice()
     if choice is None:
         return None
-    if choice[0] == SOURCE_SNAPSHOT:
+    if choice[1] is None:        # a snapshot's or an archive's model: loaded, no file of its own to read
         return _OVERRIDE["snapshot"][0]
     return _load_cached(choice[1])
 
@@ -452,6 +474,8 @@ def _current() -> Optional[DecoderModel]:
 def model_for(geometry: StftGeometry) -> DecoderModel:
     """The decoder model for ``geometry``; ModelError (one line) when there is none or it does not fit."""
     model = _current()
+    if model is None and _OVERRIDE["file_set"]:
+        raise ModelError("the learned decoder is turned off (decoder model 'none'); pick a classic --method")
     if model is None:
         raise ModelError(f"no decoder model available (none shipped at {DEFAULT_MODEL_PATH} and ${MODEL_ENV} unset); "
                          f"train one with `python -m audio_ext train-decoder`")

@@ -96,21 +96,28 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
 
     Both clips of a pair are brought to one RMS level (:func:`audio_ext.survey.loudness.normalise_set`;
     the codec's 3-sigma clipping makes the round trip a few dB quieter), so level does not decide
-    the comparison.
+    the comparison. The round trip decodes with the archive's own model (``stft.decoder.pt`` beside
+    it) when it has one, as ``python -m audio_ext decode`` does (audio_ext.archive_decoder); one that
+    cannot decode the archive is a ModelError naming it, raised before anything is written.
     """
+    import contextlib
     import torch
     from PIL import Image
     from .__main__ import ArchiveImages, write_wav
     from .archive import read_dataset_json
-    from .phase import decode_audio
+    from .archive_decoder import archive_decoder_models
+    from .phase import decode_audio, describe_method
     from .survey.loudness import normalise_set
     kwargs = {} if method is None else {"method": method}  # None: whatever the library's default is
     archive = ArchiveImages(data)
+    choice = contextlib.ExitStack()
     try:
+        choice.enter_context(archive_decoder_models(data, archive.codec.geometry))
         records = read_dataset_json(data).get("clips") or []
         by_file = {r.get("file"): r for r in records if isinstance(r, dict)}
         g = archive.codec.geometry
         method = decoder_name(method, g)
+        label = describe_method(method, g)     # the learned one says which model: [archive: stft.decoder.pt]
         taken: dict = {}
         entries: List[ClipEntry] = []
         folder = Path(outdir) / subdir
@@ -137,7 +144,8 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
                                      kind=f"source at {float(rec['clip_start_s']):.2f} s, stretched "
                                           f"x{float(rec['stretch_ratio']):.4f} as in the archive", **common))
             entries.append(ClipEntry(title=f"{src}: codec + {method}", audio=f"{subdir}/{stem}-roundtrip.wav",
-                                     kind=f"archive image (R={g.resolution}) decoded with {method}", **common))
+                                     kind=f"archive image (R={g.resolution}) decoded with {label}", **common))
         return entries
     finally:
+        choice.close()
         archive.close()

@@ -114,6 +114,68 @@ def test_train_refuses_a_model_for_an_archive_without_audio(tmp_path):
     assert res.exit_code != 0 and "has no audio block" in res.output
 
 
+def snapshots_of(outdir):
+    return sorted(Path(outdir).glob("*/network-snapshot-*.pkl"))
+
+
+def test_a_resumed_run_keeps_the_model_its_snapshot_carries_unless_one_is_named(archive, tmp_path):
+    beside = model_file(tmp_path / "stft.decoder.pt", seed=0)
+    first = torch.load(beside, map_location="cpu", weights_only=True)
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs"))
+    assert res.exit_code == 0, res.output
+    model_file(beside, seed=4)                      # the file beside the archive changes between the runs
+    second = torch.load(beside, map_location="cpu", weights_only=True)
+    assert not torch.equal(first["state_dict"]["head.weight"], second["state_dict"]["head.weight"])
+
+    # --resume latest without --decoder-model: the new snapshots carry the resumed one's model, not the new file
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--resume", "latest",
+                                                    "--kimg", "0.016"))
+    assert res.exit_code == 0, res.output
+    assert "(kept on resume;" in res.output and f"{beside} beside --data is not read" in res.output, res.output
+    new = [p for p in snapshots_of(tmp_path / "runs") if p.parent.name.startswith("00001-")]
+    assert new, res.output
+    for path in new:
+        assert_same_plain_data(snapshot.load_snapshot(path)["decoder_model"], first)
+
+    # --decoder-model named on resume: that model, from the first new snapshot on
+    resume = str(new[-1])
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "named", "--resume", resume, "--kimg", "0.024",
+                                                    "--decoder-model", str(beside)))
+    assert res.exit_code == 0, res.output
+    named = snapshots_of(tmp_path / "named")
+    assert named
+    for path in named:
+        assert_same_plain_data(snapshot.load_snapshot(path)["decoder_model"], second)
+
+
+def test_a_resumed_run_without_a_model_keeps_none_and_a_bad_carried_model_is_refused(archive, tmp_path):
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--decoder-model", "none"))
+    assert res.exit_code == 0, res.output
+    beside = model_file(tmp_path / "stft.decoder.pt")           # appears after the first run
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "runs", "--resume", "latest",
+                                                    "--kimg", "0.016"))
+    assert res.exit_code == 0, res.output
+    assert "carries none and the resumed run keeps that" in res.output and f"--decoder-model {beside}" in res.output
+    new = [p for p in snapshots_of(tmp_path / "runs") if p.parent.name.startswith("00001-")]
+    assert new and all("decoder_model" not in snapshot.load_snapshot(p) for p in new)
+
+    # a snapshot that carries a model of another geometry: one line naming the snapshot, nothing started
+    snap = snapshot.load_snapshot(new[-1])
+    snap["decoder_model"] = model_payload(StftGeometry(64), 0)
+    wrong = tmp_path / "wrong" / "network-snapshot-000016.pkl"
+    wrong.parent.mkdir()
+    snapshot.save_snapshot(wrong, snap)
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "again", "--resume", str(wrong)))
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and f"{wrong}: decoder_model" in lines[0] and "another geometry" in lines[0], res.output
+    assert not (tmp_path / "again").exists()
+    # ... unless --decoder-model replaces it
+    res = CliRunner().invoke(train.main, train_args(archive, tmp_path / "again", "--resume", str(wrong),
+                                                    "--decoder-model", str(beside), "--dry-run"))
+    assert res.exit_code == 0 and f"decoder model  {beside} (stored in every snapshot)" in res.output, res.output
+
+
 def test_loop_refuses_extra_keys_it_writes_itself_or_non_plain_values():
     payload = model_payload(GEOM, 0)
     assert check_snapshot_extra({"decoder_model": payload}) == {"decoder_model": payload}
@@ -215,6 +277,24 @@ def test_generation_decodes_with_the_snapshots_model_unless_a_file_is_named(tmp_
     assert "learned+pghi+fgla[file: env.pt]" in page and np.abs(a_env.astype(int) - a_old).max() > 100
     monkeypatch.delenv(interp.MODEL_ENV)
     # a run leaves no model behind for the next caller in the process
+    assert interp.model_label() == "shipped: shipped_r32.pt"
+
+
+def test_generation_with_decoder_model_none_uses_the_classic_decoder(tmp_path, shipped):
+    mine = model_file(tmp_path / "mine.pt", seed=1)
+    with_model = write_snapshot(tmp_path / "network-snapshot-000008.pkl",
+                                torch.load(mine, map_location="cpu", weights_only=True))
+    torch.manual_seed(0)
+    off, page = generate(with_model, tmp_path / "off", "--decoder-model", "none")
+    assert "learned+pghi+fgla" not in page and "pghi+fgla" in page
+    torch.manual_seed(0)
+    classic, _ = generate(with_model, tmp_path / "classic", "--method", "pghi+fgla")
+    np.testing.assert_array_equal(off, classic)
+    res = CliRunner().invoke(gen_audio.main, ["--network", str(with_model), "--seeds", "3", "--outdir",
+                                              str(tmp_path / "asked"), "--decoder-model", "none",
+                                              "--method", "learned+pghi+fgla"])
+    assert res.exit_code != 0 and "learned decoder is turned off" in res.output, res.output
+    assert not (tmp_path / "asked").exists()
     assert interp.model_label() == "shipped: shipped_r32.pt"
 
 

@@ -300,3 +300,53 @@ def test_survey_decodes_on_cuda_like_on_cpu(tmp_path):
         yb, _ = sf.read(str(tmp_path / "cuda" / cb["file"]))
         assert ya.size == yb.size
         assert np.corrcoef(bands(ya), bands(yb))[0, 1] > 0.99
+
+
+def _side_model(path, seed=1, resolution=128):
+    """A tiny decoder model file for the inputs' geometry (R = 128, hop 128) with a random head."""
+    from audio_ext import interp
+    from audio_ext.geometry import StftGeometry
+    torch.manual_seed(seed)
+    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
+    for p in net.head.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    interp.save_model(path, interp.model_payload(net, StftGeometry(resolution), {"mean": -6.0, "std": 3.0}))
+    return path
+
+
+def test_round_trips_decode_with_the_archives_own_model(inputs, tmp_path):
+    """The survey's round-trip condition and the demo's pairs use stft.decoder.pt beside the archive, as
+    `python -m audio_ext decode` does; a side file of another geometry is an error naming it."""
+    import shutil
+    from audio_ext import interp
+    from audio_ext.roundtrip import write_pairs
+    from audio_ext.survey.make import _archive_clips
+    own = tmp_path / "own"
+    own.mkdir()
+    data = Path(shutil.copy(inputs["data"], own / "stft.zip"))
+    side = _side_model(own / "stft.decoder.pt")
+
+    def roundtrips(path):
+        opts = SurveyOptions(outdir=str(tmp_path / "x"), clips_per_condition=2, data=str(path))
+        clips = _archive_clips(opts, np.random.default_rng(0), 2, lambda m: None)
+        return [c.condition for c in clips], np.stack([c.audio for c in clips])
+
+    conds, a = roundtrips(data)
+    assert conds == ["roundtrip-learned+pghi+fgla"] * 2
+    plain_conds, plain = roundtrips(inputs["data"])                   # no model fits R = 128: the classic one
+    assert plain_conds == ["roundtrip-pghi+fgla"] * 2 and np.abs(a - plain).max() > 1e-3
+    interp.set_decoder_model(side)
+    try:
+        np.testing.assert_array_equal(roundtrips(inputs["data"])[1], a)   # the same model: the same clips
+    finally:
+        interp.set_decoder_model(None)
+
+    entries = write_pairs(data, inputs["src"], tmp_path / "pairs", log=lambda m: None)
+    assert entries[1].kind.endswith("decoded with learned+pghi+fgla[archive: stft.decoder.pt]"), entries[1].kind
+    assert interp.model_label() is None or not interp.model_label().startswith("archive")
+
+    _side_model(side, resolution=64)
+    with pytest.raises(SurveyError, match=r"stft\.decoder\.pt: decoder model was trained for another geometry"):
+        roundtrips(data)
+    with pytest.raises(interp.ModelError, match=r"stft\.decoder\.pt: decoder model was trained for another"):
+        write_pairs(data, inputs["src"], tmp_path / "pairs2", log=lambda m: None)

@@ -87,17 +87,27 @@ def _method_kwargs(method: Optional[str]) -> dict:
 
 def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
     """Original and round-trip clips of ``count`` archive clips drawn from ``rng`` (the last one of
-    each condition is the training example)."""
+    each condition is the training example). The round trip decodes with the archive's own model
+    (``stft.decoder.pt`` beside it, audio_ext.archive_decoder) when it has one, as generated clips
+    decode with the one their snapshot carries."""
+    import contextlib
     import torch
     from ..__main__ import ArchiveImages
     from ..archive import ArchiveError, read_dataset_json
+    from ..archive_decoder import archive_decoder_models
+    from ..interp import ModelError
     from ..phase import decode_audio
     try:
         archive = ArchiveImages(opts.data)
         meta = read_dataset_json(opts.data)
     except ArchiveError as e:
         raise SurveyError(str(e)) from None
+    choice = contextlib.ExitStack()
     try:
+        try:
+            choice.enter_context(archive_decoder_models(opts.data, archive.codec.geometry))
+        except ModelError as e:
+            raise SurveyError(f"--data {opts.data}: {e}") from None
         records = meta.get("clips") or []
         n = len(archive)
         if n < count:
@@ -141,6 +151,7 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
             out.append(roundtrip)
         return out
     finally:
+        choice.close()
         archive.close()
 
 
