@@ -325,10 +325,13 @@ def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_
               help="start from this model's weights (fine-tuning; same geometry and --arch) [fresh weights]")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="steps between checkpoints (and held-out evaluations with --holdout)")
+@click.option("--loss", type=click.Choice(["sc", "wl1"]), default="sc", show_default=True,
+              help="objective: squared spectral convergence of the in-between frames, or magnitude-weighted L1 "
+                   "in ln power (docs/audio.md)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="torch device [cuda if available, else cpu]")
 def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, patch_frames, patch_bins, lr,
-                      synthetic, holdout, arch, init, checkpoint_every, seed, device) -> None:
+                      synthetic, holdout, arch, init, checkpoint_every, loss, seed, device) -> None:
     """Train the frame-interpolation model of the `learned+pghi+fgla` decoder on your own audio."""
     import torch
     from .geometry import StftGeometry
@@ -344,7 +347,7 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
     if unknown:
         raise click.ClickException(f"--holdout: {', '.join(sorted(unknown))} not found in {source}")
     config = TrainConfig(steps=steps, batch=batch, patch_frames=patch_frames, patch_bins=patch_bins, lr=lr, seed=seed,
-                         arch=arch, init=init, checkpoint_every=checkpoint_every)
+                         arch=arch, init=init, checkpoint_every=checkpoint_every, loss=loss)
     crop = (patch_frames + 1) * geometry.hop_length
     train, names = load_sources([f for f in files if f.name not in held_names], sample_rate, crop, log=click.echo)
     held, held_used = load_sources([f for f in files if f.name in held_names], sample_rate, crop, log=click.echo)

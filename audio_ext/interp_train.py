@@ -49,6 +49,8 @@ class TrainConfig:
     arch: str = "small"
     #: file name of a model whose weights start the run (fine-tuning); None: fresh weights
     init: Optional[str] = None
+    #: training objective (interp.LOSSES): 'sc' squared spectral convergence, 'wl1' magnitude-weighted L1 in ln power
+    loss: str = "sc"
 
 
 #: Network sizes (FrameInterpNet arguments). 'small' is the shipped default; bigger ones cost more CPU time per clip.
@@ -58,6 +60,9 @@ ARCHS = {
     "medium": dict(width=8, body_width=32, n_blocks=4, dilations=(1, 2, 4, 8), down=4),
     "large": dict(width=16, body_width=48, n_blocks=6, dilations=(1, 2, 4, 8, 1, 2), down=8),
 }
+
+
+_LOSS_NAMES = {"sc": "squared spectral convergence", "wl1": "weighted L1, ln power"}
 
 
 def find_audio(folder: Union[str, Path]) -> List[Path]:
@@ -148,17 +153,22 @@ def _band(x: torch.Tensor, y: torch.Tensor, bins: Optional[int], rng: np.random.
 
 
 def evaluate(model: interp.FrameInterpNet, sampler: CropSampler, geometry: StftGeometry, stats: dict,
-             n_batches: int = 4, batch: int = 8, seed: int = 12345) -> dict:
-    """Weighted L1 (ln power) of the model and of the geometric-mean baseline on fixed crops."""
+             n_batches: int = 4, batch: int = 8, seed: int = 12345, loss: str = "sc") -> dict:
+    """The training objective ``loss`` of the model and of the geometric-mean baseline on fixed crops."""
     model.eval()
     tot_m = tot_b = 0.0
     with torch.no_grad():
         for k in range(n_batches):
             x, y = interp.training_pairs(sampler.draw(seed, k, batch), geometry, stats["mean"], stats["std"])
-            w = interp.loss_weights(y, geometry)
-            tot_m += float(interp.weighted_l1(model(x), y, w))
-            tot_b += float(interp.weighted_l1(interp.interpolation_baseline(x), y, w))
+            tot_m += float(interp.training_loss(model(x), y, geometry, loss))
+            tot_b += float(interp.training_loss(interp.interpolation_baseline(x), y, geometry, loss))
     return {"model": tot_m / n_batches, "baseline": tot_b / n_batches}
+
+
+def stored_config(state: dict) -> dict:
+    """The TrainConfig of a model file's ``training`` entry, with fields it predates at their old values
+    (files written before ``loss`` existed were trained with 'wl1'), so such runs still resume."""
+    return dict({"loss": "wl1"}, **state.get("config", {}))
 
 
 def best_path(out: Union[str, Path]) -> Path:
@@ -199,6 +209,8 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     torch.manual_seed(config.seed)
     if config.arch not in ARCHS:
         raise ValueError(f"unknown architecture {config.arch!r}; known: {', '.join(ARCHS)}")
+    if config.loss not in interp.LOSSES:
+        raise ValueError(f"unknown training loss {config.loss!r}; known: {', '.join(interp.LOSSES)}")
     model = interp.FrameInterpNet(**ARCHS[config.arch]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, seconds_before = 0, 0.0
@@ -210,7 +222,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         payload = interp.read_payload(out)
         interp.check_geometry(interp.model_geometry(payload, out), geometry, out)
         state = payload.get("training", {})
-        if dict(state.get("config", {}), steps=None) != dict(dataclasses.asdict(config), steps=None):
+        if dict(stored_config(state), steps=None) != dict(dataclasses.asdict(config), steps=None):
             raise ValueError(f"--out {out}: exists and was trained with other settings; choose another --out "
                              f"or the same settings to resume")
         model.load_state_dict(payload["state_dict"])
@@ -243,7 +255,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
 
     def validate(step: int, seconds: float) -> None:
         """Held-out error at a checkpoint; the best model so far goes to best_path(out)."""
-        r = evaluate(model, eval_sampler, geometry, stats, n_batches=2)
+        r = evaluate(model, eval_sampler, geometry, stats, n_batches=2, loss=config.loss)
         best = min((h[1] for h in history), default=math.inf)
         history.append([step, r["model"], r["baseline"]])
         log(f"step {step}: validation error {r['model']:.4f} (interpolation {r['baseline']:.4f})")
@@ -266,7 +278,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         x, y = _band(x, y, config.patch_bins, rng)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = interp.weighted_l1(model(x), y, interp.loss_weights(y, geometry))
+        loss = interp.training_loss(model(x), y, geometry, config.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -281,12 +293,12 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     seconds = seconds_before + time.perf_counter() - t0
     if held:
         validate(config.steps, seconds)
-    result = evaluate(model, eval_sampler, geometry, stats)
-    summary = {"steps": config.steps, "seconds": seconds, "held_out": bool(held),
-               "val_l1": result["model"], "val_l1_baseline": result["baseline"]}
+    result = evaluate(model, eval_sampler, geometry, stats, loss=config.loss)
+    summary = {"steps": config.steps, "seconds": seconds, "held_out": bool(held), "loss": config.loss,
+               "val_loss": result["model"], "val_loss_baseline": result["baseline"]}
     save(config.steps, seconds, {"result": summary})
     log(f"trained {config.steps} steps in {seconds:.0f} s on {device}; "
-        f"{'held-out' if held else 'training'} in-between-frame error (weighted L1, ln power) "
+        f"{'held-out' if held else 'training'} in-between-frame error ({_LOSS_NAMES[config.loss]}) "
         f"{result['model']:.4f} vs {result['baseline']:.4f} for interpolation "
         f"({100 * (result['model'] / max(result['baseline'], 1e-12) - 1):+.1f} %); wrote {out}")
     return summary
