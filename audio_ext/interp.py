@@ -62,15 +62,21 @@ class ModelError(ValueError):
     """A model file that cannot be used: unreadable, not a frame-interpolation model, or the wrong geometry."""
 
 
+#: Negative slope of the network's leaky ReLUs.
+SLOPE = 0.2
+
+
 class _Block(nn.Module):
     def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=(1, dilation), dilation=(1, dilation))
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.act = nn.LeakyReLU(0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.act(self.conv1(self.act(x))))
+        # x + conv2(act(conv1(act(x)))), in place wherever the value is not needed again: fresh
+        # full-size tensors cost page faults on every call (~5x the activation itself on a CPU)
+        h = self.conv1(nn.functional.leaky_relu(x, SLOPE))
+        return self.conv2(nn.functional.leaky_relu_(h, SLOPE)).add_(x)
 
 
 class FrameInterpNet(nn.Module):
@@ -88,7 +94,6 @@ class FrameInterpNet(nn.Module):
         self.up = nn.ConvTranspose2d(body_width, width, (f, 1), stride=(f, 1))
         self.mix = nn.Conv2d(2 * width, width, 3, padding=1)
         self.head = nn.Conv2d(width, 1, (3, 2), padding=(1, 0))
-        self.act = nn.LeakyReLU(0.2)
         nn.init.zeros_(self.head.weight)  # start as the geometric-mean interpolation
         nn.init.zeros_(self.head.bias)
 
@@ -120,10 +125,15 @@ class FrameInterpNet(nn.Module):
         pad = (-F) % self.down_factor
         if pad:
             x = torch.nn.functional.pad(x, (0, 0, 0, pad), mode="replicate")
-        skip = self.act(self.stem(x))
-        h = self.blocks(self.down(skip))
-        h = self.up(h)
-        h = self.act(self.mix(torch.cat([skip, h], dim=1)))
+        skip = nn.functional.leaky_relu_(self.stem(x), SLOPE)
+        h = self.up(self.blocks(self.down(skip)))
+        # mix(cat([skip, h])) as two convolutions on the halves of its weight: the same sum without
+        # a full-resolution concatenated copy (~10 % of the forward pass on a CPU)
+        w = self.mix.weight
+        n = skip.shape[1]
+        h = nn.functional.conv2d(skip, w[:, :n], self.mix.bias, padding=self.mix.padding).add_(
+            nn.functional.conv2d(h, w[:, n:], None, padding=self.mix.padding))
+        h = nn.functional.leaky_relu_(h, SLOPE)
         return self.head(h)[:, 0, :F]
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from . import gla_update
 from .codec import AudioCodec, decode_magnitude
 from .geometry import StftGeometry
 
@@ -470,20 +471,32 @@ def magnitude_target(S_fine: torch.Tensor, consistent: torch.Tensor, reestimate:
 
 
 def griffin_lim_stored(S_fine: torch.Tensor, fine: "HopGeometry", n_iter: int, momentum: float, init: torch.Tensor,
-                       reestimate: float = REESTIMATE) -> torch.Tensor:
+                       reestimate: float = REESTIMATE, fuse: bool = True) -> torch.Tensor:
     """Fast Griffin-Lim at hop/2 from complex ``init [B, F, 2N-1]``: the stored (even) frames' magnitudes
-    are imposed exactly in every iteration, the predicted (odd) ones via :func:`magnitude_target`."""
+    are imposed exactly in every iteration, the predicted (odd) ones via :func:`magnitude_target`.
+
+    On the CPU the update step runs as one fused pass (:mod:`audio_ext.gla_update`, ~3x faster per
+    iteration); ``fuse=False`` forces the plain torch expression (same numbers up to float32 rounding).
+    """
     window = _window(fine, S_fine)
     length = _signal_length(fine, S_fine.shape[-1])
     cdtype = torch.complex128 if S_fine.dtype == torch.float64 else torch.complex64
     c = S_fine * _unit(init.to(cdtype))
+    fused = gla_update.FusedUpdate(S_fine, reestimate, momentum) if fuse and gla_update.available(c) else None
     t_prev = None
-    for _ in range(n_iter):
-        t = _stft(_istft(c, fine, window, length), fine, window)
-        c = t if t_prev is None or momentum == 0 else torch.add(t, t_prev, alpha=-momentum / (1 + momentum))
-        t_prev = t
-        c = magnitude_target(S_fine, t, reestimate) * torch.sgn(c)
-    return _istft(c, fine, window, length)
+    try:
+        for _ in range(n_iter):
+            t = _stft(_istft(c, fine, window, length), fine, window)
+            if fused is not None:  # the same update in one pass (audio_ext.gla_update)
+                c = fused(t, t_prev if momentum else None)
+            else:
+                c = t if t_prev is None or momentum == 0 else torch.add(t, t_prev, alpha=-momentum / (1 + momentum))
+                c = magnitude_target(S_fine, t, reestimate) * torch.sgn(c)
+            t_prev = t
+        return _istft(c, fine, window, length)
+    finally:
+        if fused is not None:
+            fused.close()
 
 
 def _run_learned(momentum: float):

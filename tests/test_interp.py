@@ -45,6 +45,32 @@ def test_training_pairs_odd_even_bookkeeping():
     assert torch.all(x[0, G.resolution] == np.float32(np.log(G.eps)))  # Nyquist: not stored
 
 
+def test_network_forward_is_the_layer_by_layer_definition():
+    """The in-place activations and the split mix convolution of FrameInterpNet compute the plain
+    stem -> down -> blocks -> up -> concat -> mix -> head definition, and still train."""
+    torch.manual_seed(0)
+    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=2, dilations=(1, 2), down=4).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    act = torch.nn.LeakyReLU(0.2)
+    v = torch.randn(2, 37, 11) * 2 - 6  # 37 bins: replicate-padded to 40
+    x = ((v - v.mean(dim=(-2, -1), keepdim=True)) / interp.LOG_SCALE).unsqueeze(1)
+    x = torch.nn.functional.pad(x, (0, 0, 0, 3), mode="replicate")
+    skip = act(net.stem(x))
+    h = net.down(skip)
+    for block in net.blocks:
+        h = h + block.conv2(act(block.conv1(act(h))))
+    h = act(net.mix(torch.cat([skip, net.up(h)], dim=1)))
+    want = 0.5 * (v[..., :-1] + v[..., 1:]) + net.head(h)[:, 0, :37] * interp.LOG_SCALE
+    with torch.no_grad():
+        torch.testing.assert_close(net(v), want, rtol=1e-5, atol=1e-5)
+    net.train()
+    vg = v.clone().requires_grad_(True)
+    net(vg).square().mean().backward()
+    assert torch.isfinite(vg.grad).all() and vg.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in net.parameters())
+
+
 def test_quantisation_matches_the_codec_exactly():
     rng = np.random.default_rng(1)
     y = (rng.standard_normal(G.clip_samples) * 0.1).astype(np.float32)
