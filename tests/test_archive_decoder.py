@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from archive_helpers import write_encoded_archive
+from decoder_helpers import shipped_stand_in, tiny_model_file
 from audio_ext import archive_decoder, interp
 from audio_ext.__main__ import decode_clips, main
 from audio_ext.geometry import StftGeometry
@@ -25,23 +26,13 @@ G = StftGeometry(32, hop_length=16)
 
 
 def model_file(path, geometry=G, seed=0):
-    torch.manual_seed(seed)
-    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
-    for p in net.head.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    interp.save_model(path, interp.model_payload(net, geometry, {"mean": -6.0, "std": 3.0}))
-    return path
+    return tiny_model_file(path, geometry, seed)
 
 
 @pytest.fixture()
 def shipped(tmp_path, monkeypatch):
     """A stand-in for the shipped model that fits G, and no $ELECTROGAN_DECODER_MODEL."""
-    path = model_file(tmp_path / "shipped_r32.pt", seed=7)
-    monkeypatch.setattr(interp, "DEFAULT_MODEL_PATH", path)
-    monkeypatch.delenv(interp.MODEL_ENV, raising=False)
-    interp.set_decoder_model(None)
-    yield path
-    interp.set_decoder_model(None)
+    yield from shipped_stand_in(tmp_path, monkeypatch, G)
 
 
 @pytest.fixture()

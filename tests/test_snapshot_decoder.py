@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import gen_audio
 import train
 from archive_helpers import toy_audio_block, write_toy_archive
+from decoder_helpers import shipped_stand_in, tiny_model_payload
 from audio_ext import interp
 from audio_ext.geometry import StftGeometry
 from stylegan2 import networks, snapshot
@@ -25,12 +26,7 @@ GEOM = StftGeometry(RES)      # 44.1 kHz, hop = R: the geometry of the snapshots
 
 
 def model_payload(geometry, seed):
-    """A tiny model whose in-between frames differ from the plain interpolation (and from other seeds)."""
-    torch.manual_seed(seed)
-    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
-    for p in net.head.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    return interp.model_payload(net, geometry, {"mean": -6.0, "std": 3.0}, training={"sources": ["loop.wav"]})
+    return tiny_model_payload(geometry, seed, training={"sources": ["loop.wav"]})
 
 
 def model_file(path, geometry=GEOM, seed=0):
@@ -222,12 +218,7 @@ def test_loader_refuses_a_decoder_model_that_is_not_plain_data(tmp_path, value, 
 @pytest.fixture()
 def shipped(tmp_path, monkeypatch):
     """A tiny stand-in for the shipped model (it fits R = 32) and no $ELECTROGAN_DECODER_MODEL."""
-    path = model_file(tmp_path / "shipped_r32.pt", seed=7)
-    monkeypatch.setattr(interp, "DEFAULT_MODEL_PATH", path)
-    monkeypatch.delenv(interp.MODEL_ENV, raising=False)
-    interp.set_decoder_model(None)
-    yield path
-    interp.set_decoder_model(None)
+    yield from shipped_stand_in(tmp_path, monkeypatch, GEOM)
 
 
 def write_snapshot(path, decoder_model=None):
