@@ -165,7 +165,7 @@ def _uniform(shape: tuple, source: RandomSource, dtype: torch.dtype, device: Uni
 # --- Griffin-Lim -----------------------------------------------------------------------------------
 
 def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, momentum: float = 0.99,
-                init: Union[str, ArrayLike] = "random", generator: RandomSource = None) -> ArrayLike:
+                init: Union[str, ArrayLike] = "random", generator: RandomSource = None, fuse: bool = True) -> ArrayLike:
     """Audio ``[.., (N-1) * hop]`` whose STFT magnitude approximates ``mag [.., R+1, N]``.
 
     Each of ``n_iter`` iterations is one inverse STFT and one STFT (the count librosa uses).
@@ -174,7 +174,8 @@ def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, moment
     setting). ``init`` is ``'random'`` (uniform phase, drawn from ``generator``: one generator, or one
     generator or seed per clip, see :data:`RandomSource`), ``'zeros'``, or a
     tensor/array of initial phases (radians) or of complex coefficients whose angle is used.
-    Returns the same kind (numpy/torch) as ``mag``; tensors stay on their device.
+    Returns the same kind (numpy/torch) as ``mag``; tensors stay on their device. ``fuse=False`` keeps
+    the update step in plain torch on the CPU too (otherwise one fused numba pass, ~2x faster per step).
     """
     if not isinstance(n_iter, int) or n_iter < 0:
         raise ValueError(f"griffin_lim: n_iter must be a non-negative integer, got {n_iter!r}")
@@ -200,14 +201,24 @@ def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, moment
     window = _window(geometry, S)
     length = _signal_length(geometry, S.shape[-1])
     c = S * phase.to(cdtype)
+    # on the CPU the update below runs as one fused pass (audio_ext.gla_update; reestimate 0: every
+    # frame gets S), the same numbers up to float32 rounding
+    fused = gla_update.FusedUpdate(S, 0.0, momentum) if fuse and n_iter and gla_update.available(c) else None
     t_prev = None
-    for _ in range(n_iter):
-        t = _stft(_istft(c, geometry, window, length), geometry, window)
-        # t + alpha (t - t_prev) has the phase of t - alpha/(1+alpha) t_prev: one pass instead of three
-        c = t if t_prev is None or momentum == 0 else torch.add(t, t_prev, alpha=-momentum / (1 + momentum))
-        t_prev = t
-        c = S * torch.sgn(c)  # a coefficient that cancels exactly stays 0 for one iteration, as in librosa
-    y = _istft(c, geometry, window, length)
+    try:
+        for _ in range(n_iter):
+            t = _stft(_istft(c, geometry, window, length), geometry, window)
+            if fused is not None:
+                c = fused(t, t_prev if momentum else None)
+            else:
+                # t + alpha (t - t_prev) has the phase of t - alpha/(1+alpha) t_prev: one pass instead of three
+                c = t if t_prev is None or momentum == 0 else torch.add(t, t_prev, alpha=-momentum / (1 + momentum))
+                c = S * torch.sgn(c)  # a coefficient that cancels exactly stays 0 for one iteration, as in librosa
+            t_prev = t
+        y = _istft(c, geometry, window, length)
+    finally:
+        if fused is not None:
+            fused.close()
     y = y.reshape(*lead, length)
     return y.detach().cpu().numpy() if was_numpy else y
 

@@ -76,3 +76,15 @@ def test_threads_split_rows_without_gaps(monkeypatch):
         assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     finally:
         fused.close()
+
+
+def test_classic_griffin_lim_fused_equals_torch():
+    geometry = StftGeometry(64)
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(3, geometry.clip_samples, generator=g)
+    S = torch.stft(y, geometry.n_fft, geometry.hop_length, window=torch.hann_window(geometry.n_fft), center=True,
+                   pad_mode="reflect", return_complex=True).abs()
+    for momentum in (0.0, 0.5, 0.99):
+        a = phase.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=False)
+        b = phase.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=True)
+        assert float((a - b).norm() / a.norm()) < 1e-5
