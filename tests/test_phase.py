@@ -144,6 +144,20 @@ def test_pghi_compiled_and_plain_python_integration_give_identical_phases():
     np.testing.assert_allclose(np.abs(a), S, rtol=1e-12)
 
 
+def test_pghi_queue_order_is_a_stable_sort_by_level():
+    """The O(n) counting sort that orders PGHI's queue equals numpy's stable argsort, loudest level first,
+    ties in index order (with every level, the extremes and long runs of ties present)."""
+    rng = np.random.default_rng(4)
+    levels = np.concatenate([rng.integers(0, phase.N_LEVELS, 5000), np.zeros(300), np.full(300, phase.N_LEVELS - 1),
+                             np.full(700, 17)]).astype(np.int16)
+    rng.shuffle(levels)
+    want = np.argsort(-levels.astype(np.int64), kind="stable")
+    for _, order in (phase._integrator("auto"), phase._integrator("python")):
+        got = order(levels, phase.N_LEVELS)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want)
+
+
 def test_batched_equals_unbatched():
     ys = np.stack([drum_loop(G, seed=s) for s in range(4)]).reshape(2, 2, -1)
     S = np.abs(stft(ys, G))
