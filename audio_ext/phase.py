@@ -225,8 +225,9 @@ def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, moment
 
 # --- PGHI ------------------------------------------------------------------------------------------
 
-def _phase_derivatives(mag: np.ndarray, geometry: StftGeometry, tol: float) -> tuple:
-    """Per-frame and per-bin phase increments (radians) of one magnitude ``[R+1, N]`` (float64).
+def _phase_derivatives(mag: np.ndarray, geometry: StftGeometry, tol: float, peak: Optional[float] = None) -> tuple:
+    """Per-frame and per-bin phase increments (radians) of one magnitude ``[R+1, N]`` (float64); ln|X| is
+    floored at ``tol`` times ``peak`` (default: the loudest of ``mag``).
 
     With s = ln|X| and the Gaussian equivalent lambda = 0.25645 L^2 (L = n_fft samples), hop a and
     M = n_fft bins per cycle, the phase-locked (window-centred) STFT of a Gaussian satisfies
@@ -236,7 +237,7 @@ def _phase_derivatives(mag: np.ndarray, geometry: StftGeometry, tol: float) -> t
     """
     a, M = geometry.hop_length, geometry.n_fft
     lam = HANN_LAMBDA * M * M
-    peak = float(mag.max())
+    peak = float(mag.max()) if peak is None else float(peak)
     floor = peak * tol if peak > 0 else 1.0
     s = np.log(np.maximum(mag, floor))
     ds_dm = np.zeros_like(s)
@@ -368,51 +369,68 @@ def _integrator(backend: str = "auto") -> tuple:
     return _COMPILED
 
 
+#: Longest stretch of frames PGHI integrates as one piece; longer clips are cut into equal segments that
+#: are integrated independently, in parallel threads (a cut is like the start of a new island: on real music,
+#: 2 segments of a 1025- or 2047-frame clip changed the decoded SC by < 0.03 dB, docs/audio.md).
+PGHI_SEGMENT_FRAMES = 1024
+
+
 def pghi(mag: ArrayLike, geometry: StftGeometry, tol: float = 1e-5,
-         generator: RandomSource = None, backend: str = "auto") -> ArrayLike:
+         generator: RandomSource = None, backend: str = "auto",
+         segment_frames: Optional[int] = PGHI_SEGMENT_FRAMES) -> ArrayLike:
     """Phase estimate for ``mag [.., R+1, N]``: complex coefficients ``mag * exp(i phi)`` of the same kind.
 
     Coefficients quieter than ``tol`` times the clip's loudest get a random phase (drawn from
     ``generator``, which may hold one generator or seed per clip: :data:`RandomSource`); the rest are integrated from the phase gradients of :func:`_phase_derivatives`,
     always extending from the loudest coefficient already known (to within 1/N_LEVELS of the clip's
-    log-magnitude range). ``backend`` 'auto' uses numba when available, 'python' the uncompiled
+    log-magnitude range). Clips longer than ``segment_frames`` are cut into ceil(N / segment_frames)
+    equal segments integrated independently (None: never cut); the result depends only on the input,
+    not on the number of threads. ``backend`` 'auto' uses numba when available, 'python' the uncompiled
     function (same result, slower). Runs on the CPU (tensors on a GPU are copied there and back), the
-    clips of a batch in parallel threads.
+    clips and segments of a batch in parallel threads.
     """
     if not (0 < tol < 1):
         raise ValueError(f"pghi: tol must be in (0, 1), got {tol!r}")
     if backend not in ("auto", "python"):
         raise ValueError(f"pghi: backend must be 'auto' or 'python', got {backend!r}")
+    if segment_frames is not None and (not isinstance(segment_frames, int) or segment_frames < 2):
+        raise ValueError(f"pghi: segment_frames must be an integer >= 2 or None, got {segment_frames!r}")
     S, lead, was_numpy = _as_mag(mag, geometry)
     integrate, order_by_level = _integrator(backend)
     mags = S.detach().to("cpu", torch.float64).numpy()
     rand = _uniform(mags.shape, generator, torch.float64, S.device).cpu().numpy()
     phases = np.empty_like(mags)
+    N = mags.shape[-1]
+    n_seg = 1 if segment_frames is None else -(-N // segment_frames)
+    cuts = [round(j * N / n_seg) for j in range(n_seg + 1)]
+    peaks = mags.reshape(mags.shape[0], -1).max(axis=1)
 
-    def one(b: int) -> None:
-        m = np.ascontiguousarray(mags[b])
-        phase = np.ascontiguousarray(2 * np.pi * rand[b])
-        peak = float(m.max())
+    def one(task: tuple) -> None:
+        b, start, stop = task
+        m = np.ascontiguousarray(mags[b, :, start:stop])
+        phase = np.ascontiguousarray(2 * np.pi * rand[b, :, start:stop])
+        peak = float(peaks[b])  # the clip's loudest, so every segment floors and quantises alike
         if peak <= 0:  # silence: any phase will do
-            phases[b] = phase
+            phases[b, :, start:stop] = phase
             return
-        dphi_t, dphi_f = _phase_derivatives(m, geometry, tol)
+        dphi_t, dphi_f = _phase_derivatives(m, geometry, tol, peak)
         done = m <= tol * peak
         # quantise ln|X| over [ln(tol * peak), ln(peak)] to N_LEVELS levels, ordered by a counting sort in O(n)
         span = -math.log(tol)
         lev = np.log(np.maximum(m, tol * peak) / peak) / span + 1.0
         levels = np.clip(np.floor(lev * (N_LEVELS - 1)), 0, N_LEVELS - 1).astype(np.int16).reshape(-1)
         order = order_by_level(levels, N_LEVELS)
-        phases[b] = integrate(levels, order, np.ascontiguousarray(dphi_t),
-                              np.ascontiguousarray(dphi_f), phase, np.ascontiguousarray(done), N_LEVELS)
+        phases[b, :, start:stop] = integrate(levels, order, np.ascontiguousarray(dphi_t),
+                                             np.ascontiguousarray(dphi_f), phase, np.ascontiguousarray(done), N_LEVELS)
 
-    workers = min(mags.shape[0], os.cpu_count() or 1)
+    tasks = [(b, a, e) for b in range(mags.shape[0]) for a, e in zip(cuts, cuts[1:])]
+    workers = min(len(tasks), os.cpu_count() or 1)
     if workers > 1 and integrate is not _integrate:  # the compiled integration releases the GIL
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, range(mags.shape[0])))
+            list(pool.map(one, tasks))
     else:
-        for b in range(mags.shape[0]):
-            one(b)
+        for task in tasks:
+            one(task)
     ph = torch.from_numpy(phases).to(device=S.device, dtype=S.dtype)
     out = torch.polar(S, ph).reshape(*lead, *S.shape[-2:])
     return out.detach().cpu().numpy() if was_numpy else out

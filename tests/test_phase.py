@@ -3,6 +3,8 @@
 Quality is judged like the benchmark: the reconstruction against the ORIGINAL audio in a finer
 reference STFT (n_fft 2R, hop R/4), never in the analysis STFT alone.
 """
+import os
+
 import librosa
 import numpy as np
 import pytest
@@ -171,6 +173,30 @@ def test_batched_equals_unbatched():
             single = phase.griffin_lim(S[i, j], G, n_iter=5, momentum=0.99, init=init[i, j])
             np.testing.assert_allclose(batch[i, j], single, atol=1e-9)
             np.testing.assert_allclose(p[i, j][loud[i, j]], phase.pghi(S[i, j], G)[loud[i, j]], atol=1e-9)
+
+
+def test_long_clips_are_integrated_in_independent_segments(monkeypatch):
+    """A clip longer than segment_frames is cut into equal segments, each integrated as if alone (with the
+    clip's loudest coefficient as the reference), and the result does not depend on the number of threads."""
+    y = torch.from_numpy(np.concatenate([drum_loop(G, seed=s) for s in range(3)]))[None]
+    S = phase._stft(y, G, torch.hann_window(G.n_fft, dtype=y.dtype))[0].abs().numpy()  # [R+1, 3R+1] frames
+    N = S.shape[-1]
+    seg = -(-N // 3)
+    cuts = [round(j * N / 3) for j in range(4)]
+    S[5, [c + 1 for c in cuts[:-1]]] = S.max() * 2          # every segment holds the clip's loudest value
+    p = phase.pghi(S, G, generator=torch.Generator().manual_seed(0), segment_frames=seg)
+    np.testing.assert_allclose(np.abs(p), S, rtol=1e-12)
+    loud = S > 1e-5 * S.max()
+    for a, e in zip(cuts, cuts[1:]):
+        alone = phase.pghi(np.ascontiguousarray(S[:, a:e]), G, segment_frames=None)
+        np.testing.assert_allclose(p[:, a:e][loud[:, a:e]], alone[loud[:, a:e]], atol=1e-9)
+    whole = phase.pghi(S, G, generator=torch.Generator().manual_seed(0), segment_frames=None)
+    assert not np.allclose(whole[loud], p[loud], atol=1e-6)  # the cuts did change the integration
+    np.testing.assert_array_equal(phase.pghi(S, G, generator=torch.Generator().manual_seed(0), segment_frames=N), whole)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    np.testing.assert_array_equal(phase.pghi(S, G, generator=torch.Generator().manual_seed(0), segment_frames=seg), p)
+    with pytest.raises(ValueError, match="segment_frames"):
+        phase.pghi(S, G, segment_frames=1)
 
 
 def test_per_clip_generators_make_each_clips_random_start_independent_of_its_batch():
