@@ -164,6 +164,36 @@ def _uniform(shape: tuple, source: RandomSource, dtype: torch.dtype, device: Uni
 
 # --- Griffin-Lim -----------------------------------------------------------------------------------
 
+def _fgla(S: torch.Tensor, geometry: Any, c: torch.Tensor, n_iter: int, momentum: float, reestimate: float,
+          fuse: bool) -> torch.Tensor:
+    """``n_iter`` fast Griffin-Lim iterations from complex coefficients ``c [B, F, N]`` -> audio ``[B, T]``.
+
+    Each iteration imposes ``S`` (``reestimate`` 0), or with ``reestimate`` > 0 the stored (even) frames'
+    ``S`` and the odd frames re-estimated by :func:`magnitude_target`. On the CPU the update step runs as
+    one fused pass (:mod:`audio_ext.gla_update`); ``fuse=False`` keeps the torch expression (same numbers
+    up to float32 rounding).
+    """
+    window = _window(geometry, S)
+    length = _signal_length(geometry, S.shape[-1])
+    fused = gla_update.FusedUpdate(S, reestimate, momentum) if fuse and n_iter and gla_update.available(c) else None
+    t_prev = None
+    try:
+        for _ in range(n_iter):
+            t = _stft(_istft(c, geometry, window, length), geometry, window)
+            if fused is not None:
+                c = fused(t, t_prev if momentum else None)
+            else:
+                # t + alpha (t - t_prev) has the phase of t - alpha/(1+alpha) t_prev: one pass instead of three
+                c = t if t_prev is None or momentum == 0 else torch.add(t, t_prev, alpha=-momentum / (1 + momentum))
+                target = S if reestimate == 0 else magnitude_target(S, t, reestimate)
+                c = target * torch.sgn(c)  # a coefficient that cancels exactly stays 0 for one iteration, as in librosa
+            t_prev = t
+        return _istft(c, geometry, window, length)
+    finally:
+        if fused is not None:
+            fused.close()
+
+
 def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, momentum: float = 0.99,
                 init: Union[str, ArrayLike] = "random", generator: RandomSource = None, fuse: bool = True) -> ArrayLike:
     """Audio ``[.., (N-1) * hop]`` whose STFT magnitude approximates ``mag [.., R+1, N]``.
@@ -198,28 +228,8 @@ def griffin_lim(mag: ArrayLike, geometry: StftGeometry, n_iter: int = 32, moment
                              f"magnitude shape {tuple(lead) + tuple(S.shape[-2:])}")
         p = p.reshape(S.shape)
         phase = _unit(p.to(cdtype)) if p.is_complex() else torch.polar(torch.ones_like(S), p.to(S.dtype))
-    window = _window(geometry, S)
-    length = _signal_length(geometry, S.shape[-1])
-    c = S * phase.to(cdtype)
-    # on the CPU the update below runs as one fused pass (audio_ext.gla_update; reestimate 0: every
-    # frame gets S), the same numbers up to float32 rounding
-    fused = gla_update.FusedUpdate(S, 0.0, momentum) if fuse and n_iter and gla_update.available(c) else None
-    t_prev = None
-    try:
-        for _ in range(n_iter):
-            t = _stft(_istft(c, geometry, window, length), geometry, window)
-            if fused is not None:
-                c = fused(t, t_prev if momentum else None)
-            else:
-                # t + alpha (t - t_prev) has the phase of t - alpha/(1+alpha) t_prev: one pass instead of three
-                c = t if t_prev is None or momentum == 0 else torch.add(t, t_prev, alpha=-momentum / (1 + momentum))
-                c = S * torch.sgn(c)  # a coefficient that cancels exactly stays 0 for one iteration, as in librosa
-            t_prev = t
-        y = _istft(c, geometry, window, length)
-    finally:
-        if fused is not None:
-            fused.close()
-    y = y.reshape(*lead, length)
+    y = _fgla(S, geometry, S * phase.to(cdtype), n_iter, momentum, 0.0, fuse)
+    y = y.reshape(*lead, y.shape[-1])
     return y.detach().cpu().numpy() if was_numpy else y
 
 
@@ -530,25 +540,8 @@ def griffin_lim_stored(S_fine: torch.Tensor, fine: "HopGeometry", n_iter: int, m
     On the CPU the update step runs as one fused pass (:mod:`audio_ext.gla_update`, ~3x faster per
     iteration); ``fuse=False`` forces the plain torch expression (same numbers up to float32 rounding).
     """
-    window = _window(fine, S_fine)
-    length = _signal_length(fine, S_fine.shape[-1])
     cdtype = torch.complex128 if S_fine.dtype == torch.float64 else torch.complex64
-    c = S_fine * _unit(init.to(cdtype))
-    fused = gla_update.FusedUpdate(S_fine, reestimate, momentum) if fuse and gla_update.available(c) else None
-    t_prev = None
-    try:
-        for _ in range(n_iter):
-            t = _stft(_istft(c, fine, window, length), fine, window)
-            if fused is not None:  # the same update in one pass (audio_ext.gla_update)
-                c = fused(t, t_prev if momentum else None)
-            else:
-                c = t if t_prev is None or momentum == 0 else torch.add(t, t_prev, alpha=-momentum / (1 + momentum))
-                c = magnitude_target(S_fine, t, reestimate) * torch.sgn(c)
-            t_prev = t
-        return _istft(c, fine, window, length)
-    finally:
-        if fused is not None:
-            fused.close()
+    return _fgla(S_fine, fine, S_fine * _unit(init.to(cdtype)), n_iter, momentum, reestimate, fuse)
 
 
 def _run_learned(momentum: float):

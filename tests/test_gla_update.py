@@ -56,9 +56,7 @@ def test_fused_and_torch_griffin_lim_agree_on_a_whole_decode():
     fine = phase.fine_geometry(geometry)
     g = torch.Generator().manual_seed(3)
     y = torch.randn(2, (2 * geometry.n_frames - 2) * fine.hop_length, generator=g)
-    X = torch.stft(y, fine.n_fft, fine.hop_length, window=torch.hann_window(fine.n_fft), center=True,
-                   pad_mode="reflect", return_complex=True)
-    S = X.abs()
+    S = phase._stft(y, fine, phase._window(fine, y)).abs()
     init = phase.pghi(S, fine, generator=torch.Generator().manual_seed(0))
     for momentum, r in ((0.5, 0.5), (0.0, 0.3), (0.99, 1.0)):
         a = phase.griffin_lim_stored(S, fine, 6, momentum, init, reestimate=r, fuse=False)
@@ -82,8 +80,7 @@ def test_classic_griffin_lim_fused_equals_torch():
     geometry = StftGeometry(64)
     g = torch.Generator().manual_seed(5)
     y = torch.randn(3, geometry.clip_samples, generator=g)
-    S = torch.stft(y, geometry.n_fft, geometry.hop_length, window=torch.hann_window(geometry.n_fft), center=True,
-                   pad_mode="reflect", return_complex=True).abs()
+    S = phase._stft(y, geometry, phase._window(geometry, y)).abs()
     for momentum in (0.0, 0.5, 0.99):
         a = phase.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=False)
         b = phase.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=True)

@@ -179,7 +179,7 @@ def test_long_clips_are_integrated_in_independent_segments(monkeypatch):
     """A clip longer than segment_frames is cut into equal segments, each integrated as if alone (with the
     clip's loudest coefficient as the reference), and the result does not depend on the number of threads."""
     y = torch.from_numpy(np.concatenate([drum_loop(G, seed=s) for s in range(3)]))[None]
-    S = phase._stft(y, G, torch.hann_window(G.n_fft, dtype=y.dtype))[0].abs().numpy()  # [R+1, 3R+1] frames
+    S = phase._stft(y, G, phase._window(G, y))[0].abs().numpy()  # [R+1, 3R+1] frames
     N = S.shape[-1]
     seg = -(-N // 3)
     cuts = [round(j * N / 3) for j in range(4)]
