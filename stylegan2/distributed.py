@@ -68,9 +68,25 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _import_modules_that_capture_the_group() -> None:
+    """Import torch modules that read ``group.WORLD`` into default arguments, while no group exists yet.
+
+    ``torch.distributed.nn.functional`` (pulled in by ``torch._dynamo``, which ``torch.optim`` imports
+    when the first optimizer is built) stores the default group in its functions' defaults at import
+    time. Imported after the group is made, it keeps the group alive past ``destroy_process_group``;
+    gloo's threads are then torn down during interpreter exit, which now and then aborts the process
+    ("terminate called without an active exception", SIGABRT) after training has finished.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # a torch without dynamo does not pull those modules in either
+        pass
+
+
 def init_process_group(rank: int, world_size: int, init_method: str, device: torch.device) -> None:
     """Join the group (NCCL on CUDA, gloo on CPU) and tell :mod:`stylegan2.stats` where to reduce."""
     if world_size > 1:
+        _import_modules_that_capture_the_group()
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)

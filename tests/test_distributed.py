@@ -5,6 +5,7 @@ and the test compares that with what a single process computes directly.
 """
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -68,6 +69,34 @@ def test_two_gloo_processes_broadcast_average_gradients_and_merge_stats(tmp_path
         assert r["stats"]["v"]["mean"] == pytest.approx(values.mean())
         assert r["stats"]["v"]["std"] == pytest.approx(values.std())
         assert r["stats"]["only0"] == {"num": 1, "mean": 5.0, "std": 0.0}
+
+
+def _gloo_threads() -> list:
+    """Names of this process's threads that belong to gloo (Linux names them in /proc)."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    return [n for n in names if "gloo" in n]
+
+
+def _leaving_worker(rank, outdir):
+    before = _gloo_threads()
+    torch.optim.Adam(torch.nn.Linear(2, 2).parameters())   # the first optimizer imports torch._dynamo
+    distributed.all_reduce_sum_(torch.ones(1))
+    distributed.shutdown()
+    (outdir / f"rank{rank}.json").write_text(json.dumps(dict(before=before, after=_gloo_threads())))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names are read from Linux's /proc")
+def test_leaving_the_group_stops_gloo_threads_even_after_building_an_optimizer(tmp_path):
+    # A group kept alive past destroy_process_group is torn down at interpreter exit, where gloo
+    # aborts now and then (SIGABRT after a finished run); leaving must really release it.
+    distributed.launch(_leaving_worker, 2, dict(outdir=tmp_path))
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert seen["before"], "gloo runs threads while the group exists"
+        assert seen["after"] == [], f"rank {rank} still runs {seen['after']} after leaving the group"
 
 
 def test_single_process_gradient_cleaning_replaces_nan_and_inf():
