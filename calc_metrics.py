@@ -39,19 +39,15 @@ def _check_audio_block(snap: dict) -> None:
 
 
 def _progress():
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return None
+    from stylegan2.progress import progress_bar
     bars = {}
 
     def update(stage, done, total):
         bar = bars.get(stage)
         if bar is None:
             unit = dict(unit="B", unit_scale=True) if stage == "download" else dict(unit="img")
-            bar = bars[stage] = tqdm(total=total, desc=stage, leave=False, file=sys.stderr, **unit)
-        bar.n = min(done, total)
-        bar.refresh()
+            bar = bars[stage] = progress_bar(total=total, desc=stage, leave=False, file=sys.stderr, **unit)
+        bar.update(min(done, total) - bar.n)   # update, not refresh: redraws stay rate-limited in a log file
         if done >= total:
             bar.close()
             bars.pop(stage, None)

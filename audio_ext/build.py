@@ -419,9 +419,9 @@ class _Progress:
     def __init__(self, enabled: bool, total: int, desc: str, unit: str = "B") -> None:
         self.bar = None
         if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr,
-                            dynamic_ncols=True)
+            from stylegan2.progress import progress_bar
+            self.bar = progress_bar(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr,
+                                    dynamic_ncols=True)
 
     def update(self, n: int, clips: Optional[int] = None) -> None:
         if self.bar is not None:

@@ -200,7 +200,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     model file (``training.sources``, ``training.validation_sources``), so benchmarks can leave
     those files out.
     """
-    from tqdm import tqdm
+    from stylegan2.progress import progress_bar
     device = torch.device(device)
     out = Path(out)
     crop = (config.patch_frames + 1) * geometry.hop_length
@@ -267,8 +267,8 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
             interp.save_model(best_path(out), payload)
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train-decoder",
-               disable=not progress, unit="step")
+    bar = progress_bar(range(start, config.steps), initial=start, total=config.steps, desc="train-decoder",
+                       disable=not progress, unit="step")
     avg = None
     for step in bar:
         model.train()

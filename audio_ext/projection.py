@@ -203,8 +203,8 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
         f"{float(block['target_bpm']):g} BPM")
     target = torch.from_numpy(clip.image.astype(np.float32) / 127.5 - 1.0)[None]
     spectral = SpectralLoss(int(block["resolution"]), band_weight=opts.band_weight, onset_weight=opts.onset_weight)
-    from tqdm import tqdm
-    bar = tqdm(total=opts.steps, desc="projecting", unit="step", disable=not progress, dynamic_ncols=True)
+    from stylegan2.progress import progress_bar
+    bar = progress_bar(total=opts.steps, desc="projecting", unit="step", disable=not progress, dynamic_ncols=True)
 
     def on_step(entry):
         bar.set_postfix_str(f"loss {entry['loss']:.4f} dist {entry['distance']:.4f}", refresh=False)

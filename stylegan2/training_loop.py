@@ -701,11 +701,11 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     bar = None
-    from tqdm import tqdm
+    from .progress import progress_bar
 
     def new_bar():
-        return tqdm(total=int(math.ceil(tick_nimg)), unit="img", desc=f"tick {cur_tick + 1}", leave=False,
-                    disable=not (progress and is_main), file=sys.__stderr__, dynamic_ncols=True)
+        return progress_bar(total=int(math.ceil(tick_nimg)), unit="img", desc=f"tick {cur_tick + 1}", leave=False,
+                            disable=not (progress and is_main), file=sys.__stderr__, dynamic_ncols=True)
 
     # Device-side counters (13.4: no host sync per step). A step is non-finite when a watched loss
     # or an averaged gradient was NaN/inf; streak = current run of such steps, window_max = the
