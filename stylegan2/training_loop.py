@@ -704,7 +704,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
     from .progress import progress_bar
 
     def new_bar():
-        return progress_bar(total=int(math.ceil(tick_nimg)), unit="img", desc=f"tick {cur_tick + 1}", leave=False,
+        return progress_bar(total=int(math.ceil(tick_nimg)), unit="img", desc=f"tick {cur_tick}", leave=False,
                             disable=not (progress and is_main), file=sys.__stderr__, dynamic_ncols=True)
 
     # Device-side counters (13.4: no host sync per step). A step is non-finite when a watched loss
