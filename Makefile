@@ -12,7 +12,7 @@ CUDA_PY := $(CUDA_VENV)/bin/python
 CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_ARCH ?= 8.0;9.0
 
-.PHONY: install test test-slow test-all demo demo-quick cuda-compile-check gpu-check gpu-smoke bench clean
+.PHONY: install test test-slow test-all test-librosa-0.10 demo demo-quick cuda-compile-check gpu-check gpu-smoke bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test-slow: install
 
 test-all: install
 	$(PY) -m pytest -q -m "not gpu"
+
+# The audio layer against the oldest librosa series we support (0.10; the venv has the newest): that
+# release goes into .librosa-0.10, first on PYTHONPATH, and the tests whose code calls librosa run on it.
+LIBROSA_OLDEST ?= librosa==0.10.2.post1
+LIBROSA_TESTS := tests/test_codec.py tests/test_dataset_hardening.py tests/test_dataset_tool.py tests/test_generate.py \
+	tests/test_loops.py tests/test_metrics_spectral.py tests/test_metrics_tempo.py tests/test_phase.py \
+	tests/test_slicing.py tests/test_spectrum.py tests/test_stretch.py tests/test_tempo.py
+test-librosa-0.10: install
+	$(PY) -m pip install -q --no-deps --upgrade --target .librosa-0.10 "$(LIBROSA_OLDEST)"
+	PYTHONPATH=.librosa-0.10 $(PY) -c "import librosa, sys; print('librosa', librosa.__version__); sys.exit(not librosa.__version__.startswith('0.10'))"
+	PYTHONPATH=.librosa-0.10 $(PY) -m pytest -q -p no:cacheprovider $(LIBROSA_TESTS)
 
 demo: install
 	$(PY) demo.py
@@ -67,4 +78,4 @@ bench: install
 	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) $(CUDA_VENV) demo-out .pytest_cache
+	rm -rf $(VENV) $(CUDA_VENV) .librosa-0.10 demo-out .pytest_cache
