@@ -55,7 +55,8 @@ def _progress():
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", required=True, metavar="PKL", help="Network snapshot (network-snapshot-*.pkl).")
+@click.option("--network", required=True, metavar="PKL", help="Network snapshot (network-snapshot-*.pkl), or "
+              "pretrained:NAME for a shipped network (printed only, not logged).")
 @click.option("--metrics", default="fid50k_full", show_default=True, metavar="LIST",
               help="Comma-separated metric names (see docs/metrics.md).")
 @click.option("--data", default=None, metavar="ZIP|DIR", help="Real data [default: the snapshot's training set].")
@@ -78,6 +79,9 @@ def _progress():
 def main(network, metrics, data, mirror, gpus, device, detector, pr_detector, num_gen, max_real, batch, seed,
          no_report, as_json):
     """Compute metrics for a snapshot."""
+    from audio_ext.pretrained import is_pretrained, resolve_network
+    if is_pretrained(network):   # a shipped network: its folder is the package's, so nothing is logged there
+        network, no_report = resolve_network(network), True
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     echo = _echo_json if as_json else _echo  # module-level functions: they travel to spawned ranks
     evaluate_snapshot(network, names, data=data, gpus=gpus, detector=detector, pr_detector=pr_detector,

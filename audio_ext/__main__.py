@@ -268,6 +268,10 @@ from .survey.cli import survey as _survey  # noqa: E402  (after main: `python -m
 
 main.add_command(_survey)
 
+from .pretrained_cli import export_pretrained_cmd as _export_pretrained  # noqa: E402
+
+main.add_command(_export_pretrained)
+
 
 @main.command()
 @click.option("--data", required=True, metavar="PATH", help="stft.zip or an archive folder")

@@ -122,9 +122,11 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
     ``decoder_model`` (the archive's own model that ``train.py`` stored; plain data, not yet checked).
     """
     from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
+    from .pretrained import PretrainedError, resolve_network
     try:
+        path = resolve_network(path)          # pretrained:NAME -> the shipped file
         snap = load_snapshot(path)
-    except SnapshotError as e:
+    except (PretrainedError, SnapshotError) as e:
         raise GenerateError(str(e)) from None
     block = snap.get("audio")
     if not isinstance(block, dict):
