@@ -24,9 +24,9 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 TARGET_BPM = 130.0
-#: The preset of electro128: the CPU-sized ``tiny`` preset widened to ~1 M generator parameters.
-TRAIN_FLAGS = ("--cfg", "tiny", "--cbase", "2048", "--cmax", "128", "--batch-gpu", "8", "--tick", "0.5",
-               "--snap", "5", "--metrics", "sfd1k", "--keep-best", "sfd1k", "--preview-clips", "2")
+#: Training of electro128: the ``cpu128`` preset (``tiny`` widened to ~1 M generator parameters at R = 128),
+#: the best snapshot kept by the spectral-feature distance.
+TRAIN_FLAGS = ("--cfg", "cpu128", "--metrics", "sfd1k", "--keep-best", "sfd1k", "--preview-clips", "2")
 
 
 def run(cmd, log) -> None:
@@ -98,7 +98,7 @@ def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate,
     if not archive.exists():
         run([py, "dataset_tool_audio.py", "--source", music, "--dest", archive, "--resolution", resolution,
              "--hop", hop or resolution, "--sample-rate", sample_rate, "--target-bpm", TARGET_BPM,
-             "--stride-beats", 1, "--no-progress"], log)
+             "--stride-beats", 1, "--min-bpm", 100, "--max-bpm", 165, "--no-progress"], log)
     else:
         log(f"{archive} exists: not rebuilt")
 
