@@ -69,3 +69,10 @@ def test_card_runs_on_a_tiny_stand_in(tmp_path, monkeypatch):
     assert {"reals A (reference)", "reals B (floor)", "trained (0 kimg)", "untrained control"} <= set(names)
     floor = next(row for row in rows if row.startswith("| reals B (floor)")).split("|")
     assert float(floor[4]) > 0 and float(floor[5]) == pytest.approx(1.0)     # the floor's SFD / floor is 1
+
+
+def test_grid_share_tolerates_a_step_a_hair_longer_than_eight_frames():
+    per_step = 60 / 130 / 4 * 8875 / 128          # electro128: 8.0003 frames per 16th note
+    early = impulse_images([7, 15, 23, 31])       # every hit one frame before the boundary
+    assert card.grid_share(early, per_step) == pytest.approx(1.0)
+    assert card.grid_share(impulse_images([3, 11, 19]), per_step) == pytest.approx(0.0)
