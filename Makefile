@@ -47,7 +47,7 @@ demo: install
 
 # The shipped network electro128 from scratch (docs/pretrained.md): fetch the freely licensed music
 # (sha256-checked), build the archive, train (resumes when rerun), export G_ema to
-# audio_ext/models/pretrained/. About a day of CPU time; PRETRAINED_ARGS adds recipe options.
+# audio_ext/generation/models/. About a day of CPU time; PRETRAINED_ARGS adds recipe options.
 PRETRAINED_ARGS ?=
 pretrained: install
 	$(PY) recipes/pretrained.py $(PRETRAINED_ARGS)

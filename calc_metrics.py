@@ -34,7 +34,7 @@ def _check_audio_block(snap: dict) -> None:
     """Refuse a snapshot whose ``audio`` block is outside its physical ranges before any metric runs."""
     block = snap.get("audio")
     if block is not None:
-        from audio_ext.geometry import validate_audio_block
+        from audio_ext.core.geometry import validate_audio_block
         validate_audio_block(block)
 
 
@@ -79,7 +79,7 @@ def _progress():
 def main(network, metrics, data, mirror, gpus, device, detector, pr_detector, num_gen, max_real, batch, seed,
          no_report, as_json):
     """Compute metrics for a snapshot."""
-    from audio_ext.pretrained import is_pretrained, resolve_network
+    from audio_ext.generation.pretrained import is_pretrained, resolve_network
     if is_pretrained(network):   # a shipped network: its folder is the package's, so nothing is logged there
         network, no_report = resolve_network(network), True
     names = [m.strip() for m in metrics.split(",") if m.strip()]

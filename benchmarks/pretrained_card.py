@@ -13,7 +13,7 @@ For ``--network`` (default ``pretrained:electro128``) and its training archive `
   numbers compare the three rows with each other, not with 50k-sample FIDs;
 - **rhythm**: ``--seeds`` seeds (0, 1, ...) as in ``gen_audio.py`` (``RandomState(seed)`` latents,
   constant noise), each decoded and made an ``--bars``-bar loop at the archive's tempo; the share whose
-  tracked tempo (``audio_ext.metrics.detect_tempo``, folded by octaves) is within 2 % of the tempo. A
+  tracked tempo (``audio_ext.generation.metrics.detect_tempo``, folded by octaves) is within 2 % of the tempo. A
   clip of less than ``--bars`` whole bars is repeated (a one-bar network's loop is its bar, eight
   times). Beside it, on the spectrogram images, the onset energy on the 16th-note grid: the share of
   the multi-band onset flux (``benchmarks/layer_control.py``'s onset pattern) that falls in the three
@@ -82,7 +82,7 @@ def mean_steps(images: np.ndarray, per_step: float) -> np.ndarray:
 def bar_loop(audio: np.ndarray, sr: int, bpm: float, bars: int) -> np.ndarray:
     """A ``bars``-bar loop: ``loops.loop_clip`` when the clip holds that many bars, else the clip's whole
     bars (at least its one bar, trimmed to the bar length) repeated."""
-    from audio_ext import loops
+    from audio_ext.generation import loops
     try:
         return loops.loop_clip(audio, sr, bpm, bars, crossfade_s=0.02)
     except ValueError:
@@ -96,8 +96,8 @@ def bar_loop(audio: np.ndarray, sr: int, bpm: float, bars: int) -> np.ndarray:
 
 def rhythm(G, block: dict, seeds: int, bars: int, threads: int) -> Dict[str, object]:
     """Tempo share, median tempo and seconds per loop over ``seeds`` seeds, one at a time."""
-    from audio_ext.generate import decode_images, seed_latents, synthesize
-    from audio_ext.metrics import detect_tempo, fold_tempo
+    from audio_ext.generation.synthesis import decode_images, seed_latents, synthesize
+    from audio_ext.generation.metrics import detect_tempo, fold_tempo
     bpm, sr = float(block["target_bpm"]), int(block["sample_rate"])
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -157,7 +157,7 @@ def inception_rows(sets: Dict[str, np.ndarray], detector: str, batch: int = 16):
 @click.option("--doc", default=str(DOC), show_default=True, help="Markdown file whose section is replaced.")
 @click.option("--no-write", is_flag=True, help="Print only.")
 def main(network, data, num, fid_num, detector, seeds, bars, threads, seed, doc, no_write):
-    from audio_ext.pretrained import resolve_network
+    from audio_ext.generation.pretrained import resolve_network
     from stylegan2.dataset import ImageFolderDataset
     from stylegan2.networks import Generator
     from stylegan2.snapshot import build_networks, load_snapshot

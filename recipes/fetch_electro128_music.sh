@@ -2,7 +2,7 @@
 # fetch_electro128_music.sh TARGET_DIR
 #
 # The training music of the shipped network electro128 (NOTICE): the 20 BSD-2-Clause tracks by
-# Kenta Cho that audio_ext/models/fetch_training_music.sh fetches, plus three permissively licensed
+# Kenta Cho that audio_ext/decoder/models/fetch_training_music.sh fetches, plus three permissively licensed
 # tracks from three more Debian 12 "bookworm" (main) packages:
 #   dv02_noiz2sa_stg4.ogg     noiz2sa-data 0.51a-13      BSD-2-Clause, Kenta Cho
 #   dv04_funnyboat_trip.ogg   funnyboat 1.5-11           Expat, JDruid (Joona Karjalainen)
@@ -36,7 +36,7 @@ all_present() {   # every expected file (the 20 of the manifest and the 3 above)
 }
 if all_present; then log "all 23 tracks already in $TARGET"; exit 0; fi
 
-bash "$HERE/../audio_ext/models/fetch_training_music.sh" "$TARGET"
+bash "$HERE/../audio_ext/decoder/models/fetch_training_music.sh" "$TARGET"
 
 for t in apt-get dpkg-deb tar sha256sum; do command -v "$t" >/dev/null 2>&1 || die "missing required tool: $t"; done
 WORKDIR=$(mktemp -d)

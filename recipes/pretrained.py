@@ -38,10 +38,10 @@ def run(cmd, log) -> None:
 
 
 def synthetic_music(folder: Path, count: int, seconds: float, sample_rate: int) -> None:
-    """``count`` deterministic techno loops (audio_ext.synth) at 124..136 BPM as WAV files: the
+    """``count`` deterministic techno loops (audio_ext.core.synth) at 124..136 BPM as WAV files: the
     stand-in for the fetched music in tests and offline trials."""
     import soundfile as sf
-    from audio_ext.synth import techno_loop
+    from audio_ext.core.synth import techno_loop
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         bpm = 124.0 + 12.0 * i / max(count - 1, 1)
@@ -79,7 +79,7 @@ def trained_nimg(outdir: Path) -> int:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-flag", "train_flags", multiple=True, metavar="FLAG",
               help="extra train.py flag (repeatable), e.g. --train-flag=--workers=0")
-@click.option("--export-dir", default=None, metavar="DIR", help="where NAME.pt goes [audio_ext/models/pretrained]")
+@click.option("--export-dir", default=None, metavar="DIR", help="where NAME.pt goes [audio_ext/generation/models]")
 @click.option("--notes", default="", help="extra text for the exported file's provenance")
 def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate, kimg, seed, train_flags,
          export_dir, notes):

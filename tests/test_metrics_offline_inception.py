@@ -137,8 +137,8 @@ def test_calc_metrics_fid_and_kid_offline(tmp_path, monkeypatch):
 
     import calc_metrics
     from archive_helpers import write_encoded_archive
-    from audio_ext.geometry import StftGeometry
-    from audio_ext.synth import techno_loop
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.core.synth import techno_loop
     from stylegan2 import networks, snapshot
 
     geom = StftGeometry(32)

@@ -6,9 +6,9 @@ import torch
 from click.testing import CliRunner
 
 from archive_helpers import write_encoded_archive
-from audio_ext import loops, pretrained
-from audio_ext.geometry import StftGeometry
-from audio_ext.synth import techno_loop
+from audio_ext.generation import loops, pretrained
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
 from benchmarks import pretrained_card as card
 from stylegan2 import networks, snapshot
 from stylegan2.metrics.toy_detector import write_toy_detector

@@ -11,7 +11,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 import gen_audio
-from audio_ext import pretrained
+from audio_ext.generation import pretrained
 from stylegan2 import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
