@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Union
 import numpy as np
 import torch
 
-from .misc import atomic_path
+from .misc import atomic_torch_save
 
 PathLike = Union[str, os.PathLike]
 
@@ -215,11 +215,7 @@ def save_snapshot(path: PathLike, data: dict) -> None:
         check_plain_data(data)
     except TypeError as e:
         raise TypeError(f"{path}: {e}") from None
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
+    atomic_torch_save(path, data)    # a full disk is an OSError naming path, not torch's zip-writer error
 
 
 def _refusal_detail(message: str) -> str:
@@ -268,8 +264,9 @@ def load_snapshot(path: PathLike) -> dict:
 
 
 @contextlib.contextmanager
-def _open_regular_file(path: Path):
-    """The file at ``path`` opened for reading, refused at once unless it is a regular file.
+def _open_regular_file(path: Path, what: str = "snapshot"):
+    """The file at ``path`` opened for reading, refused at once unless it is a regular file
+    (``what`` names the kind of file in messages; also used for decoder-model files).
 
     Opened non-blocking and checked with ``fstat`` on the open descriptor (no window for a swap
     between check and open): a FIFO would otherwise block forever waiting for a writer, and a
@@ -280,7 +277,7 @@ def _open_regular_file(path: Path):
     except FileNotFoundError:
         raise SnapshotError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise SnapshotError(f"{path}: is a directory, not a snapshot file") from None
+        raise SnapshotError(f"{path}: is a directory, not a {what} file") from None
     except PermissionError:
         raise SnapshotError(f"{path}: permission denied") from None
     except OSError as e:
@@ -288,11 +285,11 @@ def _open_regular_file(path: Path):
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise SnapshotError(f"{path}: is a directory, not a snapshot file")
+            raise SnapshotError(f"{path}: is a directory, not a {what} file")
         if not stat.S_ISREG(mode):
             kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
                     stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-            raise SnapshotError(f"{path}: is {kind}, not a snapshot file")
+            raise SnapshotError(f"{path}: is {kind}, not a {what} file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         f = os.fdopen(fd, "rb")
@@ -309,8 +306,9 @@ def _open_regular_file(path: Path):
 MAX_UNPACK_RATIO = 2
 
 
-def _check_unpacked_size(path: Path, f) -> None:
-    """Refuse a zip whose members declare far more data than the file holds (a zip bomb)."""
+def _check_unpacked_size(path: Path, f, what: str = "snapshot") -> None:
+    """Refuse a zip whose members declare far more data than the file holds (a zip bomb); ``what``
+    names the kind of file (torch.save writes snapshots and decoder models alike, uncompressed)."""
     import zipfile
     size = os.fstat(f.fileno()).st_size
     try:
@@ -321,7 +319,7 @@ def _check_unpacked_size(path: Path, f) -> None:
         return      # torch.load reports damaged files in its own words (truncated or corrupt)
     if declared > MAX_UNPACK_RATIO * size + 2**20:
         raise SnapshotError(f"{path}: its members unpack to {declared:,} bytes from a {size:,}-byte file; "
-                            f"snapshots are stored uncompressed, so this is not one (a zip bomb?)")
+                            f"{what}s are stored uncompressed, so this is not one (a zip bomb?)")
 
 
 def _torch_load(path: Path, f) -> Any:
