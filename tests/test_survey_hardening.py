@@ -370,3 +370,19 @@ def test_survey_make_into_a_read_only_place_is_one_line(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert r.exit_code == 1 and "Read-only file system" in r.output.strip().splitlines()[-1], r.output
     assert not (tmp_path / "s").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".s.")]
+
+
+def test_make_and_score_under_a_file_are_one_line(folder, tmp_path):
+    """ENOTDIR: a destination under a file."""
+    (tmp_path / "file").write_text("x")
+    data = tiny_archive(tmp_path / "a.zip", n=3)
+    r = CliRunner().invoke(cli, ["survey", "make", "--outdir", str(tmp_path / "file" / "s"), "--data", str(data),
+                                 "--clips-per-condition", "1"])
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith(
+        f"Error: --outdir {tmp_path / 'file' / 's'}: cannot write there ("), r.output
+    m = load_manifest(folder)
+    write_sheet(tmp_path / "answers", "good.json", sheet(m, "good", {c["id"]: 3 for c in m["clips"]}))
+    r = CliRunner().invoke(cli, ["survey", "score", str(tmp_path / "answers"), "--manifest", str(folder / "manifest.json"),
+                                 "--outdir", str(tmp_path / "file" / "report"), "--bootstrap", "100"])
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith(
+        f"Error: --outdir {tmp_path / 'file' / 'report'}: cannot write the report ("), r.output
