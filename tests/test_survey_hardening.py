@@ -6,7 +6,6 @@ while a server runs, a full disk is an error and never "saved"); odd sheets are 
 scorer in one line; file modes are explicit.
 """
 import errno
-import http.client
 import json
 import os
 import socket
