@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 
 import gen_audio
-from audio_ext import interp
-from audio_ext.archive_decoder import check_model_for
-from audio_ext.geometry import StftGeometry
+from audio_ext.decoder import frame_model
+from audio_ext.decoder.archive_model import check_model_for
+from audio_ext.core.geometry import StftGeometry
 from decoder_helpers import tiny_model_payload
 from stylegan2 import networks, snapshot
 
@@ -25,7 +25,7 @@ GEOM = StftGeometry(32)
 @pytest.fixture(autouse=True)
 def _no_model_leak():
     yield
-    interp.set_decoder_model(None)
+    frame_model.set_decoder_model(None)
 
 
 def nan_payload():
@@ -42,18 +42,18 @@ def write_raw(path, payload):
 
 def test_nan_weights_are_refused_at_every_door(tmp_path):
     path = write_raw(tmp_path / "nan.pt", nan_payload())
-    with pytest.raises(interp.ModelError, match=r"nan.pt: state_dict.blocks.0.conv1.weight holds NaN"):
-        interp.read_payload(path)
-    with pytest.raises(interp.ModelError, match="NaN"):
-        interp.set_decoder_model(path)                       # --decoder-model / $ELECTROGAN_DECODER_MODEL
-    with pytest.raises(interp.ModelError, match="snap.pkl:decoder_model: state_dict"):
-        interp.set_snapshot_model(nan_payload(), "snap.pkl")  # a snapshot's own model
-    with pytest.raises(interp.ModelError, match="NaN"):
+    with pytest.raises(frame_model.ModelError, match=r"nan.pt: state_dict.blocks.0.conv1.weight holds NaN"):
+        frame_model.read_payload(path)
+    with pytest.raises(frame_model.ModelError, match="NaN"):
+        frame_model.set_decoder_model(path)                       # --decoder-model / $ELECTROGAN_DECODER_MODEL
+    with pytest.raises(frame_model.ModelError, match="snap.pkl:decoder_model: state_dict"):
+        frame_model.set_snapshot_model(nan_payload(), "snap.pkl")  # a snapshot's own model
+    with pytest.raises(frame_model.ModelError, match="NaN"):
         check_model_for(nan_payload(), GEOM, "stft.decoder.pt")  # the file beside an archive
     inf_adam = tiny_model_payload(GEOM)
     inf_adam["optimizer"] = {"state": {0: {"exp_avg": torch.tensor([float("inf")])}}, "param_groups": []}
-    with pytest.raises(interp.ModelError, match=r"optimizer.state.0.exp_avg holds NaN or infinite"):
-        interp.check_payload(inf_adam, "ckpt.pt")
+    with pytest.raises(frame_model.ModelError, match=r"optimizer.state.0.exp_avg holds NaN or infinite"):
+        frame_model.check_payload(inf_adam, "ckpt.pt")
 
 
 def test_generation_with_a_nan_model_in_the_snapshot_fails_in_one_line(tmp_path):
@@ -83,30 +83,30 @@ def test_config_is_checked_against_a_schema_and_bounds(tmp_path, config, why):
     p = tiny_model_payload(GEOM)
     p["config"] = dict(p["config"], **config)
     path = write_raw(tmp_path / "m.pt", p)
-    with pytest.raises(interp.ModelError, match=why):
-        interp.read_payload(path)
+    with pytest.raises(frame_model.ModelError, match=why):
+        frame_model.read_payload(path)
 
 
 def test_a_large_declared_network_is_refused_before_anything_is_built(tmp_path, monkeypatch):
     p = tiny_model_payload(GEOM)
     p["config"] = dict(p["config"], body_width=256, n_blocks=32)   # within bounds, but not what is stored
     built = []
-    real = interp.FrameInterpNet.__init__
+    real = frame_model.FrameInterpNet.__init__
 
     def spy(self, *a, **k):
         built.append(torch.empty(0).device.type)   # the default device the network is built on
         real(self, *a, **k)
 
-    monkeypatch.setattr(interp.FrameInterpNet, "__init__", spy)
-    with pytest.raises(interp.ModelError, match=r"down.weight is stored as \[8, 4, 4, 1\], the config "
+    monkeypatch.setattr(frame_model.FrameInterpNet, "__init__", spy)
+    with pytest.raises(frame_model.ModelError, match=r"down.weight is stored as \[8, 4, 4, 1\], the config "
                                                 r"declares \[256, 4, 4, 1\]"):
-        interp.check_payload(p, "m.pt")
+        frame_model.check_payload(p, "m.pt")
     assert built == ["meta"]          # the only network made was the shape-only one
 
 
 def test_a_deflated_bomb_and_an_oversized_file_are_refused_before_torch_reads_them(tmp_path):
     good = tmp_path / "good.pt"
-    interp.save_model(good, tiny_model_payload(GEOM))
+    frame_model.save_model(good, tiny_model_payload(GEOM))
     bomb = tmp_path / "bomb.pt"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
@@ -114,22 +114,22 @@ def test_a_deflated_bomb_and_an_oversized_file_are_refused_before_torch_reads_th
         prefix = src.infolist()[0].filename.split("/")[0]
         dst.writestr(f"{prefix}/data/999", bytes(64 * 2**20))          # 64 MiB of zeros, ~64 kB deflated
     assert bomb.stat().st_size < 2**20
-    with pytest.raises(interp.ModelError, match=r"bomb.pt: its members unpack to .* decoder models are stored "
+    with pytest.raises(frame_model.ModelError, match=r"bomb.pt: its members unpack to .* decoder models are stored "
                                                 r"uncompressed"):
-        interp.read_payload(bomb)
+        frame_model.read_payload(bomb)
     big = tmp_path / "big.pt"
     with open(big, "wb") as f:                 # sparse: costs no disk
         f.write(b"PK\x03\x04")
         f.truncate(65 * 2**20)
-    with pytest.raises(interp.ModelError, match="big.pt: 68,157,440 bytes, larger than any decoder model"):
-        interp.read_payload(big)
+    with pytest.raises(frame_model.ModelError, match="big.pt: 68,157,440 bytes, larger than any decoder model"):
+        frame_model.read_payload(big)
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "m.pt"
     os.mkfifo(fifo)
     result = []
-    t = threading.Thread(target=lambda: result.append(pytest.raises(interp.ModelError, interp.read_payload, fifo)),
+    t = threading.Thread(target=lambda: result.append(pytest.raises(frame_model.ModelError, frame_model.read_payload, fifo)),
                          daemon=True)
     t.start()
     t.join(timeout=10)
@@ -138,7 +138,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 
 def _train_args(tmp_path):
     import soundfile as sf
-    from audio_ext.interp_train import synthetic_sources
+    from audio_ext.decoder.frame_training import synthetic_sources
     src = tmp_path / "music"
     src.mkdir()
     for i, y in enumerate(synthetic_sources(1, 2.0, 44100, seed=5)):
@@ -151,9 +151,9 @@ def test_train_decoder_refuses_a_nan_init_and_an_out_under_a_file_before_trainin
     from audio_ext.__main__ import main
     args = _train_args(tmp_path)
     p = tiny_model_payload(GEOM)
-    from audio_ext.interp_train import ARCHS
-    net = interp.FrameInterpNet(**ARCHS["tiny"])
-    p = interp.model_payload(net, GEOM, {"mean": -6.0, "std": 3.0})
+    from audio_ext.decoder.frame_training import ARCHS
+    net = frame_model.FrameInterpNet(**ARCHS["tiny"])
+    p = frame_model.model_payload(net, GEOM, {"mean": -6.0, "std": 3.0})
     p["state_dict"]["stem.weight"].fill_(float("nan"))
     init = write_raw(tmp_path / "init.pt", p)
     r = CliRunner().invoke(main, args + ["--init", str(init), "--out", str(tmp_path / "a.pt")])
@@ -178,7 +178,7 @@ def test_train_decoder_on_a_full_disk_is_one_line(tmp_path, full_disk):
 
 def test_train_decoder_progress_redraws_rarely_into_a_log(tmp_path, capsys):
     """Redirected (not a terminal), the bar is drawn at start and end, not once per step."""
-    from audio_ext.interp_train import TrainConfig, synthetic_sources, train_decoder
+    from audio_ext.decoder.frame_training import TrainConfig, synthetic_sources, train_decoder
     train = synthetic_sources(1, 2.0, 44100, seed=1)
     train_decoder(train, tmp_path / "m.pt", GEOM, TrainConfig(steps=40, batch=1, patch_frames=4, arch="tiny"),
                   log=lambda s: None, progress=True)

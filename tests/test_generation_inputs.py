@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 import gen_audio
-from audio_ext import generate as gen
-from audio_ext import latents
-from audio_ext.geometry import StftGeometry
+from audio_ext.generation import generate as gen
+from audio_ext.generation import latents
+from audio_ext.core.geometry import StftGeometry
 from stylegan2 import networks, snapshot
 
 
@@ -181,7 +181,7 @@ def test_spread_is_bounded(snaps, tmp_path, spread):
 # --- 17: project_audio.py checks --outdir before the search --------------------------------------------------
 
 def test_projection_checks_outdir_before_any_work(snaps, tmp_path, monkeypatch):
-    from audio_ext import projection
+    from audio_ext.generation import audio_projection as projection
     monkeypatch.setattr(projection, "load_generator", no_work)
     target = tmp_path / "t.wav"
     target.write_bytes(b"RIFF")

@@ -94,7 +94,7 @@ def test_decode_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
 
 def test_wav_bytes_round_trip_and_a_full_disk(full_disk, tmp_path):
     import soundfile as sf
-    from audio_ext.wavfile import write_pcm16_wav
+    from audio_ext.core.wavfile import write_pcm16_wav
     y = np.sin(np.arange(4410) / 10.0).astype(np.float32) * 0.5
     write_pcm16_wav(tmp_path / "a.wav", y, 44100)
     back, sr = sf.read(tmp_path / "a.wav", dtype="float32")

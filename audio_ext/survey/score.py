@@ -28,13 +28,12 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from audio_ext.survey.chart import draw_mos_chart
+from audio_ext.survey.make import SurveyError, load_manifest
+from audio_ext.survey.request import parse_json
+from audio_ext.survey.serve import SheetError, validate_sheet
+from audio_ext.survey.significance import bootstrap_interval, holm, mann_whitney, t_interval, wilcoxon_signed_rank
 from stylegan2.misc import atomic_write_text
-
-from .chart import draw_mos_chart
-from .make import SurveyError, load_manifest
-from .request import parse_json
-from .serve import SheetError, validate_sheet
-from .stats import bootstrap_interval, holm, mann_whitney, t_interval, wilcoxon_signed_rank
 
 ANCHOR = "anchor"
 #: Largest answer file read, in bytes (a sheet of 500 clips with long comments is well under 1 MB).

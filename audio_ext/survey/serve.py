@@ -25,10 +25,9 @@ import secrets
 from pathlib import Path
 from typing import Callable, Dict, List
 
+from audio_ext.survey.make import MANIFEST, load_manifest
+from audio_ext.survey.request import RequestError, content_length, parse_json, path_segments
 from stylegan2.misc import atomic_write_text
-
-from .make import MANIFEST, load_manifest
-from .request import RequestError, content_length, parse_json, path_segments
 
 #: Largest answer sheet accepted, in bytes (a sheet of 500 clips with long comments fits easily).
 MAX_BODY = 512 * 1024
