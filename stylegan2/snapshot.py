@@ -237,7 +237,7 @@ def load_snapshot(path: PathLike) -> dict:
     (:func:`check_snapshot_values`).
     """
     path = Path(path)
-    with _open_regular_file(path) as f:
+    with open_regular_file(path) as f:
         magic = f.read(4)
         # torch.save writes a zip (PK\x03\x04); legacy torch files and raw pickles start with protocol 2+ (\x80).
         if not magic:
@@ -245,7 +245,7 @@ def load_snapshot(path: PathLike) -> dict:
         if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
             raise SnapshotError(f"{path}: not a network snapshot (neither a torch zip file nor a pickle)")
         if magic.startswith(b"PK\x03\x04"):
-            _check_unpacked_size(path, f)
+            check_unpacked_size(path, f)
         f.seek(0)
         data = _torch_load(path, f)
     if not isinstance(data, dict) or "format_version" not in data:
@@ -264,7 +264,7 @@ def load_snapshot(path: PathLike) -> dict:
 
 
 @contextlib.contextmanager
-def _open_regular_file(path: Path, what: str = "snapshot"):
+def open_regular_file(path: Path, what: str = "snapshot"):
     """The file at ``path`` opened for reading, refused at once unless it is a regular file
     (``what`` names the kind of file in messages; also used for decoder-model files).
 
@@ -306,7 +306,7 @@ def _open_regular_file(path: Path, what: str = "snapshot"):
 MAX_UNPACK_RATIO = 2
 
 
-def _check_unpacked_size(path: Path, f, what: str = "snapshot") -> None:
+def check_unpacked_size(path: Path, f, what: str = "snapshot") -> None:
     """Refuse a zip whose members declare far more data than the file holds (a zip bomb); ``what``
     names the kind of file (torch.save writes snapshots and decoder models alike, uncompressed)."""
     import zipfile
@@ -364,7 +364,7 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def _first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
+def first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
     """Name (key path) of the first floating-point tensor or float holding NaN or inf, else None."""
     for name, value in tensors.items():
         if isinstance(value, torch.Tensor):
@@ -374,11 +374,11 @@ def _first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
             if not np.isfinite(value):
                 return name
         elif isinstance(value, dict):
-            inner = _first_non_finite({f"{name}.{k}": v for k, v in value.items()})
+            inner = first_non_finite({f"{name}.{k}": v for k, v in value.items()})
             if inner:
                 return inner
         elif isinstance(value, (list, tuple)):
-            inner = _first_non_finite({f"{name}[{i}]": v for i, v in enumerate(value)})
+            inner = first_non_finite({f"{name}[{i}]": v for i, v in enumerate(value)})
             if inner:
                 return inner
     return None
@@ -407,14 +407,14 @@ def check_snapshot_values(data: dict, path: PathLike = "snapshot") -> None:
         record = data.get(key)
         state = record.get("state_dict") if isinstance(record, dict) else None
         if isinstance(state, dict):
-            bad = _first_non_finite(state)
+            bad = first_non_finite(state)
             if bad:
                 raise SnapshotError(f"{path}: {key} weight {bad} holds NaN or inf; the snapshot is unusable "
                                     f"(use an earlier one)")
     for key in ("opt_G", "opt_D"):
         state = data.get(key)
         if isinstance(state, dict) and isinstance(state.get("state"), dict):
-            bad = _first_non_finite({str(k): v for k, v in state["state"].items()})
+            bad = first_non_finite({str(k): v for k, v in state["state"].items()})
             if bad:
                 raise SnapshotError(f"{path}: {key} optimizer state {bad} holds NaN or inf; cannot resume from it")
     pl_mean = data.get("pl_mean")

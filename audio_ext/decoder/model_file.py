@@ -49,17 +49,17 @@ def _error(message: str):
 
 def read_model_file(path: PathLike) -> dict:
     """The checked plain-data dict of the decoder-model file ``path`` (see the module docstring)."""
-    from stylegan2.snapshot import SnapshotError, _check_unpacked_size, _open_regular_file
+    from stylegan2.snapshot import SnapshotError, check_unpacked_size, open_regular_file
     path = Path(path)
     try:
-        with _open_regular_file(path, what="decoder model") as f:
+        with open_regular_file(path, what="decoder model") as f:
             import os
             size = os.fstat(f.fileno()).st_size
             if size > MAX_FILE_BYTES:
                 raise _error(f"{path}: {size:,} bytes, larger than any decoder model ({MAX_FILE_BYTES:,})")
             if f.read(4) != b"PK\x03\x04":
                 raise _error(f"{path}: not a loadable decoder model (not a torch zip file)")
-            _check_unpacked_size(path, f, what="decoder model")
+            check_unpacked_size(path, f, what="decoder model")
             f.seek(0)
             try:
                 with warnings.catch_warnings():
@@ -103,9 +103,10 @@ def check_config(config: Any, where: PathLike = "model") -> dict:
     return out
 
 
-def _first_non_finite(values: Any, prefix: str) -> Union[str, None]:
-    from stylegan2.snapshot import _first_non_finite as first
-    return first({prefix: values})
+def _non_finite_in(values: Any, prefix: str) -> Union[str, None]:
+    """Key path (``prefix.…``) of the first NaN/inf tensor or float in ``values``, else None (the snapshot check)."""
+    from stylegan2.snapshot import first_non_finite
+    return first_non_finite({prefix: values})
 
 
 def check_model_payload(payload: Any, where: PathLike = "model") -> dict:
@@ -144,8 +145,8 @@ def check_model_payload(payload: Any, where: PathLike = "model") -> dict:
     unexpected = [k for k in stored if k not in shapes]
     if unexpected:
         raise _error(f"{where}: model weights do not fit its configuration ({unexpected[0]} is not in the network)")
-    bad = _first_non_finite(stored, "state_dict") or (
-        _first_non_finite(payload["optimizer"], "optimizer") if "optimizer" in payload else None)
+    bad = _non_finite_in(stored, "state_dict") or (
+        _non_finite_in(payload["optimizer"], "optimizer") if "optimizer" in payload else None)
     if bad:
         raise _error(f"{where}: {bad} holds NaN or infinite values")
     return payload
