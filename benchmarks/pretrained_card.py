@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import click
 import numpy as np
@@ -96,8 +96,8 @@ def bar_loop(audio: np.ndarray, sr: int, bpm: float, bars: int) -> np.ndarray:
 
 def rhythm(G, block: dict, seeds: int, bars: int, threads: int) -> Dict[str, object]:
     """Tempo share, median tempo and seconds per loop over ``seeds`` seeds, one at a time."""
-    from audio_ext.generation.synthesis import decode_images, seed_latents, synthesize
     from audio_ext.generation.metrics import detect_tempo, fold_tempo
+    from audio_ext.generation.synthesis import decode_images, seed_latents, synthesize
     bpm, sr = float(block["target_bpm"]), int(block["sample_rate"])
     old = torch.get_num_threads()
     torch.set_num_threads(threads)

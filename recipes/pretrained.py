@@ -41,6 +41,7 @@ def synthetic_music(folder: Path, count: int, seconds: float, sample_rate: int) 
     """``count`` deterministic techno loops (audio_ext.core.synth) at 124..136 BPM as WAV files: the
     stand-in for the fetched music in tests and offline trials."""
     import soundfile as sf
+
     from audio_ext.core.synth import techno_loop
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):

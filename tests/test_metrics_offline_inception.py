@@ -133,10 +133,10 @@ def test_calc_metrics_fid_and_kid_offline(tmp_path, monkeypatch):
     """``calc_metrics.py --metrics fid50k_full,kid50k_full --detector offline`` with reduced counts."""
     import json
 
+    from archive_helpers import write_encoded_archive
     from click.testing import CliRunner
 
     import calc_metrics
-    from archive_helpers import write_encoded_archive
     from audio_ext.core.geometry import StftGeometry
     from audio_ext.core.synth import techno_loop
     from stylegan2 import networks, snapshot

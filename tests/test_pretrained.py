@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 import calc_metrics
 import gen_audio
-from audio_ext.generation import pretrained
 from audio_ext.__main__ import main as audio_main
-from audio_ext.generation.synthesis import GenerateError, load_generator
 from audio_ext.core.geometry import StftGeometry
+from audio_ext.generation import pretrained
+from audio_ext.generation.synthesis import GenerateError, load_generator
 from stylegan2 import networks, snapshot
 
 
@@ -102,6 +102,7 @@ def test_gen_audio_plays_a_shipped_network(shipped, tmp_path):
 
 def test_calc_metrics_takes_a_shipped_network_and_logs_nothing_into_the_package(shipped, tmp_path, monkeypatch):
     from archive_helpers import write_encoded_archive
+
     from audio_ext.core.synth import techno_loop
     folder, snap = shipped
     pretrained.export_pretrained(snap, "tiny")

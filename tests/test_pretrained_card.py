@@ -3,12 +3,12 @@ tiny stand-in network (small counts, a toy detector) written to a scratch markdo
 import numpy as np
 import pytest
 import torch
+from archive_helpers import write_encoded_archive
 from click.testing import CliRunner
 
-from archive_helpers import write_encoded_archive
-from audio_ext.generation import loops, pretrained
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
+from audio_ext.generation import loops, pretrained
 from benchmarks import pretrained_card as card
 from stylegan2 import networks, snapshot
 from stylegan2.metrics.toy_detector import write_toy_detector

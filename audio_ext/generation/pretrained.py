@@ -71,11 +71,10 @@ def export_pretrained(snapshot: PathLike, name: str, notes: str = "", folder: Op
     most ``max_bytes``) and then renamed into place, so a failed export leaves nothing behind and
     never replaces a good file; an existing ``name`` is refused unless ``overwrite``.
     """
-    from stylegan2.misc import atomic_write_bytes
-    from stylegan2.snapshot import FORMAT_VERSION, SnapshotError, check_plain_data, check_snapshot_values, \
-        load_snapshot
     from audio_ext.core.geometry import StftGeometry, validate_audio_block
     from audio_ext.decoder.methods import LEARNED_METHOD, default_method
+    from stylegan2.misc import atomic_write_bytes
+    from stylegan2.snapshot import FORMAT_VERSION, SnapshotError, check_plain_data, check_snapshot_values, load_snapshot
 
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise PretrainedError(f"--name {name!r}: use 1-64 lower-case letters, digits, '-' or '_'")

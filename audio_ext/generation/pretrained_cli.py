@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import click
 
-from stylegan2.cli_errors import one_line_errors
-
 from audio_ext.generation.pretrained import PretrainedError, export_pretrained
+from stylegan2.cli_errors import one_line_errors
 
 
 @click.command("export-pretrained")

@@ -46,8 +46,8 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
     ``with_decoder``: return (G, block, decoder model dict or None) instead, the snapshot's
     ``decoder_model`` (the archive's own model that ``train.py`` stored; plain data, not yet checked).
     """
-    from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
     from audio_ext.generation.pretrained import PretrainedError, resolve_network
+    from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
     try:
         path = resolve_network(path)          # pretrained:NAME -> the shipped file
         snap = load_snapshot(path)
