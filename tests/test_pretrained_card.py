@@ -34,13 +34,15 @@ def test_grid_share_counts_onsets_near_step_boundaries():
 
 
 def test_bar_loop_repeats_a_one_bar_clip_and_loops_a_longer_one():
+    from audio_ext.generation.showcase import bar_unit
     sr, bpm = 2000, 120.0
     bar = loops.bars_to_samples(1, sr, bpm)
     clip = np.sin(np.arange(bar - 1) * 0.01).astype(np.float32)        # a bar minus one sample: repeated
     out = card.bar_loop(clip, sr, bpm, 4)
+    unit = bar_unit(clip, sr, bpm)
     assert len(out) == loops.bars_to_samples(4, sr, bpm)
-    np.testing.assert_array_equal(out[: len(clip)], clip)
-    np.testing.assert_array_equal(out[len(clip): 2 * len(clip)], clip)
+    np.testing.assert_array_equal(out[: len(unit)], unit)
+    np.testing.assert_array_equal(out[len(unit): 2 * len(unit)], unit)
     long = np.random.default_rng(0).standard_normal(5 * bar).astype(np.float32)
     np.testing.assert_array_equal(card.bar_loop(long, sr, bpm, 4), loops.loop_clip(long, sr, bpm, 4, 0.02))
 
