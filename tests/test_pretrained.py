@@ -48,7 +48,8 @@ def test_export_keeps_g_ema_audio_and_provenance_only(shipped):
     dest = pretrained.export_pretrained(snap, "tiny", notes="a test network")
     assert dest == folder / "tiny.pt"
     data = snapshot.load_snapshot(dest)
-    assert set(data) == {"format_version", "G_ema", "audio", "pretrained"}
+    assert set(data) == {"format_version", "G_ema", "audio", "pretrained", "cur_nimg"}
+    assert data["cur_nimg"] == 12345
     source = snapshot.load_snapshot(snap)
     for k, v in source["G_ema"]["state_dict"].items():
         assert torch.equal(data["G_ema"]["state_dict"][k], v)

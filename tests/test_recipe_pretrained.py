@@ -32,7 +32,7 @@ def test_tiny_recipe_trains_exports_and_plays(tmp_path, monkeypatch):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     exported = shipped / "tinyrecipe.pt"
     data = snapshot.load_snapshot(exported)
-    assert set(data) == {"format_version", "G_ema", "audio", "pretrained"}
+    assert set(data) == {"format_version", "G_ema", "audio", "pretrained", "cur_nimg"}
     assert data["audio"]["resolution"] == 32 and data["audio"]["sample_rate"] == 2218
     assert data["audio"]["target_bpm"] == 130.0
     assert "synthetic music, seed 0" in data["pretrained"]["notes"]

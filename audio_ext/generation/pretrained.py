@@ -4,7 +4,7 @@ A shipped network is a snapshot file (:mod:`stylegan2.snapshot`'s format, plain 
 ``weights_only=True`` and every snapshot check) that holds only what generation needs: ``G_ema``
 (class, init_kwargs, state_dict), the ``audio`` block (geometry, dataset statistics, target_bpm),
 the archive's ``decoder_model`` when training carried one, and a ``pretrained`` provenance record
-(name, source snapshot, kimg, decoder method, notes). Files live in ``audio_ext/generation/models/
+(name, source snapshot, kimg, decoder method, notes), and ``cur_nimg``. Files live in ``audio_ext/generation/models/
 <name>.pt`` and are at most :data:`MAX_BYTES`. Every CLI that takes ``--network`` passes it through
 :func:`resolve_network`, so a shipped name works wherever a snapshot path does.
 """
@@ -114,6 +114,8 @@ def export_pretrained(snapshot: PathLike, name: str, notes: str = "", folder: Op
     }
     if snap.get("decoder_model") is not None:
         data["decoder_model"] = snap["decoder_model"]
+    if isinstance(nimg, int):
+        data["cur_nimg"] = nimg       # tools that label a network by its training length read this
     try:
         check_plain_data(data)
         check_snapshot_values(data, dest)
