@@ -43,7 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif", ".opus")
+from audio_ext.core.audio_io import AUDIO_EXTENSIONS  # noqa: E402
+
 REF_NFFT, REF_HOP = 2048, 256
 
 
@@ -72,7 +73,7 @@ def devset_folder() -> Path:
                                                   root.parent.parent / "devset", root.parent.parent / "shared" / "devset"]
     for c in candidates:
         for folder in (c / "flac", c):
-            if folder.is_dir() and any(p.suffix.lower() in AUDIO_EXT for p in folder.iterdir()):
+            if folder.is_dir() and any(p.suffix.lower() in AUDIO_EXTENSIONS for p in folder.iterdir()):
                 return folder
     return None
 
@@ -81,8 +82,9 @@ def model_sources(resolution: int, hop: int) -> set:
     """File names the decoder model for this geometry was trained or validated on (empty without a model)."""
     from audio_ext.core.geometry import StftGeometry
     from audio_ext.decoder import frame_model
+    from audio_ext.decoder.model_choice import choose_decoder_model
     try:
-        t = frame_model.model_for(StftGeometry(resolution, hop)).training
+        t = choose_decoder_model().model_for(StftGeometry(resolution, hop)).training
     except frame_model.ModelError:
         return set()
     return set(t.get("sources", [])) | set(t.get("validation_sources", []))
@@ -92,7 +94,7 @@ def music_clips(folder: Path, n: int, samples: int, sr: int, exclude: set = froz
     """Up to ``n`` clips, one from the middle of each file that is long enough and not in ``exclude``
     (file names); (clips, skipped reasons)."""
     import librosa
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXT)
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
     clips, skipped = [], []
     for f in files:
         if len(clips) >= n:

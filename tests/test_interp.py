@@ -11,15 +11,10 @@ from audio_ext.core.codec import audio_to_logpower, decode_magnitude, encode, im
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.decoder import frame_model, griffin_lim, methods
 from audio_ext.decoder.frame_training import TrainConfig, synthetic_sources, train_decoder
+from audio_ext.decoder.model_choice import choose_decoder_model
 
 G = StftGeometry(32)
 MEAN, STD = -6.0, 4.0
-
-
-@pytest.fixture(autouse=True)
-def _no_model_leak():
-    yield
-    frame_model.set_decoder_model(None)
 
 
 def naive_frames(y, n_fft, hop, count):
@@ -97,9 +92,8 @@ def tiny_model_file(tmp_path, geometry=G, name="m.pt"):
 
 def test_stored_frames_stay_bit_exact(tmp_path):
     path, _ = tiny_model_file(tmp_path)
-    frame_model.set_decoder_model(path)
     S = torch.rand(2, G.n_bins, G.n_frames) + 0.01
-    fine = frame_model.upsample_magnitude(S, G, frame_model.model_for(G))
+    fine = frame_model.upsample_magnitude(S, G, choose_decoder_model(path).model_for(G))
     assert fine.shape == (2, G.n_bins, 2 * G.n_frames - 1)
     assert torch.equal(fine[..., 0::2], S)
     assert not torch.equal(fine[..., 1::2], 0.5 * (S[..., :-1] + S[..., 1:]))  # the model did something
@@ -114,15 +108,15 @@ def test_stored_frames_stay_bit_exact(tmp_path):
 
 def test_learned_method_decodes_whole_clips(tmp_path):
     path, _ = tiny_model_file(tmp_path)
-    frame_model.set_decoder_model(path)
-    assert methods.default_method(G) == methods.LEARNED_METHOD
-    assert methods.default_method(StftGeometry(64)) == methods.DEFAULT_METHOD  # the model does not fit R=64
-    assert methods.describe_method(methods.LEARNED_METHOD, G) == f"{methods.LEARNED_METHOD}[file: m.pt]"
+    mine = choose_decoder_model(path)
+    assert methods.default_method(G, mine) == methods.LEARNED_METHOD
+    assert methods.default_method(StftGeometry(64), mine) == methods.DEFAULT_METHOD  # the model does not fit R=64
+    assert methods.describe_method(methods.LEARNED_METHOD, G, mine) == f"{methods.LEARNED_METHOD}[file: m.pt]"
     y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
     img = encode(np.stack([y, y * 0.5]), G, MEAN, STD)
-    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), generator=[1, 2])
+    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), generator=[1, 2], decoder=mine)
     assert audio.shape == (2, G.clip_samples) and np.isfinite(audio).all()
-    one = methods.decode_audio(img[1:], G.audio_block(MEAN, STD), generator=[2])
+    one = methods.decode_audio(img[1:], G.audio_block(MEAN, STD), generator=[2], decoder=mine)
     np.testing.assert_allclose(one[0], audio[1], atol=1e-5)  # a clip does not depend on its batch
 
 
@@ -134,9 +128,8 @@ def test_model_file_round_trip_and_geometry_mismatch(tmp_path):
         torch.testing.assert_close(model.predict(v), net.eval()(v), rtol=1e-5, atol=1e-5)  # NHWC vs NCHW order
     with pytest.raises(frame_model.ModelError, match="trained for another geometry: resolution 32 .model. vs 64"):
         model.check(StftGeometry(64))
-    frame_model.set_decoder_model(path)
     with pytest.raises(frame_model.ModelError, match="hop_length 32 .model. vs 16"):
-        frame_model.model_for(StftGeometry(32, 16))
+        choose_decoder_model(path).model_for(StftGeometry(32, 16))
 
 
 class _Exploit:
@@ -157,7 +150,7 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path):
         frame_model.read_payload(evil)
     assert not os.path.exists(marker)
     with pytest.raises(frame_model.ModelError, match="not found"):
-        frame_model.set_decoder_model(tmp_path / "missing.pt")
+        choose_decoder_model(tmp_path / "missing.pt")
     other = tmp_path / "other.pt"
     torch.save({"format": "something else"}, other)
     with pytest.raises(frame_model.ModelError, match="not an ElectroGAN frame-interpolation model"):
@@ -346,10 +339,10 @@ def test_learned_decoder_on_the_gpu_matches_the_cpu(tmp_path):
     gpu = model.predict(v.cuda())
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
-    frame_model.set_decoder_model(path)
     y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
     img = torch.from_numpy(encode(np.stack([y, y]), G, MEAN, STD)).cuda()
-    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), method=methods.LEARNED_METHOD, generator=[1, 1])
+    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), method=methods.LEARNED_METHOD, generator=[1, 1],
+                                 decoder=choose_decoder_model(path))
     assert audio.device.type == "cuda" and audio.shape == (2, G.clip_samples)
     assert torch.isfinite(audio).all()
     torch.testing.assert_close(audio[0], audio[1])
@@ -358,13 +351,12 @@ def test_learned_decoder_on_the_gpu_matches_the_cpu(tmp_path):
 def test_generation_labels_name_the_decoder_and_its_model(tmp_path):
     from audio_ext.generation.synthesis import describe_phase
     path, _ = tiny_model_file(tmp_path)
-    frame_model.set_decoder_model(path)
-    assert describe_phase(None, None, G) == (f"{methods.LEARNED_METHOD}[file: m.pt]", 10)
-    assert describe_phase("pghi+fgla", 5, G) == ("pghi+fgla", 5)
-    assert describe_phase(None, None, StftGeometry(64)) == ("pghi+fgla", 10)
+    mine = choose_decoder_model(path)
+    assert describe_phase(None, None, G, mine) == (f"{methods.LEARNED_METHOD}[file: m.pt]", 10)
+    assert describe_phase("pghi+fgla", 5, G, mine) == ("pghi+fgla", 5)
+    assert describe_phase(None, None, StftGeometry(64), mine) == ("pghi+fgla", 10)
     os.environ[frame_model.MODEL_ENV] = "none"
     try:
-        frame_model.set_decoder_model(None)
         assert methods.default_method(G) == methods.DEFAULT_METHOD  # the environment turned the model off
     finally:
         del os.environ[frame_model.MODEL_ENV]
@@ -377,7 +369,6 @@ def test_a_broken_model_setting_is_an_error_not_a_silent_fallback(tmp_path):
             methods.default_method(G)
     finally:
         del os.environ[frame_model.MODEL_ENV]
-    frame_model.set_decoder_model(None)
     with pytest.raises(frame_model.ModelError, match="trained for another geometry|no decoder model available"):
         methods.reconstruct(torch.rand(1, 33, 9), G, methods.LEARNED_METHOD)  # the shipped model is for R=1024
 

@@ -7,8 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan2.networks import (Conv2dLayer, Discriminator, FullyConnectedLayer, Generator, MappingNetwork,
-                                MinibatchStdLayer, SynthesisNetwork)
+from stylegan2.networks import (
+    Conv2dLayer,
+    Discriminator,
+    FullyConnectedLayer,
+    Generator,
+    MappingNetwork,
+    MinibatchStdLayer,
+    SynthesisNetwork,
+)
 
 SMALL = dict(channel_base=1024, channel_max=32)
 

@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from audio_ext.core.audio_io import AudioError, audio_duration, audio_file_problem
+from audio_ext.core.codec import audio_to_logpower, encode
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.running_stats import RunningStats
+from audio_ext.core.synth import techno_loop
 from audio_ext.dataset.archive import (
     ArchiveError,
     ArchiveWriter,
@@ -38,10 +41,11 @@ from audio_ext.dataset.archive import (
     png_bytes,
     remove_stale_temps,
 )
-from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips
+from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips, slice_segment
 from audio_ext.dataset.sources import Source, _name_bytes, gather_sources, in_shard, read_labels
 from audio_ext.dataset.worklock import WorkLock
 from stylegan2.misc import atomic_path, atomic_write_text
+from stylegan2.progress import progress_bar
 
 #: Layout version of the work folder's per-file results (3: the tempo-consistency rule; 4: PNGs
 #: written by audio_ext.core.png -- same pixels, other bytes, so a resumed build is not a mix of both).
@@ -86,7 +90,6 @@ def _sample_segments(path: Path, segment_seconds: float, per_file: int) -> Optio
 def _stats_worker(task) -> dict:
     """Statistics of ln power over the sampled clips of one file (runs in a pool worker)."""
     path, name, geom_dict, params_dict, per_file = task
-    from audio_ext.core.codec import audio_to_logpower
     geometry = StftGeometry.from_dict(geom_dict)
     params = SliceParams(**params_dict)
     stats = RunningStats()
@@ -133,7 +136,6 @@ def _file_worker(task) -> dict:
     file is written last and atomically: its presence marks the file as finished.
     """
     path, name, work, geom_dict, mean, std, params_dict = task
-    from audio_ext.core.codec import encode
     geometry = StftGeometry.from_dict(geom_dict)
     params = SliceParams(**params_dict)
     key = _cache_key(name)
@@ -173,7 +175,6 @@ def _file_worker(task) -> dict:
 def _init_worker() -> None:
     """Pool workers use one thread each: the parallelism is across files."""
     with contextlib.suppress(Exception):
-        import torch
         torch.set_num_threads(1)
 
 
@@ -188,8 +189,6 @@ def _warm_up() -> None:
         return
     _WARM = True
     with contextlib.suppress(Exception):
-        from audio_ext.core.synth import techno_loop
-        from audio_ext.dataset.cut import slice_segment
         slice_segment(techno_loop(128.0, 3.0, parts=("kick", "hat")), 44100, 256)
 
 
@@ -205,7 +204,6 @@ def _ordered_map(fn: Callable, tasks: Sequence, workers: int) -> Iterable:
     """``map(fn, tasks)`` in task order, in-process for one worker, else across a process pool."""
     if workers <= 1 or len(tasks) <= 1:
         # Same thread count as a pool worker, so that results cannot depend on --workers.
-        import torch
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -294,7 +292,6 @@ class _Progress:
     def __init__(self, enabled: bool, total: int, desc: str, unit: str = "B") -> None:
         self.bar = None
         if enabled:
-            from stylegan2.progress import progress_bar
             self.bar = progress_bar(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr,
                                     dynamic_ncols=True)
 

@@ -1,6 +1,6 @@
 """Style mixing for audio: a grid of clips that take some layers' w from one seed and the rest from another.
 
-The convention is StyleGAN2-ADA's ``style_mixing.py`` (see shared/upstream-notes.md): for row seed r
+The convention is StyleGAN2-ADA's ``style_mixing.py`` (docs/references.md): for row seed r
 and column seed c the cell's latent is r's w in every layer, except the layers listed by
 ``--mix-styles`` (default ``0-6``), which take c's w. So a column shows what the listed layers carry
 (read across a row: the column seeds' contribution changes; down a column: the row seeds' rest).
@@ -17,12 +17,14 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-DEFAULT_STYLES = "0-6"
+from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
+from audio_ext.generation.latents import seed_z
+from audio_ext.generation.page import GridCell
+from audio_ext.generation.synthesis import GenerateError, clip_tempo, fmt_bpm, image_to_png_array, save_png
 
 
 def parse_layers(spec: str, num_ws: int) -> List[int]:
     """``"0-5"`` / ``"0,2,4-6"`` -> sorted unique layer indices, each in ``0..num_ws-1``; ValueError otherwise."""
-    from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
     try:
         layers = sorted(set(parse_seeds(spec)))
     except SeedSyntaxError as e:
@@ -62,9 +64,6 @@ def render_mix(run) -> None:
     an audio file at the output tempo plus its spectrogram PNG, and ``mix-grid.png`` (:func:`grid_image`);
     the caller writes the grid page. Clip seeds: rows, then columns, then cells, numbered from 0.
     """
-    from audio_ext.generation.latents import seed_z
-    from audio_ext.generation.page import GridCell
-    from audio_ext.generation.synthesis import GenerateError, _fmt_bpm, clip_tempo, image_to_png_array, save_png
     opts, G = run.opts, run.G
     try:
         layers = parse_layers(opts.mix_styles, int(G.num_ws))
@@ -91,8 +90,8 @@ def render_mix(run) -> None:
     for k, stem in enumerate(names):
         audio = run.retime(decoded[k])
         bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
-        name = f"{stem}-{_fmt_bpm(bpm)}bpm.{opts.fmt}"
-        run.write(stem, name, audio, imgs[k].cpu().numpy(), title=f"{stem} {_fmt_bpm(bpm)} BPM",
+        name = f"{stem}-{fmt_bpm(bpm)}bpm.{opts.fmt}"
+        run.write(stem, name, audio, imgs[k].cpu().numpy(), title=f"{stem} {fmt_bpm(bpm)} BPM",
                   comment=f"mix rows={rows} cols={cols} styles={opts.mix_styles} bpm={bpm:g}",
                   entry=dict(title=stem, seed=stem, bpm=bpm, kind="style mixing"))
         pngs.append(image_to_png_array(imgs[k].cpu().numpy()))
