@@ -22,13 +22,14 @@ import click
 from audio_ext.core.device import resolve_device
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.seeds import parse_clip_ranges
+from audio_ext.core.writable import check_writable
 from audio_ext.dataset.archive import ArchiveError
 from audio_ext.decoder.decode_archive import decode_clips
 from audio_ext.decoder.frame_model import ModelError
 from audio_ext.decoder.frame_training import TrainConfig, find_audio, load_sources, synthetic_sources, train_decoder
 from audio_ext.decoder.methods import METHODS
 from audio_ext.survey.cli import survey
-from stylegan2.cli_errors import one_line_errors
+from stylegan2.cli_errors import describe_os_error, one_line_errors
 
 
 @click.group()
@@ -67,7 +68,7 @@ def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_
     except (ArchiveError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
-        raise click.ClickException(f"{outdir}: cannot write ({e.strerror or e})") from None
+        raise click.ClickException(f"--outdir {outdir}: cannot write ({describe_os_error(e)})") from None
     click.echo(f"decoded {len(written)} clip(s) into {outdir}" + (f"; skipped {len(skipped)}" if skipped else ""))
     if not written:
         raise click.ClickException(f"{data}: none of the requested clips could be decoded")
@@ -104,6 +105,7 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
                       synthetic, holdout, arch, init, checkpoint_every, loss, seed, device) -> None:
     """Train the frame-interpolation model of the `learned+pghi+fgla` decoder on your own audio."""
     try:
+        check_writable(out, "--out", folder=False)      # before hours of training, not after
         geometry = StftGeometry(resolution, hop, sample_rate=sample_rate)
         files = find_audio(source)
     except ValueError as e:
@@ -133,6 +135,8 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
                       validation_names=held_used)
     except (ValueError, ModelError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a checkpoint that cannot be written: full disk, read-only, --out under a file
+        raise click.ClickException(f"--out {out}: cannot write the model ({describe_os_error(e)})") from None
 
 
 if __name__ == "__main__":

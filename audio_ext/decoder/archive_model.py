@@ -25,6 +25,7 @@ from typing import Any, Optional, Tuple, Union
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.decoder import frame_model
 from audio_ext.decoder.model_choice import SOURCE_ARCHIVE, DecoderChoice, choose_decoder_model, is_no_model
+from audio_ext.decoder.model_file import check_model_payload, read_model_file
 
 PathLike = Union[str, Path]
 
@@ -55,7 +56,7 @@ def check_model_for(payload: Any, geometry: StftGeometry, where: PathLike) -> di
     """``payload`` once it is a frame-interpolation model dict trained for ``geometry`` whose weights fit
     the configuration it declares; ModelError (one line, naming ``where``) otherwise. For a model read
     from a file and for the one a snapshot carries (``where`` = ``'<snapshot>: decoder_model'``)."""
-    payload = frame_model.check_payload(payload, where)
+    payload = check_model_payload(payload, where)
     frame_model.check_geometry(frame_model.model_geometry(payload, where), geometry, where)
     frame_model.build_model(payload, where)
     return payload
@@ -64,7 +65,7 @@ def check_model_for(payload: Any, geometry: StftGeometry, where: PathLike) -> di
 def read_model_for(path: PathLike, geometry: StftGeometry) -> dict:
     """The plain-data dict of model file ``path`` (read with ``weights_only=True``) once it is known to
     decode ``geometry`` (:func:`check_model_for`); ModelError (one line, naming ``path``) otherwise."""
-    return check_model_for(frame_model.read_payload(path), geometry, path)
+    return check_model_for(read_model_file(path), geometry, path)
 
 
 def find_side_model(data: PathLike, geometry: StftGeometry) -> Optional[Tuple[Path, dict]]:

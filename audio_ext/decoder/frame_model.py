@@ -27,7 +27,8 @@ All convolutions are translation invariant, so one network runs on any number of
 (any R); it is only *trained* for one geometry, which the model file records.
 
 Model files are plain data (``torch.save`` of dicts, lists, numbers, strings and tensors) and are
-read with ``torch.load(weights_only=True)``: loading never runs code from the file.
+read with ``torch.load(weights_only=True)``: loading never runs code from the file. Reading and
+checking them is :mod:`audio_ext.decoder.model_file`, the one validator for every door.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from torch import nn
 
 from audio_ext.core.geometry import StftGeometry, check_stats
 from audio_ext.core.stft import stft
-from stylegan2.misc import atomic_path
+from stylegan2.misc import atomic_torch_save
 
 #: ``format`` entry of every model file.
 MODEL_FORMAT = "electrogan-frame-interp"
@@ -270,38 +271,7 @@ def model_payload(model: FrameInterpNet, geometry: StftGeometry, stats: Mapping[
 
 def save_model(path: Union[str, Path], payload: Mapping[str, Any]) -> None:
     """Write a model payload atomically (temp file + rename); an existing file survives a failure."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
-
-
-def read_payload(path: Union[str, Path]) -> dict:
-    """The dict of a model file, read with ``weights_only=True``; ModelError with one line if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: decoder model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle refusals, truncation, not a torch file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: not a loadable decoder model ({type(e).__name__}: {first[:200]})") from None
-    return check_payload(payload, path)
-
-
-def check_payload(payload: Any, path: Union[str, Path] = "model") -> dict:
-    """``payload`` itself when it is a model file's dict (format, version, entries); ModelError otherwise.
-
-    Used for model files and for the copy a training snapshot carries (its ``decoder_model`` key).
-    """
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{path}: not an ElectroGAN frame-interpolation model (format "
-                         f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
-    version = payload.get("version")
-    if not isinstance(version, int) or version > MODEL_VERSION:
-        raise ModelError(f"{path}: model file version {version!r} is newer than this code supports ({MODEL_VERSION})")
-    for key in ("geometry", "config", "state_dict", "stats"):
-        if not isinstance(payload.get(key), dict):
-            raise ModelError(f"{path}: model file has no {key!r} entry")
-    return payload
+    atomic_torch_save(path, dict(payload))
 
 
 def model_geometry(payload: Mapping[str, Any], path: Union[str, Path] = "model") -> StftGeometry:
@@ -331,7 +301,8 @@ def build_model(payload: Mapping[str, Any], path: Union[str, Path] = "model") ->
 
 
 class DecoderModel:
-    """A loaded frame-interpolation model with the geometry it was trained for and where it came from."""
+    """A loaded frame-interpolation model with the geometry it was trained for and where it came from;
+    ``payload`` is one that :mod:`audio_ext.decoder.model_file` has checked."""
 
     def __init__(self, payload: Mapping[str, Any], path: Union[str, Path] = "model") -> None:
         self.path = str(path)
@@ -340,10 +311,6 @@ class DecoderModel:
         self.training = dict(payload.get("training") or {})
         # channels-last weights select oneDNN's faster NHWC convolutions: ~1.8x less CPU time per image
         self.net = build_model(payload, path).to(memory_format=torch.channels_last)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "DecoderModel":
-        return cls(read_payload(path), path)
 
     @property
     def name(self) -> str:

@@ -37,6 +37,7 @@ from audio_ext.dataset.archive_images import ArchiveImages
 from audio_ext.dataset.sources import gather_sources
 from audio_ext.decoder import frame_model
 from audio_ext.decoder.archive_model import decoder_path_for_archive
+from audio_ext.decoder.model_file import read_model_file
 from stylegan2.progress import progress_bar
 
 
@@ -184,7 +185,7 @@ def best_path(out: Union[str, Path]) -> Path:
 def init_weights(model: frame_model.FrameInterpNet, path: Union[str, Path], geometry: StftGeometry) -> None:
     """Load the weights of the model file ``path`` into ``model``; ValueError (one line) if its
     geometry or architecture differs."""
-    payload = frame_model.read_payload(path)
+    payload = read_model_file(path)
     frame_model.check_geometry(frame_model.model_geometry(payload, path), geometry, path)
     if dict(payload["config"]) != dict(model.config):
         raise ValueError(f"--init {path}: model has architecture {payload['config']}, not {model.config}; "
@@ -222,7 +223,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         init_weights(model, config.init, geometry)
         model.to(device)
     if out.exists():
-        payload = frame_model.read_payload(out)
+        payload = read_model_file(out)
         frame_model.check_geometry(frame_model.model_geometry(payload, out), geometry, out)
         state = payload.get("training", {})
         if dict(stored_config(state), steps=None) != dict(dataclasses.asdict(config), steps=None):
@@ -287,7 +288,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         opt.step()
         loss = float(loss.detach())
         avg = loss if avg is None else 0.98 * avg + 0.02 * loss
-        bar.set_postfix(loss=f"{avg:.4f}")
+        bar.set_postfix(loss=f"{avg:.4f}", refresh=False)  # drawn with the bar's own (log-rate) redraws
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             if held:
                 validate(step + 1, seconds_before + time.perf_counter() - t0)

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Optional, Union
 
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.decoder import frame_model
-from audio_ext.decoder.frame_model import DecoderModel, ModelError, check_payload
+from audio_ext.decoder.frame_model import DecoderModel, ModelError
+from audio_ext.decoder.model_file import check_model_payload, load_decoder_model
 
 #: Where a model comes from, as the page and file tags say it. SOURCE_ARCHIVE: ``<stem>.decoder.pt``
 #: beside the archive being decoded (audio_ext.decoder.archive_model); it ranks where a snapshot's model does.
@@ -33,7 +34,7 @@ def is_no_model(value: Any) -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str) -> DecoderModel:
-    return DecoderModel.load(path)
+    return load_decoder_model(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ def choose_decoder_model(flag: Optional[Union[str, Path]] = None, carried: Optio
             name, shown = str(where), Path(str(where)).name
         else:
             name, shown = f"{where}:decoder_model", str(where)
-        return DecoderChoice(source, f"{source}: {shown}", loaded=DecoderModel(check_payload(carried, name), name))
+        return DecoderChoice(source, f"{source}: {shown}", loaded=DecoderModel(check_model_payload(carried, name), name))
     if not fallback:
         return DecoderChoice()
     env = os.environ.get(frame_model.MODEL_ENV)

@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 from audio_ext.core.audio_io import SEGMENT_SECONDS, AudioError, audio_duration, write_audio
 from audio_ext.core.codec import encode
 from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.writable import check_writable
 from audio_ext.dataset.beats import MAX_BPM, MIN_BPM
 from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips
 from audio_ext.decoder.model_choice import DecoderChoice
@@ -201,6 +202,10 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
             raise ProjectionError(f"{flag} must be a non-negative number, got {v!r}")
     if not Path(opts.target).is_file():
         raise ProjectionError(f"--target {opts.target}: no such file")
+    try:    # before the search, not after it: an --outdir that is a file or read-only fails at once
+        check_writable(opts.outdir, "--outdir", folder=True)
+    except ValueError as e:
+        raise ProjectionError(str(e)) from None
     device = generation_device(opts.device)
     G, block, decoder_model = load_generator(str(opts.network), device, with_decoder=True)
     if int(getattr(G, "c_dim", 0)):

@@ -24,8 +24,8 @@ import torch
 
 from audio_ext.core.audio_io import limit_peak, write_audio
 from audio_ext.core.codec import AudioCodec
-from audio_ext.decoder.frame_model import check_payload
 from audio_ext.decoder.model_choice import choose_decoder_model
+from audio_ext.decoder.model_file import check_model_payload
 from audio_ext.generation.synthesis import decode_images
 
 #: Fakes decoded per snapshot by default (at 1024 x 1024: 4 x 23.78 s of audio).
@@ -51,7 +51,7 @@ class AudioPreview:
         self.method, self.n_iter = method, n_iter
         self.decoder_model = decoder_model
         if decoder_model is not None:
-            check_payload(decoder_model, "audio preview decoder_model")
+            check_model_payload(decoder_model, "audio preview decoder_model")
 
     def decode(self, images: torch.Tensor) -> np.ndarray:
         """Audio ``[n, samples]`` float32 of the first ``clips`` of ``images`` [N, 1, R, R] in [-1, 1]."""
