@@ -1,6 +1,6 @@
 """The StyleGAN2(-ADA) training loop: phases, accumulation, EMA, ADA, ticks, logs, snapshots, resume.
 
-One iteration shows ``batch`` real images to D (upstream-notes §3 and §6):
+One iteration shows ``batch`` real images to D (StyleGAN2-ADA ``training/training_loop.py``; docs/references.md):
 
 - phases ``Gmain``, ``Greg`` (every ``G_reg_interval`` = 4 iterations), ``Dmain``, ``Dreg`` (every
   ``D_reg_interval`` = 16), each with its own fresh latents; a phase zeroes the gradients,
@@ -363,7 +363,7 @@ def restore_rng_or_fail(snap_io, state: Any, resume: str) -> None:
 def snapshot_tag(cur_nimg: int, used: Dict[str, int], by_images: bool) -> tuple:
     """The NNNNNN of ``network-snapshot-NNNNNN.pkl`` / ``fakesNNNNNN.png`` for a snapshot at ``cur_nimg``.
 
-    Whole kimg with 6 digits (DESIGN.md) until that name was already used in this run for a
+    Whole kimg with 6 digits (docs/contract.md, "Network snapshot") until that name was already used in this run for a
     different image count (``used``: tag -> cur_nimg of what this run wrote); from then on
     (``by_images``) the image count with 9 digits, e.g. ``network-snapshot-000000008.pkl``. A 9-digit
     image count is never smaller than an earlier 6-digit kimg of the same run, so names stay in
@@ -494,7 +494,7 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     stats.reset()          # collectors below must not see values from an earlier run in this process
     np.random.seed(seed * world + rank)
     torch.manual_seed(seed * world + rank)
-    # Backend switches (upstream-notes §6): set on every device (they only matter on CUDA, and are
+    # Backend switches (as StyleGAN2-ADA sets them): set on every device (they only matter on CUDA, and are
     # harmless elsewhere) and restored on the way out, so one run in a process does not leak into the next.
     saved_backends = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
                       torch.backends.cudnn.allow_tf32)
@@ -960,7 +960,7 @@ def _state_is_finite(modules, optimizers, pl_mean: torch.Tensor) -> bool:
 
 def _snapshot_data(snap_io, G, D, G_ema, opt_G, opt_D, cur_nimg, cur_tick, batch_idx, augment_pipe, ada, loss,
                    opts, training_set_kwargs, dataset, best=None, nonfinite_steps=0, extra=None) -> dict:
-    """Everything needed to generate without the dataset and to resume exactly (DESIGN.md), as plain data,
+    """Everything needed to generate without the dataset and to resume exactly (docs/contract.md), as plain data,
     plus the caller's ``extra`` keys (see :func:`check_snapshot_extra`)."""
     def plain_opt(opt):
         state = opt.state_dict()

@@ -1,4 +1,4 @@
-"""The archive format (DESIGN.md): PNG layout, dataset.json, atomic publication, sources, shards, labels."""
+"""The archive format (docs/contract.md): PNG layout, dataset.json, atomic publication, sources, shards, labels."""
 import json
 import os
 import zipfile

@@ -32,7 +32,7 @@ def png_bytes(img):
 
 
 def build_archive(path, audio, corrupt=()):
-    """A tiny stft.zip laid out as DESIGN.md says; names listed out of order to test the sorting."""
+    """A tiny stft.zip laid out as docs/contract.md says; names listed out of order to test the sorting."""
     meta = {"labels": None, "audio": G.audio_block(MEAN, STD, target_bpm=130), "clips": []}
     with zipfile.ZipFile(path, "w") as z:
         for i in reversed(range(len(audio))):
