@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -190,16 +190,19 @@ class _Tee:
 
 
 def run_metrics(names: List[str], G_ema, snapshot_path: Optional[Path], run_dir: Path,
-                training_set_kwargs: dict, rank: int, world: int, device, audio=None) -> Dict[str, tuple]:
+                training_set_kwargs: dict, rank: int, world: int, device, audio=None,
+                plugins: Sequence[str] = ()) -> Dict[str, tuple]:
     """Compute the registered metrics ``names`` for ``G_ema`` after a snapshot; no-op for an empty list.
 
-    Imports :mod:`stylegan2.metrics.registry` lazily (it pulls in the detector code); all ranks
-    take part, rank 0 appends each result to ``metric-<name>.jsonl`` in the run dir. Returns
-    ``{name: (headline value, higher_is_better)}`` for the optional best-snapshot copy.
+    Imports :mod:`stylegan2.metrics.registry` lazily (it pulls in the detector code) and the metric
+    ``plugins`` (modules that register more metrics); all ranks take part, rank 0 appends each result
+    to ``metric-<name>.jsonl`` in the run dir. Returns ``{name: (headline value, higher_is_better)}``
+    for the optional best-snapshot copy.
     """
     if not names:
         return {}
     from .metrics import registry
+    registry.load_plugins(plugins)
     values = {}
     for name in names:
         result = registry.calc_metric(name, G=G_ema, dataset_kwargs=dict(training_set_kwargs),
@@ -220,7 +223,8 @@ def is_better(value: float, best: Optional[float], higher_is_better: bool) -> bo
     return value > best if higher_is_better else value < best
 
 
-def carried_best_record(snap: dict, resume_path: str, keep: Optional[str]) -> Optional[dict]:
+def carried_best_record(snap: dict, resume_path: str, keep: Optional[str],
+                        plugins: Sequence[str] = ()) -> Optional[dict]:
     """The best-snapshot record a run resumed from ``resume_path`` starts with (None: nothing to beat).
 
     A snapshot stores the best record as it stood when it was written (key ``best``); its own
@@ -237,6 +241,7 @@ def carried_best_record(snap: dict, resume_path: str, keep: Optional[str]) -> Op
     if (path.parent / f"metric-{keep}.jsonl").is_file():
         from .metrics import registry
         try:
+            registry.load_plugins(plugins)
             spec = registry.get_metric(keep)
         except Exception:           # an unknown metric: nothing in its log can be read back
             return best
@@ -461,7 +466,7 @@ def _call_snapshot_hook(hook, preview: SnapshotPreview, say) -> None:
 
 def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[str] = None,
                   progress: bool = True, snapshot_hook=None, snapshot_extra: Optional[Dict[str, Any]] = None,
-                  **opts) -> Dict[str, Any]:
+                  metric_plugins: Sequence[str] = (), **opts) -> Dict[str, Any]:
     """Train with the resolved options ``opts`` (see :func:`stylegan2.presets.resolve_config`).
 
     ``run_dir``: output folder (created; rank 0 writes). ``data``: the dataset zip or folder.
@@ -470,6 +475,8 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     ``snapshot_extra``: plain data ``{key: value}`` copied untouched into every snapshot under its own
     top-level keys (``train.py`` stores the archive's decoder model as ``decoder_model``); a key the
     loop writes itself, or a value that is not plain data, is a ValueError before training starts.
+    ``metric_plugins``: modules that register metrics beyond the built-in image metrics (imported in
+    every rank before ``metrics`` run; ``train.py`` names the audio layer's).
     Returns (on every rank) a summary dict with
     ``cur_nimg``, ``cur_tick``, ``batch_idx`` and ``snapshot`` (the last snapshot path written).
     """
@@ -512,7 +519,7 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     try:
         return _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu,
                       rounds, start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper,
-                      snapshot_hook=snapshot_hook, snapshot_extra=snapshot_extra)
+                      snapshot_hook=snapshot_hook, snapshot_extra=snapshot_extra, metric_plugins=tuple(metric_plugins))
     finally:
         stopper.uninstall()
         (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
@@ -524,7 +531,7 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
 
 def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, batch, batch_gpu, rounds,
            start_time, ImageFolderDataset, InfiniteSampler, snap_io, build_augment_pipe, stopper, snapshot_hook=None,
-           snapshot_extra=None):
+           snapshot_extra=None, metric_plugins=()):
     from . import networks
     from .grid import save_image_grid, setup_snapshot_image_grid
     from .presets import generator_kwargs, discriminator_kwargs
@@ -623,7 +630,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                 f"still continues exactly, but DataLoader worker seeds start fresh")
         nonfinite_total = int(snap.get("nonfinite_steps", 0) or 0)
         say(f"Resumed from {resume} at kimg {cur_nimg / 1000:.3f} (tick {cur_tick}, iteration {batch_idx})")
-        resumed_best = carried_best_record(snap, resume, opts.get("keep_best"))
+        resumed_best = carried_best_record(snap, resume, opts.get("keep_best"), metric_plugins)
     for module in (G, D, G_ema):
         distributed.broadcast_module(module)
     say(f"Generator {_param_count(G):,} parameters, discriminator {_param_count(D):,}; "
@@ -901,7 +908,7 @@ def _train(rank, world, device, run_dir, data, resume, progress, opts, seed, bat
                     # regular snapshot is measured as usual.
                     values = {} if stopping else run_metrics(list(opts.get("metrics") or []), G_ema, path, run_dir,
                                                              training_set_kwargs, rank, world, device,
-                                                             audio=dataset.audio)
+                                                             audio=dataset.audio, plugins=metric_plugins)
                     keep = opts.get("keep_best")
                     if is_main and keep in values and is_better(values[keep][0], best.get("value"), values[keep][1]):
                         best = dict(metric=keep, value=values[keep][0], snapshot=path.name, kimg=kimg,
