@@ -123,7 +123,7 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
     """
     from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
     try:
-        snap = load_snapshot(path)
+        snap = load_snapshot(path, keys=("G_ema", "audio", "decoder_model"))   # only what generation reads
     except SnapshotError as e:
         raise GenerateError(str(e)) from None
     block = snap.get("audio")
