@@ -11,7 +11,7 @@ written as ``clipNNNNNN.wav`` (16-bit PCM at the archive's sample rate, scaled d
 atomically; an unreadable or
 malformed image is skipped and reported, and the command fails only when nothing could be decoded.
 The learned decoder uses the archive's own model (``stft.decoder.pt`` beside ``stft.zip``) when there
-is one, unless ``--decoder-model`` names another or ``none`` (audio_ext.archive_decoder).
+is one, unless ``--decoder-model`` names another or ``none`` (audio_ext.decoder.archive_model).
 """
 from __future__ import annotations
 
@@ -25,12 +25,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import click
 import numpy as np
 
+from audio_ext.core.codec import AudioCodec
+from audio_ext.dataset.archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json, png_size_cap
+from audio_ext.decoder.methods import METHODS
 from stylegan2.cli_errors import one_line_errors
 from stylegan2.misc import atomic_path
-
-from .archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json, png_size_cap
-from .codec import AudioCodec
-from .phase import METHODS
 
 
 def parse_clip_ranges(spec: str) -> List[Tuple[int, int]]:
@@ -82,7 +81,7 @@ def parse_clip_range(spec: str, count: Optional[int] = None) -> List[int]:
 class ArchiveImages:
     """Read-only view of an archive's PNGs (sorted by path) and its ``dataset.json``, zip or folder.
 
-    Files and metadata are read with :mod:`audio_ext.archive`'s reader, so the checks (and most
+    Files and metadata are read with :mod:`audio_ext.dataset.archive`'s reader, so the checks (and most
     messages) are the ones every other archive reader gives.
     """
 
@@ -193,13 +192,14 @@ def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: Optiona
     archive's size before it is expanded). ``decoder_model``: the model file of ``learned+pghi+fgla``,
     ``'none'`` for no learned decoder, or None: the archive's own ``<stem>.decoder.pt`` beside it
     when there is one, else ``$ELECTROGAN_DECODER_MODEL``, else the shipped model
-    (:func:`audio_ext.archive_decoder.archive_decoder_models`). Raises :class:`ArchiveError` for an
-    unusable archive or an index past its last clip, :class:`audio_ext.interp.ModelError` for a named
+    (:func:`audio_ext.decoder.archive_model.archive_decoder_models`). Raises :class:`ArchiveError` for an
+    unusable archive or an index past its last clip, :class:`audio_ext.decoder.frame_model.ModelError` for a named
     or side model that cannot decode this archive (before anything is written), ValueError for an
     unusable ``device`` or ``outdir``.
     """
     import torch
-    from .archive_decoder import archive_decoder_models
+
+    from audio_ext.decoder.archive_model import archive_decoder_models
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     dev = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -230,8 +230,9 @@ def _decode_batches(archive: "ArchiveImages", clips: Sequence[int], outdir: Path
     """decode_clips' work once the decoder model is chosen: the clips in batches, WAVs written as they
     come (``written`` and ``skipped`` grow in place, so a failure midway keeps what was done)."""
     import torch
-    from .interp import model_for
-    from .phase import LEARNED_METHOD, decode_audio, default_method, describe_method
+
+    from audio_ext.decoder.frame_model import model_for
+    from audio_ext.decoder.methods import LEARNED_METHOD, decode_audio, default_method, describe_method
     sr = archive.codec.geometry.sample_rate
     method = method or default_method(archive.codec.geometry)
     if method == LEARNED_METHOD:
@@ -264,7 +265,7 @@ def main() -> None:
     """ElectroGAN audio tools."""
 
 
-from .survey.cli import survey as _survey  # noqa: E402  (after main: `python -m audio_ext survey ...`)
+from audio_ext.survey.cli import survey as _survey  # noqa: E402  (after main: `python -m audio_ext survey ...`)
 
 main.add_command(_survey)
 
@@ -286,7 +287,7 @@ main.add_command(_survey)
 @one_line_errors(ArchiveError, ValueError)
 def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_size) -> None:
     """Decode archive images back to 16-bit WAV files (the training set after the round trip)."""
-    from .interp import ModelError
+    from audio_ext.decoder.frame_model import ModelError
     try:
         parse_clip_ranges(clip_spec)
     except ValueError as e:
@@ -334,9 +335,10 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
                       synthetic, holdout, arch, init, checkpoint_every, loss, seed, device) -> None:
     """Train the frame-interpolation model of the `learned+pghi+fgla` decoder on your own audio."""
     import torch
-    from .geometry import StftGeometry
-    from .interp import ModelError
-    from .interp_train import TrainConfig, find_audio, load_sources, synthetic_sources, train_decoder
+
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.decoder.frame_model import ModelError
+    from audio_ext.decoder.frame_training import TrainConfig, find_audio, load_sources, synthetic_sources, train_decoder
     try:
         geometry = StftGeometry(resolution, hop, sample_rate=sample_rate)
         files = find_audio(source)

@@ -7,4 +7,4 @@ metrics (``tempo_fidelity``, ``sfd10k_full``, ...) are known in every process th
 from __future__ import annotations
 
 #: Modules that register metrics with ``stylegan2.metrics.registry`` when imported.
-METRIC_MODULES = ("audio_ext.metrics",)
+METRIC_MODULES = ("audio_ext.generation.metrics",)

@@ -42,7 +42,7 @@ GENERATION_KEYS = ("G_ema", "audio", "decoder_model")
 
 def write_training_snapshot(path: Path, resolution: int = 1024, seed: int = 0) -> int:
     """A snapshot laid out as the training loop writes one, with the audio preset's networks; its size in bytes."""
-    from audio_ext.geometry import StftGeometry
+    from audio_ext.core.geometry import StftGeometry
     from stylegan2.networks import Discriminator, Generator
     from stylegan2.presets import discriminator_kwargs, generator_kwargs, resolve_config
     from stylegan2.snapshot import network_record, save_snapshot

@@ -32,9 +32,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import anchor as anchor_mod
-from ..roundtrip import OriginalError, decoder_name, original_clip
-from .loudness import PEAK_LIMIT, TARGET_DBFS, normalise_set
+from audio_ext.survey import anchor as anchor_mod
+from audio_ext.survey.loudness import PEAK_LIMIT, TARGET_DBFS, normalise_set
+from audio_ext.survey.roundtrip import OriginalError, decoder_name, original_clip
 
 ASSETS = Path(__file__).with_name("assets")
 PAGE_FILES = ("index.html", "survey.js", "survey.css")
@@ -88,15 +88,17 @@ def _method_kwargs(method: Optional[str]) -> dict:
 def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
     """Original and round-trip clips of ``count`` archive clips drawn from ``rng`` (the last one of
     each condition is the training example). The round trip decodes with the archive's own model
-    (``stft.decoder.pt`` beside it, audio_ext.archive_decoder) when it has one, as generated clips
+    (``stft.decoder.pt`` beside it, audio_ext.decoder.archive_model) when it has one, as generated clips
     decode with the one their snapshot carries."""
     import contextlib
+
     import torch
-    from ..__main__ import ArchiveImages
-    from ..archive import ArchiveError, read_dataset_json
-    from ..archive_decoder import archive_decoder_models
-    from ..interp import ModelError
-    from ..phase import decode_audio
+
+    from audio_ext.__main__ import ArchiveImages
+    from audio_ext.dataset.archive import ArchiveError, read_dataset_json
+    from audio_ext.decoder.archive_model import archive_decoder_models
+    from audio_ext.decoder.frame_model import ModelError
+    from audio_ext.decoder.methods import decode_audio
     try:
         archive = ArchiveImages(opts.data)
         meta = read_dataset_json(opts.data)
@@ -166,10 +168,19 @@ def _snapshot_names(networks: Sequence[str]) -> List[str]:
 
 def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
     """``count`` clips of every network (latent seeds and, for conditional ones, classes from ``rng``)."""
-    import torch
     import contextlib
-    from ..generate import GenerateError, decode_images, decoder_choice, load_generator, seed_latents, synthesize
-    from ..geometry import StftGeometry
+
+    import torch
+
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.generation.synthesis import (
+        GenerateError,
+        decode_images,
+        decoder_choice,
+        load_generator,
+        seed_latents,
+        synthesize,
+    )
     device = torch.device(opts.device)
     out: List[Clip] = []
     for path, name in zip(opts.networks, _snapshot_names(opts.networks)):

@@ -28,12 +28,11 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from audio_ext.survey.chart import draw_mos_chart
+from audio_ext.survey.make import SurveyError, load_manifest
+from audio_ext.survey.serve import SheetError, validate_sheet
+from audio_ext.survey.significance import bootstrap_interval, holm, mann_whitney, t_interval, wilcoxon_signed_rank
 from stylegan2.misc import atomic_write_text
-
-from .chart import draw_mos_chart
-from .make import SurveyError, load_manifest
-from .serve import SheetError, validate_sheet
-from .stats import bootstrap_interval, holm, mann_whitney, t_interval, wilcoxon_signed_rank
 
 ANCHOR = "anchor"
 

@@ -22,9 +22,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Dict
 from urllib.parse import unquote
 
+from audio_ext.survey.make import MANIFEST, load_manifest
 from stylegan2.misc import atomic_write_text
-
-from .make import MANIFEST, load_manifest
 
 #: Largest answer sheet accepted, in bytes (a sheet of 500 clips with long comments fits easily).
 MAX_BODY = 512 * 1024

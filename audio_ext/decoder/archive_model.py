@@ -1,7 +1,7 @@
 """The decoder model that belongs to an archive: ``<archive stem>.decoder.pt`` beside it.
 
 ``dataset_tool_audio.py --train-decoder`` writes it (``stft.zip`` -> ``stft.decoder.pt``; an archive
-folder ``stft/`` -> ``stft.decoder.pt`` beside the folder; :func:`audio_ext.interp_train.decoder_path_for_archive`
+folder ``stft/`` -> ``stft.decoder.pt`` beside the folder; :func:`audio_ext.decoder.frame_training.decoder_path_for_archive`
 is the one naming rule). Two readers find it through :func:`side_model_path`:
 
 * ``train.py --data stft.zip`` stores it in every snapshot (the snapshot key ``decoder_model``; a
@@ -11,9 +11,9 @@ is the one naming rule). Two readers find it through :func:`side_model_path`:
 
 When an archive is decoded the model is chosen by this precedence: ``--decoder-model FILE`` (or
 ``none``: no learned decoder) > the file beside the archive > ``$ELECTROGAN_DECODER_MODEL`` > the
-shipped model (:mod:`audio_ext.interp`); pages and logs label it ``archive: stft.decoder.pt``. A file
+shipped model (:mod:`audio_ext.decoder.frame_model`); pages and logs label it ``archive: stft.decoder.pt``. A file
 beside the archive, or a named one, that cannot be read or was trained for another geometry is a
-one-line :class:`~audio_ext.interp.ModelError` naming the file, raised before anything is decoded:
+one-line :class:`~audio_ext.decoder.frame_model.ModelError` naming the file, raised before anything is decoded:
 it is never passed over for another model.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Tuple, Union
 
-from . import interp
-from .geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.decoder import frame_model
 
 PathLike = Union[str, Path]
 
@@ -36,7 +36,7 @@ def side_model_path(data: PathLike) -> Optional[Path]:
     ``.`` and ``..`` are made absolute first, so the folder's own name gives the stem; None for a
     path without a name (the file-system root), which has no place beside it.
     """
-    from .interp_train import decoder_path_for_archive
+    from audio_ext.decoder.frame_training import decoder_path_for_archive
     path = Path(data)
     if path.name in ("", ".", ".."):
         path = Path(os.path.abspath(path))
@@ -49,16 +49,16 @@ def check_model_for(payload: Any, geometry: StftGeometry, where: PathLike) -> di
     """``payload`` once it is a frame-interpolation model dict trained for ``geometry`` whose weights fit
     the configuration it declares; ModelError (one line, naming ``where``) otherwise. For a model read
     from a file and for the one a snapshot carries (``where`` = ``'<snapshot>: decoder_model'``)."""
-    payload = interp.check_payload(payload, where)
-    interp.check_geometry(interp.model_geometry(payload, where), geometry, where)
-    interp.build_model(payload, where)
+    payload = frame_model.check_payload(payload, where)
+    frame_model.check_geometry(frame_model.model_geometry(payload, where), geometry, where)
+    frame_model.build_model(payload, where)
     return payload
 
 
 def read_model_for(path: PathLike, geometry: StftGeometry) -> dict:
     """The plain-data dict of model file ``path`` (read with ``weights_only=True``) once it is known to
     decode ``geometry`` (:func:`check_model_for`); ModelError (one line, naming ``path``) otherwise."""
-    return check_model_for(interp.read_payload(path), geometry, path)
+    return check_model_for(frame_model.read_payload(path), geometry, path)
 
 
 def find_side_model(data: PathLike, geometry: StftGeometry) -> Optional[Tuple[Path, dict]]:
@@ -73,11 +73,11 @@ def find_side_model(data: PathLike, geometry: StftGeometry) -> Optional[Tuple[Pa
         return None
     hint = "it lies beside the archive, so it is used by default; --decoder-model FILE or none overrides it"
     if not path.is_file():
-        raise interp.ModelError(f"{path}: not a decoder model file ({hint})")
+        raise frame_model.ModelError(f"{path}: not a decoder model file ({hint})")
     try:
         return path, read_model_for(path, geometry)
-    except interp.ModelError as e:
-        raise interp.ModelError(f"{e} ({hint})") from None
+    except frame_model.ModelError as e:
+        raise frame_model.ModelError(f"{e} ({hint})") from None
 
 
 @contextlib.contextmanager
@@ -95,15 +95,15 @@ def archive_decoder_models(data: PathLike, geometry: StftGeometry,
     """
     if decoder_model is None:
         found = find_side_model(data, geometry)
-        ctx = (interp.decoder_models(snapshot=found[1], where=str(found[0]), source=interp.SOURCE_ARCHIVE)
-               if found else interp.decoder_models())
-    elif interp.is_no_model(decoder_model):
-        ctx = interp.decoder_models(path=interp.NO_MODEL)
+        ctx = (frame_model.decoder_models(snapshot=found[1], where=str(found[0]), source=frame_model.SOURCE_ARCHIVE)
+               if found else frame_model.decoder_models())
+    elif frame_model.is_no_model(decoder_model):
+        ctx = frame_model.decoder_models(path=frame_model.NO_MODEL)
     else:
         try:
             read_model_for(decoder_model, geometry)
-        except interp.ModelError as e:
-            raise interp.ModelError(f"--decoder-model: {e}") from None
-        ctx = interp.decoder_models(path=decoder_model)
+        except frame_model.ModelError as e:
+            raise frame_model.ModelError(f"--decoder-model: {e}") from None
+        ctx = frame_model.decoder_models(path=decoder_model)
     with ctx:
-        yield interp.model_label()
+        yield frame_model.model_label()

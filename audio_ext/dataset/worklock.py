@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Optional
 
-from .archive import ArchiveError
+from audio_ext.dataset.archive import ArchiveError
 
 LOCK_NAME = "lock"
 

@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .seeds import SeedSyntaxError, parse_seeds
+from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
 
 PROJ_PREFIX = "proj:"
 WALK_SPACES = ("z", "w")

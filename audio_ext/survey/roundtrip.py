@@ -15,7 +15,8 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from .page import ClipEntry
+from audio_ext.decoder import methods
+from audio_ext.generation.page import ClipEntry
 
 
 class OriginalError(ValueError):
@@ -25,7 +26,8 @@ class OriginalError(ValueError):
 def _read_excerpt(path: Path, start_s: float, seconds: float, sr: int) -> np.ndarray:
     """Mono float32 audio of ``path`` from ``start_s`` for ``seconds`` (source time), at ``sr`` Hz."""
     import soundfile as sf
-    from .slicing import load_audio, resample
+
+    from audio_ext.core.audio_io import load_audio, resample
     try:
         with sf.SoundFile(str(path)) as f:
             f.seek(min(int(round(start_s * f.samplerate)), f.frames))
@@ -46,7 +48,7 @@ def original_clip(path: Path, record: dict, sr: int, clip_samples: int, stretche
     ``margin_s`` of context either side is stretched too and then cut off, so the stretcher's edge
     effects stay outside the clip.
     """
-    from .slicing import time_stretch
+    from audio_ext.dataset.stretch import time_stretch
     try:
         ratio = float(record["stretch_ratio"])
         start = float(record["clip_start_s"])
@@ -76,14 +78,12 @@ def decoder_name(method: Optional[str], geometry=None) -> str:
 
     With ``method=None`` the decoding calls pass no method at all, so whatever the library makes
     its default (e.g. a learned decoder when a model for the geometry is installed) is what
-    listeners hear; the name comes from ``phase.default_method(geometry)`` where the library has it.
+    listeners hear; the name comes from ``methods.default_method(geometry)``.
     """
-    from . import phase
     if method is None:
-        default = getattr(phase, "default_method", None)
-        return str(default(geometry) if default is not None else phase.DEFAULT_METHOD)
-    if method not in phase.METHODS:
-        raise ValueError(f"--method {method!r} is not a decoder; known: {', '.join(phase.METHODS)}")
+        return methods.default_method(geometry)
+    if method not in methods.METHODS:
+        raise ValueError(f"--method {method!r} is not a decoder; known: {', '.join(methods.METHODS)}")
     return method
 
 
@@ -97,17 +97,19 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
     Both clips of a pair are brought to one RMS level (:func:`audio_ext.survey.loudness.normalise_set`;
     the codec's 3-sigma clipping makes the round trip a few dB quieter), so level does not decide
     the comparison. The round trip decodes with the archive's own model (``stft.decoder.pt`` beside
-    it) when it has one, as ``python -m audio_ext decode`` does (audio_ext.archive_decoder); one that
+    it) when it has one, as ``python -m audio_ext decode`` does (audio_ext.decoder.archive_model); one that
     cannot decode the archive is a ModelError naming it, raised before anything is written.
     """
     import contextlib
+
     import torch
     from PIL import Image
-    from .__main__ import ArchiveImages, write_wav
-    from .archive import read_dataset_json
-    from .archive_decoder import archive_decoder_models
-    from .phase import decode_audio, describe_method
-    from .survey.loudness import normalise_set
+
+    from audio_ext.__main__ import ArchiveImages, write_wav
+    from audio_ext.dataset.archive import read_dataset_json
+    from audio_ext.decoder.archive_model import archive_decoder_models
+    from audio_ext.decoder.methods import decode_audio, describe_method
+    from audio_ext.survey.loudness import normalise_set
     kwargs = {} if method is None else {"method": method}  # None: whatever the library's default is
     archive = ArchiveImages(data)
     choice = contextlib.ExitStack()

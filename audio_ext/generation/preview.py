@@ -40,7 +40,7 @@ class AudioPreview:
 
     def __init__(self, audio_block: dict, clips: int = DEFAULT_CLIPS, gap_s: float = 0.25,
                  method: Optional[str] = None, n_iter: Optional[int] = None, decoder_model: Optional[dict] = None):
-        from .codec import AudioCodec
+        from audio_ext.core.codec import AudioCodec
         AudioCodec(audio_block)  # fail at start-up, not at the first snapshot
         if clips < 1:
             raise ValueError(f"audio preview: clips must be >= 1, got {clips}")
@@ -48,21 +48,22 @@ class AudioPreview:
         self.method, self.n_iter = method, n_iter
         self.decoder_model = decoder_model
         if decoder_model is not None:
-            from . import interp
-            interp.check_payload(decoder_model, "audio preview decoder_model")
+            from audio_ext.decoder import frame_model
+            frame_model.check_payload(decoder_model, "audio preview decoder_model")
 
     def decode(self, images: torch.Tensor) -> np.ndarray:
         """Audio ``[n, samples]`` float32 of the first ``clips`` of ``images`` [N, 1, R, R] in [-1, 1]."""
-        from .generate import decode_images
-        from .interp import decoder_models
+        from audio_ext.decoder.frame_model import decoder_models
+        from audio_ext.generation.synthesis import decode_images
         imgs = images[:self.clips, 0].detach().to("cpu", torch.float32).clamp(-1, 1)
         with decoder_models(snapshot=self.decoder_model, where="archive"):
             return decode_images(imgs, self.audio_block, self.method, self.n_iter, torch.device("cpu"),
                                  seed=list(range(imgs.shape[0])))
 
     def __call__(self, preview) -> None:
-        from .generate import limit_peak
         import soundfile as sf
+
+        from audio_ext.generation.synthesis import limit_peak
         sr = int(self.audio_block["sample_rate"])
         clips = self.decode(preview.images)
         gap = np.zeros(int(round(self.gap_s * sr)), np.float32)

@@ -21,18 +21,23 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from stylegan2.metrics.features import (FeatureExtractor, dataset_feature_stats, generator_feature_stats,
-                                        iterate_generated, iterate_real, real_items)
+from audio_ext.core.codec import AudioCodec
+from audio_ext.core.geometry import StftGeometry
+from stylegan2.metrics.features import (
+    FeatureExtractor,
+    dataset_feature_stats,
+    generator_feature_stats,
+    iterate_generated,
+    iterate_real,
+    real_items,
+)
 from stylegan2.metrics.frechet import frechet_distance
 from stylegan2.metrics.registry import register
-
-from .codec import AudioCodec
-from .geometry import StftGeometry
 
 #: Upper edges (Hz) of the octave bands whose energies are features; the last band ends at Nyquist.
 #: Bands that hold no STFT bin at a small resolution are left out (see :func:`feature_names`).
@@ -220,7 +225,7 @@ def compute_sfd(opts, num_gen: int, max_real=None, prefix: str = "sfd") -> Dict[
 
 
 def _decoded_clips(images: torch.Tensor, block: Mapping, seed: int) -> List[np.ndarray]:
-    from .phase import decode_audio
+    from audio_ext.decoder.methods import decode_audio
     gen = torch.Generator().manual_seed(seed)
     audio = decode_audio(images[:, 0].cpu(), block, generator=gen)
     return [a.numpy() for a in audio]

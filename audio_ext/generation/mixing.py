@@ -22,7 +22,7 @@ DEFAULT_STYLES = "0-6"
 
 def parse_layers(spec: str, num_ws: int) -> List[int]:
     """``"0-5"`` / ``"0,2,4-6"`` -> sorted unique layer indices, each in ``0..num_ws-1``; ValueError otherwise."""
-    from .seeds import SeedSyntaxError, parse_seeds
+    from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
     try:
         layers = sorted(set(parse_seeds(spec)))
     except SeedSyntaxError as e:
@@ -62,9 +62,9 @@ def render_mix(run) -> None:
     an audio file at the output tempo plus its spectrogram PNG, and ``mix-grid.png`` (:func:`grid_image`);
     the caller writes the grid page. Clip seeds: rows, then columns, then cells, numbered from 0.
     """
-    from .generate import GenerateError, _fmt_bpm, clip_tempo, image_to_png_array, save_png
-    from .latents import seed_z
-    from .page import GridCell
+    from audio_ext.generation.latents import seed_z
+    from audio_ext.generation.page import GridCell
+    from audio_ext.generation.synthesis import GenerateError, _fmt_bpm, clip_tempo, image_to_png_array, save_png
     opts, G = run.opts, run.G
     try:
         layers = parse_layers(opts.mix_styles, int(G.num_ws))

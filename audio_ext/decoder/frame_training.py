@@ -1,4 +1,4 @@
-"""Training of the frame-interpolation model (:mod:`audio_ext.interp`) on a folder of audio.
+"""Training of the frame-interpolation model (:mod:`audio_ext.decoder.frame_model`) on a folder of audio.
 
 Each step draws ``batch`` random crops of ``(P + 1) * hop`` samples (``P = patch_frames`` stored
 frames) from the sources, each at a random gain between ``-18`` and ``+6`` dB, optionally a random
@@ -29,8 +29,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import interp
-from .geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.decoder import frame_model
 
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif", ".opus")
 
@@ -92,8 +92,8 @@ def load_sources(paths: Sequence[Path], sample_rate: int, min_samples: int,
 
 
 def synthetic_sources(n: int, seconds: float, sample_rate: int, seed: int = 0) -> List[np.ndarray]:
-    """``n`` synthetic techno loops (audio_ext.synth) at tempi 118..146 BPM with varied parts."""
-    from .synth import techno_loop
+    """``n`` synthetic techno loops (audio_ext.core.synth) at tempi 118..146 BPM with varied parts."""
+    from audio_ext.core.synth import techno_loop
     rng = np.random.default_rng(seed)
     part_sets = [("kick", "hat", "bass", "chord"), ("kick", "hat", "bass", "chord", "noise"),
                  ("kick", "bass", "offbass"), ("hat", "chord", "bass")]
@@ -152,16 +152,16 @@ def _band(x: torch.Tensor, y: torch.Tensor, bins: Optional[int], rng: np.random.
     return x[..., lo:lo + bins, :], y[..., lo:lo + bins, :]
 
 
-def evaluate(model: interp.FrameInterpNet, sampler: CropSampler, geometry: StftGeometry, stats: dict,
+def evaluate(model: frame_model.FrameInterpNet, sampler: CropSampler, geometry: StftGeometry, stats: dict,
              n_batches: int = 4, batch: int = 8, seed: int = 12345, loss: str = "sc") -> dict:
     """The training objective ``loss`` of the model and of the geometric-mean baseline on fixed crops."""
     model.eval()
     tot_m = tot_b = 0.0
     with torch.no_grad():
         for k in range(n_batches):
-            x, y = interp.training_pairs(sampler.draw(seed, k, batch), geometry, stats["mean"], stats["std"])
-            tot_m += float(interp.training_loss(model(x), y, geometry, loss))
-            tot_b += float(interp.training_loss(interp.interpolation_baseline(x), y, geometry, loss))
+            x, y = frame_model.training_pairs(sampler.draw(seed, k, batch), geometry, stats["mean"], stats["std"])
+            tot_m += float(frame_model.training_loss(model(x), y, geometry, loss))
+            tot_b += float(frame_model.training_loss(frame_model.interpolation_baseline(x), y, geometry, loss))
     return {"model": tot_m / n_batches, "baseline": tot_b / n_batches}
 
 
@@ -177,15 +177,15 @@ def best_path(out: Union[str, Path]) -> Path:
     return out.with_name(f"{out.stem}.best{out.suffix or '.pt'}")
 
 
-def init_weights(model: interp.FrameInterpNet, path: Union[str, Path], geometry: StftGeometry) -> None:
+def init_weights(model: frame_model.FrameInterpNet, path: Union[str, Path], geometry: StftGeometry) -> None:
     """Load the weights of the model file ``path`` into ``model``; ValueError (one line) if its
     geometry or architecture differs."""
-    payload = interp.read_payload(path)
-    interp.check_geometry(interp.model_geometry(payload, path), geometry, path)
+    payload = frame_model.read_payload(path)
+    frame_model.check_geometry(frame_model.model_geometry(payload, path), geometry, path)
     if dict(payload["config"]) != dict(model.config):
         raise ValueError(f"--init {path}: model has architecture {payload['config']}, not {model.config}; "
                          f"pick the matching --arch")
-    model.load_state_dict(interp.build_model(payload, path).state_dict())
+    model.load_state_dict(frame_model.build_model(payload, path).state_dict())
 
 
 def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry: StftGeometry,
@@ -209,9 +209,9 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     torch.manual_seed(config.seed)
     if config.arch not in ARCHS:
         raise ValueError(f"unknown architecture {config.arch!r}; known: {', '.join(ARCHS)}")
-    if config.loss not in interp.LOSSES:
-        raise ValueError(f"unknown training loss {config.loss!r}; known: {', '.join(interp.LOSSES)}")
-    model = interp.FrameInterpNet(**ARCHS[config.arch]).to(device)
+    if config.loss not in frame_model.LOSSES:
+        raise ValueError(f"unknown training loss {config.loss!r}; known: {', '.join(frame_model.LOSSES)}")
+    model = frame_model.FrameInterpNet(**ARCHS[config.arch]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, seconds_before = 0, 0.0
     history: List[list] = []
@@ -219,8 +219,8 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         init_weights(model, config.init, geometry)
         model.to(device)
     if out.exists():
-        payload = interp.read_payload(out)
-        interp.check_geometry(interp.model_geometry(payload, out), geometry, out)
+        payload = frame_model.read_payload(out)
+        frame_model.check_geometry(frame_model.model_geometry(payload, out), geometry, out)
         state = payload.get("training", {})
         if dict(stored_config(state), steps=None) != dict(dataclasses.asdict(config), steps=None):
             raise ValueError(f"--out {out}: exists and was trained with other settings; choose another --out "
@@ -246,9 +246,9 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
                     "sources": list(source_names), "validation_sources": list(validation_names),
                     "device": str(device), "val_history": history}
         training.update(extra or {})
-        payload = interp.model_payload(model, geometry, stats, training)
+        payload = frame_model.model_payload(model, geometry, stats, training)
         payload["optimizer"] = opt.state_dict()
-        interp.save_model(out, payload)
+        frame_model.save_model(out, payload)
 
     held = list(validation)
     eval_sampler = CropSampler(held, crop, device) if held else sampler
@@ -260,11 +260,11 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         history.append([step, r["model"], r["baseline"]])
         log(f"step {step}: validation error {r['model']:.4f} (interpolation {r['baseline']:.4f})")
         if r["model"] < best:
-            payload = interp.model_payload(model, geometry, stats, {
+            payload = frame_model.model_payload(model, geometry, stats, {
                 "step": step, "seconds": seconds, "config": dataclasses.asdict(config), "sources": list(source_names),
                 "validation_sources": list(validation_names), "device": str(device), "val_history": history,
                 "best_of_run": str(out)})
-            interp.save_model(best_path(out), payload)
+            frame_model.save_model(best_path(out), payload)
 
     t0 = time.perf_counter()
     bar = progress_bar(range(start, config.steps), initial=start, total=config.steps, desc="train-decoder",
@@ -273,12 +273,12 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     for step in bar:
         model.train()
         rng = np.random.default_rng([config.seed, step, 1])
-        x, y = interp.training_pairs(sampler.draw(config.seed, step, config.batch), geometry, stats["mean"],
+        x, y = frame_model.training_pairs(sampler.draw(config.seed, step, config.batch), geometry, stats["mean"],
                                      stats["std"])
         x, y = _band(x, y, config.patch_bins, rng)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = interp.training_loss(model(x), y, geometry, config.loss)
+        loss = frame_model.training_loss(model(x), y, geometry, config.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -306,9 +306,9 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
 
 def strip_training_state(src: Union[str, Path], dst: Union[str, Path]) -> None:
     """Copy a model file without its optimizer state (the shipped model stays small)."""
-    payload = interp.read_payload(src)
+    payload = frame_model.read_payload(src)
     payload.pop("optimizer", None)
-    interp.save_model(dst, payload)
+    frame_model.save_model(dst, payload)
 
 
 def decoder_path_for_archive(dest: Union[str, Path]) -> Path:
@@ -325,8 +325,8 @@ def train_for_archive(source: Union[str, Path], dest: Union[str, Path], steps: i
     Reads the geometry from ``dest``'s dataset.json, the files from ``source`` (as the dataset tool
     gathers them), and writes :func:`decoder_path_for_archive` (resumable like ``train-decoder``).
     """
-    from .__main__ import ArchiveImages
-    from .build import gather_sources
+    from audio_ext.__main__ import ArchiveImages
+    from audio_ext.dataset.sources import gather_sources
     archive = ArchiveImages(dest)
     try:
         geometry = archive.codec.geometry

@@ -2,7 +2,7 @@
 
 Generated clips play at the archive's ``target_bpm`` (130 in the thesis) and start on a beat. To
 give them another tempo B they are stretched by the time ratio ``source_bpm / B`` with
-:func:`audio_ext.slicing.time_stretch` (Rubber Band when its command is installed, else the
+:func:`audio_ext.dataset.beats.time_stretch` (Rubber Band when its command is installed, else the
 beat-locked phase vocoder with a phase reset on every beat of the source grid), which keeps the
 pitch and puts beat k at ``k * 60 / B`` seconds. Loops and walks are then cut in whole bars at B.
 """
@@ -33,7 +33,7 @@ def change_tempo(audio: np.ndarray, sr: int, source_bpm: float, bpm: float, stre
 
     The result has :func:`stretched_length` samples. The same tempo returns a copy.
     """
-    from .slicing import time_stretch
+    from audio_ext.dataset.stretch import time_stretch
     x = np.asarray(audio, dtype=np.float32)
     ratio = float(source_bpm) / float(bpm)
     period = 60.0 / float(source_bpm)

@@ -1,6 +1,6 @@
 """One fused CPU pass for the update step of the learned decoder's fast Griffin-Lim.
 
-Each iteration of :func:`audio_ext.phase.griffin_lim_stored` takes the consistent spectrum ``t``
+Each iteration of :func:`audio_ext.decoder.griffin_lim.griffin_lim_stored` takes the consistent spectrum ``t``
 (STFT of the current signal) and the previous one, and forms
 
     c = t - alpha * t_prev                      (fast Griffin-Lim momentum, alpha = m / (1 + m))
@@ -17,7 +17,6 @@ Used on the CPU when numba imports; :func:`available` says whether it does.
 from __future__ import annotations
 
 import concurrent.futures
-import math
 from typing import Callable, Optional
 
 import numpy as np

@@ -22,13 +22,21 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
 
-from .generate import (GenerateError, decode_images, image_to_png_array, load_generator, resolve_device,
-                       save_png, staging_folder, write_audio)
+from audio_ext.generation.generate import staging_folder
+from audio_ext.generation.synthesis import (
+    GenerateError,
+    decode_images,
+    image_to_png_array,
+    load_generator,
+    resolve_device,
+    save_png,
+    write_audio,
+)
 
 #: Frequency bands of the band-energy term (log-spaced over the image rows).
 DEFAULT_BANDS = 16
@@ -55,10 +63,11 @@ def prepare_target(path, audio_block: dict, start_s: float = 0.0, stretcher: str
     The tempo range is the dataset tool's default (120-145 BPM, widened to include the snapshot's
     ``target_bpm``); one segment after another is tracked until a clip fits.
     """
-    from .codec import encode
-    from .geometry import StftGeometry
-    from .slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, AudioError, SliceCounts, SliceParams, audio_duration,
-                          iter_track_clips)
+    from audio_ext.core.audio_io import SEGMENT_SECONDS, AudioError, audio_duration
+    from audio_ext.core.codec import encode
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.dataset.beats import MAX_BPM, MIN_BPM
+    from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips
     if not (isinstance(start_s, (int, float)) and math.isfinite(start_s) and start_s >= 0):
         raise ProjectionError(f"--start must be a non-negative number of seconds, got {start_s!r}")
     bpm = audio_block.get("target_bpm")
@@ -192,8 +201,8 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
     G, block, decoder_model = load_generator(str(opts.network), device, with_decoder=True)
     if int(getattr(G, "c_dim", 0)):
         raise ProjectionError(f"{opts.network}: conditional models are not supported by the projector")
-    from .generate import decoder_choice
-    from .geometry import StftGeometry
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.generation.synthesis import decoder_choice
     with decoder_choice(str(opts.network), StftGeometry.from_dict(block), decoder_model, None):
         pass        # a snapshot model that does not fit fails now, not after the projection
     log(f"target: {opts.target} from {opts.start_s:g} s, through the dataset tool's path")
@@ -226,7 +235,7 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
 
 def write_projection(opts: ProjectOptions, G, block: dict, clip: TargetClip, result, device) -> ProjectionSummary:
     """Decode target and projection and write the files of the module docstring into ``opts.outdir``."""
-    from .page import ClipEntry, write_page
+    from audio_ext.generation.page import ClipEntry, write_page
     sr = int(block["sample_rate"])
     target_img = torch.from_numpy(clip.image.astype(np.float32) / 127.5 - 1.0)
     projected_img = result.image[0].clamp(-1, 1)

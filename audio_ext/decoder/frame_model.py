@@ -41,7 +41,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .geometry import StftGeometry, check_stats
+from audio_ext.core.geometry import StftGeometry, check_stats
 
 #: ``format`` entry of every model file.
 MODEL_FORMAT = "electrogan-frame-interp"
@@ -395,7 +395,7 @@ def upsample_magnitude(mag: torch.Tensor, geometry: StftGeometry, model: Decoder
 _OVERRIDE: Dict[str, Any] = {"file_set": False, "file": None, "snapshot": None}
 
 #: Where a model comes from, as the page and file tags say it. SOURCE_ARCHIVE: ``<stem>.decoder.pt``
-#: beside the archive being decoded (audio_ext.archive_decoder); it ranks where a snapshot's model does.
+#: beside the archive being decoded (audio_ext.decoder.archive_model); it ranks where a snapshot's model does.
 SOURCE_FILE, SOURCE_SNAPSHOT, SOURCE_ARCHIVE, SOURCE_SHIPPED = "file", "snapshot", "archive", "shipped"
 #: ``--decoder-model`` / ``$ELECTROGAN_DECODER_MODEL`` value that turns the learned decoder off.
 NO_MODEL = "none"
@@ -449,7 +449,7 @@ def decoder_models(path: Optional[Union[str, Path]] = None, snapshot: Optional[M
     """Within the block, decode with ``path`` (when given; ``'none'``: no model) else ``snapshot``'s model
     (when given; ``source``/``where`` as :func:`set_snapshot_model` takes them) else the env/shipped
     choice; the previous choice comes back afterwards (library callers such as
-    :func:`audio_ext.generate.generate` must not leave a snapshot's model behind)."""
+    :func:`audio_ext.generation.generate.generate` must not leave a snapshot's model behind)."""
     saved = dict(_OVERRIDE)
     try:
         set_snapshot_model(snapshot, where, source)

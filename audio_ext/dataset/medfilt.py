@@ -1,6 +1,6 @@
 """A median filter along one axis of a 2-D array, equal to ``scipy.ndimage.median_filter`` but several times faster.
 
-The beat tracker's harmonic-percussive split (:func:`audio_ext.slicing._kick_salience`) median-
+The beat tracker's harmonic-percussive split (:func:`audio_ext.dataset.beats._kick_salience`) median-
 filters a 38 x ~10,000 spectrogram across 17 frames and across 9 bins for every one-minute
 segment. scipy's n-dimensional rank filter gathers and selects every window anew; its 1-D path
 keeps a sorted window as it slides (O(log k) per step). Here every line of the array (a row for

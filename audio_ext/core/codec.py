@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .geometry import StftGeometry, check_stats, validate_audio_block
+from audio_ext.core.geometry import StftGeometry, check_stats, validate_audio_block
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 

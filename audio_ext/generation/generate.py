@@ -7,7 +7,7 @@ with the snapshot's own ``audio`` block (no dataset needed), and three kinds of 
 ``seedNNNN.png`` (the generated spectrogram, row 0 = highest frequency) and ``index.html``.
 
 Everything is written into a hidden temporary folder inside the output folder first and published
-only when every file is complete, all or nothing (:mod:`audio_ext.publish`): a failure, a full disk
+only when every file is complete, all or nothing (:mod:`audio_ext.generation.publish`): a failure, a full disk
 or a stop signal leaves the output folder exactly as it was. With the same
 snapshot, seeds and options the files are byte-identical: constant noise by default, and every
 random choice (noise in ``random`` mode, random phase initialisations) is seeded from its own clip's seed.
@@ -16,32 +16,42 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import math
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from . import loops, publish
-from .page import ClipEntry, write_page
+from audio_ext.generation import loops, publish
+from audio_ext.generation.page import ClipEntry, write_page
+from audio_ext.generation.synthesis import (
+    GenerateError,
+    _fmt_bpm,
+    class_labels,
+    clip_tempo,
+    decode_images,
+    decoder_choice,
+    describe_phase,
+    image_to_png_array,
+    limit_peak,
+    load_generator,
+    phase_methods,
+    resolve_device,
+    save_png,
+    seed_latents,
+    synthesize,
+    write_audio,
+)
 
 FORMATS = ("wav", "flac")
 NOISE_MODES = ("const", "random", "none")
-DEVICES = ("auto", "cpu", "cuda")
-#: Peak level (full scale = 1) that louder decoded audio is scaled down to before 16-bit conversion.
-PEAK_LIMIT = 0.99
 #: Largest |truncation psi| accepted: beyond it w leaves the trained region by orders of magnitude
 #: and float32 overflows (StyleGAN practice uses 0.5..1, extrapolation rarely beyond 2).
 MAX_TRUNC = 10.0
 #: Longest crossfade accepted, in seconds (a clip is at most a few minutes long).
 MAX_CROSSFADE_S = 60.0
-
-
-class GenerateError(Exception):
-    """Bad input to generation (snapshot, seeds, class, output folder, options); a one-line message."""
 
 
 @dataclasses.dataclass
@@ -51,7 +61,7 @@ class GenerateOptions:
     ``trunc`` is the truncation psi (1 = off), ``loop_bars`` cuts each clip to that many bars with a
     seamless loop point, ``walk`` renders one piece through the given seeds with ``walk_steps``
     interpolated clips between consecutive seeds, each contributing ``walk_bars`` bars (``walk`` items are
-    seeds or :class:`audio_ext.latents.Projected` latents; ``walk_space`` 'z' = slerp between seeds, 'w' =
+    seeds or :class:`audio_ext.generation.latents.Projected` latents; ``walk_space`` 'z' = slerp between seeds, 'w' =
     linear in W); ``projected_w`` renders latents written by ``project_audio.py`` (with ``variations``
     clips around each, ``spread`` apart); ``mix_rows``/``mix_cols``/``mix_styles`` render a style-mixing
     grid; ``bpm`` stretches every clip to that tempo;
@@ -78,7 +88,7 @@ class GenerateOptions:
     walk_bars: int = 4
     walk_steps: int = 1
     crossfade_s: float = 0.02
-    # issue 10: latents beyond seeds, style mixing, tempo (audio_ext.latents / mixing / retempo)
+    # issue 10: latents beyond seeds, style mixing, tempo (audio_ext.generation.latents / mixing / retempo)
     projected_w: Optional[Sequence[str]] = None
     walk_space: str = "z"
     variations: Optional[int] = None
@@ -87,7 +97,7 @@ class GenerateOptions:
     mix_cols: Optional[Sequence[int]] = None
     mix_styles: str = "0-6"
     bpm: Optional[float] = None
-    # issue 11: the decoder model (audio_ext.interp), a file beating the snapshot's own
+    # issue 11: the decoder model (audio_ext.decoder.frame_model), a file beating the snapshot's own
     decoder_model: Optional[str] = None
 
 
@@ -99,213 +109,6 @@ class GenerateResult:
     audio: List[Path]
     images: List[Path]
     bpm: Optional[float]
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading and checking.
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if name not in DEVICES:
-        raise GenerateError(f"--device {name!r} is not one of {', '.join(DEVICES)}")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise GenerateError("--device cuda: no CUDA device is available (use --device cpu)")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def load_generator(path, device: torch.device, with_decoder: bool = False):
-    """(G_ema or G, audio block) from a snapshot; errors name the file and the problem in one line.
-
-    ``with_decoder``: return (G, block, decoder model dict or None) instead, the snapshot's
-    ``decoder_model`` (the archive's own model that ``train.py`` stored; plain data, not yet checked).
-    """
-    from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
-    try:
-        snap = load_snapshot(path, keys=("G_ema", "audio", "decoder_model"))   # only what generation reads
-    except SnapshotError as e:
-        raise GenerateError(str(e)) from None
-    block = snap.get("audio")
-    if not isinstance(block, dict):
-        raise GenerateError(f"{path}: snapshot has no 'audio' block (it was not trained on an audio archive), "
-                            f"so its images cannot be turned into sound")
-    try:  # every field in its physical range, before anything is built (a tempo of 1e300 would hang)
-        from .geometry import validate_audio_block
-        validate_audio_block(block)
-    except ValueError as e:
-        raise GenerateError(f"{path}: {e}") from None
-    name = "G_ema" if snap.get("G_ema") is not None else "G"
-    try:
-        G = build_networks(snap, device=device, names=[name])[name]
-    except SnapshotError as e:
-        raise GenerateError(f"{path}: {e}") from None
-    if int(getattr(G, "img_channels", 1)) != 1:
-        raise GenerateError(f"{path}: generator makes {G.img_channels}-channel images; audio needs 1 channel")
-    if int(G.img_resolution) != int(block["resolution"]):
-        raise GenerateError(f"{path}: generator resolution {G.img_resolution} does not match the audio block's "
-                            f"{block['resolution']}")
-    if with_decoder:
-        return G, block, snap.get("decoder_model")
-    return G, block
-
-
-@contextlib.contextmanager
-def decoder_choice(network: str, geometry, payload, decoder_model: Optional[str]):
-    """Within the block, ``learned+pghi+fgla`` decodes with ``decoder_model`` (a file; ``'none'``: no model)
-    when given, else the snapshot's ``payload`` when it has one, else the env/shipped model (audio_ext.interp).
-
-    A file or snapshot model that cannot be used, or that was trained for another geometry than the
-    snapshot's audio, is a one-line GenerateError: it was asked for, so it is never passed over.
-    """
-    from . import interp
-    stack = contextlib.ExitStack()
-    try:
-        stack.enter_context(interp.decoder_models(path=decoder_model, snapshot=payload, where=Path(network).name))
-        if (decoder_model is not None or payload is not None) and not interp.is_no_model(decoder_model):
-            interp.model_for(geometry)          # the model that was asked for fits this snapshot
-    except interp.ModelError as e:
-        stack.close()
-        flag = "--decoder-model" if decoder_model is not None else f"{network}: decoder_model"
-        raise GenerateError(f"{flag}: {e}") from None
-    with stack:
-        yield
-
-
-def class_labels(G, class_idx: Optional[int], network: str, count: int, device: torch.device) -> torch.Tensor:
-    """One-hot class vectors ``[count, c_dim]`` (``[count, 0]`` for an unconditional model)."""
-    c_dim = int(getattr(G, "c_dim", 0))
-    if c_dim == 0:
-        if class_idx is not None:
-            raise GenerateError(f"{network}: --class {class_idx} given, but this is an unconditional model "
-                                f"(trained without labels)")
-        return torch.zeros(count, 0, device=device)
-    if class_idx is None:
-        raise GenerateError(f"{network}: conditional model with {c_dim} classes; pass --class 0..{c_dim - 1}")
-    if not 0 <= class_idx < c_dim:
-        raise GenerateError(f"{network}: --class {class_idx} is out of range; this model has classes 0..{c_dim - 1}")
-    c = torch.zeros(count, c_dim, device=device)
-    c[:, class_idx] = 1
-    return c
-
-
-def seed_latents(seeds: Sequence[int], z_dim: int) -> np.ndarray:
-    """``[len(seeds), z_dim]`` float32 latents, row i = ``RandomState(seeds[i]).randn(z_dim)``."""
-    return np.stack([np.random.RandomState(s).randn(z_dim) for s in seeds]).astype(np.float32)
-
-
-def clip_tempo(block: dict, audio: Optional[np.ndarray] = None) -> float:
-    """Tempo (BPM) of generated clips: the archive's ``target_bpm`` (every training clip was stretched
-    to it); for archives built without stretching, librosa's estimate on ``audio`` to 0.01 BPM."""
-    bpm = block.get("target_bpm")
-    if bpm:
-        return float(bpm)
-    if audio is None:
-        raise GenerateError("the audio block has no target_bpm and there is no audio to estimate a tempo from")
-    import librosa
-    tempo_fn = getattr(librosa.feature, "tempo", None) or librosa.beat.tempo  # feature.tempo since 0.10
-    bpm = float(np.atleast_1d(tempo_fn(y=np.asarray(audio, np.float32), sr=int(block["sample_rate"])))[0])
-    if not (math.isfinite(bpm) and bpm > 0):
-        raise GenerateError("the audio block has no target_bpm and no tempo could be detected in the clip")
-    return round(bpm, 2)  # the precision shown in file names and on the page
-
-
-# --------------------------------------------------------------------------------------------------
-# Images and audio.
-
-def synthesize(G, ws_or_z: torch.Tensor, c: torch.Tensor, trunc: float, noise_mode: str,
-               device: torch.device, from_ws: bool = False) -> torch.Tensor:
-    """Generator images ``[N, R, R]`` float32 clamped to [-1, 1] (the range of the training images; an
-    early or truncated generator overshoots it); full precision on the CPU."""
-    force_fp32 = device.type != "cuda"
-    with torch.no_grad():
-        if from_ws:
-            img = G.synthesis(ws_or_z, noise_mode=noise_mode, force_fp32=force_fp32)
-        else:
-            img = G(ws_or_z, c, truncation_psi=trunc, noise_mode=noise_mode, force_fp32=force_fp32)
-    return img[:, 0].float().clamp(-1.0, 1.0)
-
-
-def image_to_png_array(img: np.ndarray) -> np.ndarray:
-    """Float image in [-1, 1] to uint8 with the archive's mapping ``u = round((x + 1) * 127.5)``."""
-    return np.clip(np.round((np.asarray(img, np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def decode_images(images: torch.Tensor, block: dict, method: Optional[str], n_iter: Optional[int],
-                  device: torch.device, seed: Union[int, Sequence[int]] = 0) -> np.ndarray:
-    """Audio ``[N, samples]`` float32 from generator images ``[N, R, R]`` through ``phase.decode_audio``.
-
-    ``None`` leaves the method / iterations at the audio layer's defaults. Image ``i`` draws its random
-    phase initialisation from its own torch generator, seeded with ``seed[i]`` (a sequence of N seeds)
-    or ``seed + i`` (an int), so a clip decodes to the same audio whatever else shares its batch.
-    """
-    from . import phase
-    kwargs = {}
-    if method is not None:
-        kwargs["method"] = method
-    if n_iter is not None:
-        kwargs["n_iter"] = n_iter
-    n = int(images.shape[0])
-    seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
-    if len(seeds) != n:
-        raise ValueError(f"decode_images: {len(seeds)} seeds for {n} images")
-    generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-    try:
-        audio = phase.decode_audio(images.to(device), block, device=device, generator=generators, **kwargs)
-    except ValueError as e:
-        raise GenerateError(f"decoding failed: {e}") from None
-    if isinstance(audio, torch.Tensor):
-        audio = audio.detach().cpu().numpy()
-    return np.asarray(audio, dtype=np.float32).reshape(images.shape[0], -1)
-
-
-def phase_methods() -> Optional[Sequence[str]]:
-    """Names of the audio layer's phase-reconstruction methods (None while it is not available)."""
-    try:
-        from . import phase
-    except ImportError:
-        return None
-    methods = getattr(phase, "METHODS", None)
-    return list(methods) if methods is not None else None
-
-
-def describe_phase(method: Optional[str], n_iter: Optional[int], geometry=None) -> tuple:
-    """(method name, iterations) that decoding will use once defaults are filled in.
-
-    With ``geometry`` the default is the learned decoder when a model fits it (``phase.default_method``);
-    the learned method's name then says which model, e.g. ``learned+pghi+fgla[shipped: frame_interp_r1024_h1024.pt]``
-    (:func:`audio_ext.phase.describe_method`).
-    """
-    from . import phase
-    name = method if method is not None else phase.default_method(geometry)
-    spec = phase.METHODS.get(name)
-    if name == phase.LEARNED_METHOD and geometry is not None:
-        name = phase.describe_method(name, geometry)
-    return name, (n_iter if n_iter is not None else getattr(spec, "default_iters", "default"))
-
-
-def limit_peak(audio: np.ndarray, peak: float = PEAK_LIMIT) -> np.ndarray:
-    """Scale down (never up) so that ``max |audio| <= peak``: 16-bit files must not clip."""
-    m = float(np.max(np.abs(audio))) if audio.size else 0.0
-    return audio * (peak / m) if m > peak else audio
-
-
-def write_audio(path: Path, audio: np.ndarray, sr: int, fmt: str, tags: Dict[str, str]) -> None:
-    """16-bit PCM WAV or FLAC with text tags (RIFF INFO / Vorbis comments via libsndfile)."""
-    import soundfile as sf
-    pcm = limit_peak(np.asarray(audio, np.float64)).astype(np.float32)
-    buf = io.BytesIO()  # encoded in memory, written with Python I/O: a full disk is an OSError naming the file
-    with sf.SoundFile(buf, "w", samplerate=int(sr), channels=1, subtype="PCM_16", format=fmt.upper()) as f:
-        for key, value in tags.items():
-            setattr(f, key, value)
-        f.write(pcm)
-    with open(path, "wb") as out:
-        out.write(buf.getvalue())
-
-
-def save_png(path: Path, image_u8: np.ndarray) -> None:
-    from PIL import Image
-    Image.fromarray(image_u8, mode="L").save(path, format="PNG")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,11 +131,11 @@ def _validate(opts: GenerateOptions) -> None:
         raise GenerateError("--variations N needs N >= 1 and --projected-w (variations are made around a projection)")
     if not (math.isfinite(opts.spread) and opts.spread >= 0):
         raise GenerateError(f"--spread must be a non-negative number, got {opts.spread!r}")
-    from .latents import WALK_SPACES
+    from audio_ext.generation.latents import WALK_SPACES
     if opts.walk_space not in WALK_SPACES:
         raise GenerateError(f"--walk-space {opts.walk_space!r} is not one of {', '.join(WALK_SPACES)}")
     if opts.bpm is not None:
-        from .retempo import check_bpm
+        from audio_ext.generation.retempo import check_bpm
         try:
             check_bpm(opts.bpm)
         except ValueError as e:
@@ -361,8 +164,8 @@ def _validate(opts: GenerateOptions) -> None:
 def staging_folder(outdir: Path, log=None):
     """A hidden temporary folder inside ``outdir``; its files move into ``outdir`` only on success.
 
-    Publishing is all or nothing (:func:`audio_ext.publish.publish`): ``outdir`` ends with every
-    new file or as it was. On failure (or SIGTERM, see :func:`audio_ext.publish.stop_on_signals`)
+    Publishing is all or nothing (:func:`audio_ext.generation.publish.publish`): ``outdir`` ends with every
+    new file or as it was. On failure (or SIGTERM, see :func:`audio_ext.generation.publish.stop_on_signals`)
     the temporary folder is removed, and so are the folders this call created. A file that cannot
     be written (disk full, read-only) stops the run with one line naming it.
     """
@@ -420,7 +223,7 @@ def _remove_empty(folders: List[Path]) -> None:
 
 def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: float) -> None:
     if opts.bpm is not None:  # clips are stretched to --bpm before they are cut into bars
-        from .retempo import stretched_length
+        from audio_ext.generation.retempo import stretched_length
         clip_samples, bpm = stretched_length(clip_samples, bpm, opts.bpm), float(opts.bpm)
     fade = int(round(opts.crossfade_s * sr))
     fit = loops.whole_bars(clip_samples - fade, sr, bpm) if clip_samples > fade else 0
@@ -441,10 +244,6 @@ def _loop_if_asked(audio: np.ndarray, sr: int, bpm: float, opts, what: str):
     except ValueError as e:
         raise GenerateError(f"--loop {opts.loop_bars}: {what}: {e}") from None
     return audio, f"-loop{opts.loop_bars}bar"
-
-
-def _fmt_bpm(bpm: float) -> str:
-    return f"{bpm:.0f}" if abs(bpm - round(bpm)) < 1e-6 else f"{bpm:.2f}".rstrip("0").rstrip(".")
 
 
 @dataclasses.dataclass
@@ -468,7 +267,7 @@ class _Run:
 
     src_bpm: Optional[float] = None  # the tempo the network makes (the archive's target_bpm)
     projected: dict = dataclasses.field(default_factory=dict)
-    mix_grid: Optional[tuple] = None  # (columns, rows, cells, note) of audio_ext.page.GridCell, set by mixing.render_mix
+    mix_grid: Optional[tuple] = None  # (columns, rows, cells, note) of audio_ext.generation.page.GridCell, set by mixing.render_mix
 
     @property
     def sr(self) -> int:
@@ -476,7 +275,7 @@ class _Run:
 
     def write_grid_page(self, run_info: dict) -> None:
         """The style-mixing grid page as ``index.html`` (players in a table)."""
-        from .page import write_grid_page
+        from audio_ext.generation.page import write_grid_page
         columns, rows, cells, note = self.mix_grid
         write_grid_page(self.staging, columns, rows, cells, title=f"ElectroGAN style mixing: {self.snapshot_name}",
                         note=note, run_info=run_info)
@@ -485,7 +284,7 @@ class _Run:
         """A decoded clip at the output tempo: stretched from the network's tempo to ``--bpm`` when given."""
         if self.opts.bpm is None or self.src_bpm is None or abs(self.opts.bpm - self.src_bpm) < 1e-9:
             return audio
-        from .retempo import change_tempo
+        from audio_ext.generation.retempo import change_tempo
         return change_tempo(audio, self.sr, self.src_bpm, self.opts.bpm)
 
     def decode(self, images: torch.Tensor, seeds: Sequence[int]) -> np.ndarray:
@@ -538,7 +337,7 @@ def _render_seeds(run: _Run) -> None:
 def _render_walk(run: _Run) -> None:
     """One piece through the ``--walk`` seeds, clips joined on the bar grid, and its spectrogram strip."""
     opts, sr = run.opts, run.sr
-    from . import latents
+    from audio_ext.generation import latents
     walk = list(opts.walk)
     try:
         ws = latents.walk_path(run.G, walk, run.classes, opts.trunc, opts.walk_steps if len(walk) > 1 else 0,
@@ -579,7 +378,7 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     Every input is checked before anything is written; files appear in ``opts.outdir`` only when
     the whole run succeeded.
     """
-    from .geometry import StftGeometry
+    from audio_ext.core.geometry import StftGeometry
     _validate(opts)
     device = resolve_device(opts.device)
     network = str(opts.network)
@@ -614,7 +413,7 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
             if opts.projected_w:
                 _render_projected(run)
             if opts.mix_rows:
-                from .mixing import render_mix
+                from audio_ext.generation.mixing import render_mix
                 render_mix(run)
             run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
                         "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
@@ -637,7 +436,7 @@ def _safe_stem(text: str) -> str:
 
 def _load_projected(opts: GenerateOptions, G) -> dict:
     """Every projected latent named by --projected-w or a proj: walk item, checked before anything is written."""
-    from .latents import Projected, load_projected_w
+    from audio_ext.generation.latents import Projected, load_projected_w
     wanted = [Projected(str(p)) for p in (opts.projected_w or [])]
     wanted += [i for i in (opts.walk or []) if isinstance(i, Projected)]
     out = {}
@@ -651,8 +450,8 @@ def _load_projected(opts: GenerateOptions, G) -> dict:
 
 
 def _render_projected(run: _Run) -> None:
-    """One clip per --projected-w latent, or --variations clips around it (see audio_ext.latents)."""
-    from . import latents
+    """One clip per --projected-w latent, or --variations clips around it (see audio_ext.generation.latents)."""
+    from audio_ext.generation import latents
     opts, sr = run.opts, run.sr
     for path in opts.projected_w:
         item = latents.Projected(str(path))

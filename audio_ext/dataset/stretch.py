@@ -75,7 +75,6 @@ def beat_locked_phase_vocoder(audio: np.ndarray, ratio: float, reset_samples: Se
     up to the STFT round trip. Periodic Hann window, centred frames, float32 output of
     ``round(len(audio) * ratio)`` samples.
     """
-    import librosa
     import scipy.fft
     # float32 throughout except the running phase sum: half the memory traffic of float64, and
     # 1e-4 rad of rounding is far below what anyone hears. Every step below computes the same

@@ -4,173 +4,48 @@
 this shard's, attach class labels, sample the dataset statistics (or read them from ``--stats``),
 slice and encode every file in a process pool (one cached result per file in a work folder
 ``<dest>.partial/``, so an interrupted run resumes), then assemble the archive with
-:class:`audio_ext.archive.ArchiveWriter` in sorted source order -- the bytes do not depend on the
+:class:`audio_ext.dataset.archive.ArchiveWriter` in sorted source order -- the bytes do not depend on the
 worker count. The archive format itself (layout, ``dataset.json``, readers, merging) lives in
-:mod:`audio_ext.archive`.
+:mod:`audio_ext.dataset.archive`.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import errno
 import hashlib
 import json
 import math
 import multiprocessing
-import os
 import shutil
 import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from audio_ext.core.audio_io import AudioError, audio_duration, audio_file_problem
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.running_stats import RunningStats
+from audio_ext.dataset.archive import (
+    ArchiveError,
+    ArchiveWriter,
+    PathLike,
+    check_destination,
+    check_not_overlapping,
+    merge_archives,
+    png_bytes,
+    remove_stale_temps,
+)
+from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips
+from audio_ext.dataset.sources import Source, _name_bytes, gather_sources, in_shard, read_labels
+from audio_ext.dataset.worklock import WorkLock
 from stylegan2.misc import atomic_path, atomic_write_text
 
-from .archive import (ArchiveError, ArchiveWriter, PathLike, check_destination, check_not_overlapping, merge_archives,
-                      png_bytes, remove_stale_temps)
-from .geometry import StftGeometry
-from .slicing import AudioError, SliceCounts, SliceParams, audio_duration, audio_file_problem, iter_track_clips
-from .worklock import WorkLock
-from .stats import RunningStats
-
-#: Extensions read as audio when a folder is scanned (case-insensitive).
-AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
-                              ".aifc", ".m4a", ".aac", ".wma", ".w64", ".rf64", ".caf", ".au", ".snd"})
 #: Layout version of the work folder's per-file results (3: the tempo-consistency rule; 4: PNGs
-#: written by audio_ext.png -- same pixels, other bytes, so a resumed build is not a mix of both).
+#: written by audio_ext.core.png -- same pixels, other bytes, so a resumed build is not a mix of both).
 CACHE_VERSION = 4
-
-# ---------------------------------------------------------------------------------------------
-# Sources, shards, labels
-# ---------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """One input file: its path on disk and the name stored in the archive (relative, '/'-separated)."""
-
-    path: Path
-    name: str
-
-
-def _name_bytes(name: str) -> bytes:
-    """A source name as the bytes it came from (undecodable file-name bytes survive), for hashing."""
-    return name.encode("utf-8", "surrogateescape")
-
-
-def _printable(name: str) -> str:
-    """A file name as valid UTF-8 text (undecodable bytes become U+FFFD), for JSON and logs."""
-    return _name_bytes(name).decode("utf-8", "replace")
-
-
-def gather_sources(source: PathLike) -> Tuple[List[Source], List[Tuple[str, str]]]:
-    """Files to read, sorted by name, and ``(name, reason)`` for files passed over.
-
-    ``source`` is a folder (searched recursively for audio extensions; hidden files and other
-    files are passed over) or a ``.txt`` list (one path per line, relative to the list's folder,
-    ``#`` comments). Raises :class:`ArchiveError` when ``source`` itself is unusable.
-    """
-    source = Path(source)
-    ignored: List[Tuple[str, str]] = []
-    found: List[Source] = []
-    if source.is_dir():
-        for root, dirs, files in os.walk(source):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for f in files:
-                full = Path(root) / f
-                rel = _printable(full.relative_to(source).as_posix())
-                if f.startswith("."):
-                    continue
-                if full.suffix.lower() not in AUDIO_EXTENSIONS:
-                    ignored.append((rel, "not an audio file extension"))
-                    continue
-                found.append(Source(full, rel))
-    elif audio_file_problem(source) not in (None, "no such file"):  # a FIFO would block the read below
-        raise ArchiveError(f"{source}: {audio_file_problem(source)}")
-    elif source.is_file():
-        try:
-            lines = source.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ArchiveError(f"{source}: cannot read the source list ({e})") from None
-        seen = set()
-        for line in lines:
-            entry = line.strip()
-            if not entry or entry.startswith("#") or entry in seen:
-                continue
-            seen.add(entry)
-            p = Path(entry)
-            found.append(Source(p if p.is_absolute() else source.parent / p, _printable(entry)))
-    else:
-        raise ArchiveError(f"{source}: no such folder or list file")
-    found.sort(key=lambda s: s.name)
-    return found, sorted(ignored)
-
-
-def parse_shard(text: Optional[str]) -> Tuple[int, int]:
-    """``'I/N'`` (0 <= I < N) to ``(I, N)``; ``None`` means the whole set ``(0, 1)``."""
-    if text is None:
-        return 0, 1
-    try:
-        i, n = (int(v) for v in str(text).split("/"))
-    except ValueError:
-        raise ArchiveError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ArchiveError(f"--shard {text!r}: need 0 <= I < N")
-    return i, n
-
-
-def in_shard(name: str, shard: Tuple[int, int]) -> bool:
-    """Whether a source belongs to shard ``(I, N)``: CRC-32 of its name modulo N.
-
-    Hashing the name (rather than the position in a list) keeps a file in the same shard when
-    other files are added or removed, so machines can be given shards independently.
-    """
-    i, n = shard
-    return n == 1 or zlib.crc32(_name_bytes(name)) % n == i
-
-
-def read_labels(spec: Optional[str], sources: Sequence[Source]) -> Tuple[Dict[str, int], List[str]]:
-    """Class index per source name, and the class names (index order).
-
-    ``spec`` is ``'folders'`` (one class per top-level folder of the source) or a CSV file with
-    rows ``file,label`` (file as the name in the archive records, i.e. relative to the source;
-    label an integer or a class name; a header row is allowed). Sources without a class are left out
-    of the mapping (the builder skips them with a reason).
-    """
-    if spec is None:
-        return {}, []
-    if spec == "folders":
-        tops = {s.name: s.name.split("/", 1)[0] for s in sources if "/" in s.name}
-        names = sorted(set(tops.values()))
-        return {k: names.index(v) for k, v in tops.items()}, names
-    path = Path(spec)
-    problem = audio_file_problem(path)
-    if problem is not None:
-        raise ArchiveError(f"{path}: cannot read labels ({problem})")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
-    except (OSError, UnicodeDecodeError) as e:
-        raise ArchiveError(f"{path}: cannot read labels ({e})") from None
-    if rows and rows[0][:2] and rows[0][0].strip().lower() in ("file", "filename", "path"):
-        rows = rows[1:]
-    raw: Dict[str, str] = {}
-    for lineno, r in enumerate(rows, 1):
-        if len(r) < 2 or not r[0].strip() or not r[1].strip():
-            raise ArchiveError(f"{path}: row {lineno} is not 'file,label': {','.join(r)!r}")
-        raw[r[0].strip().replace("\\", "/")] = r[1].strip()
-    values = list(raw.values())
-    if all(v.lstrip("-").isdigit() for v in values):
-        ints = {k: int(v) for k, v in raw.items()}
-        if any(v < 0 for v in ints.values()):
-            raise ArchiveError(f"{path}: class labels must be non-negative integers")
-        top = max(ints.values(), default=-1)
-        return ints, [str(i) for i in range(top + 1)]
-    names = sorted(set(values))
-    return {k: names.index(v) for k, v in raw.items()}, names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +86,7 @@ def _sample_segments(path: Path, segment_seconds: float, per_file: int) -> Optio
 def _stats_worker(task) -> dict:
     """Statistics of ln power over the sampled clips of one file (runs in a pool worker)."""
     path, name, geom_dict, params_dict, per_file = task
-    from .codec import audio_to_logpower
+    from audio_ext.core.codec import audio_to_logpower
     geometry = StftGeometry.from_dict(geom_dict)
     params = SliceParams(**params_dict)
     stats = RunningStats()
@@ -258,7 +133,7 @@ def _file_worker(task) -> dict:
     file is written last and atomically: its presence marks the file as finished.
     """
     path, name, work, geom_dict, mean, std, params_dict = task
-    from .codec import encode
+    from audio_ext.core.codec import encode
     geometry = StftGeometry.from_dict(geom_dict)
     params = SliceParams(**params_dict)
     key = _cache_key(name)
@@ -313,8 +188,8 @@ def _warm_up() -> None:
         return
     _WARM = True
     with contextlib.suppress(Exception):
-        from .slicing import slice_segment
-        from .synth import techno_loop
+        from audio_ext.core.synth import techno_loop
+        from audio_ext.dataset.cut import slice_segment
         slice_segment(techno_loop(128.0, 3.0, parts=("kick", "hat")), 44100, 256)
 
 
@@ -618,7 +493,7 @@ def _build_locked(dest: Path, work: Path, sources: List[Source], all_sources: Li
 
 
 def check_stats_destination(dest: PathLike, overwrite: bool, source: PathLike) -> Path:
-    """Like :func:`~audio_ext.archive.check_destination` for the JSON file of ``--stats-only``:
+    """Like :func:`~audio_ext.dataset.archive.check_destination` for the JSON file of ``--stats-only``:
     an existing file is replaced only with ``overwrite`` and only when it is a statistics file."""
     dest = Path(dest)
     check_not_overlapping(dest, [source])
@@ -671,7 +546,7 @@ def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Calla
 
 def merge_into(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = False,
                log: Callable[[str], None] = print) -> int:
-    """:func:`~audio_ext.archive.merge_archives` under the destination's lock, after removing the
+    """:func:`~audio_ext.dataset.archive.merge_archives` under the destination's lock, after removing the
     temporaries of a killed run; a write failure is one line naming ``dest``. Returns the clip count."""
     dest = Path(dest)
     check_destination(dest, overwrite, list(paths), what="--merge input")

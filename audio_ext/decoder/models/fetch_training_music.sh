@@ -2,7 +2,7 @@
 # fetch_training_music.sh TARGET_DIR
 #
 # Rebuilds the extra training music of the shipped decoder model
-# (audio_ext/models/frame_interp_r1024_h1024.pt, see NOTICE and docs/audio.md):
+# (audio_ext/decoder/models/frame_interp_r1024_h1024.pt, see NOTICE and docs/audio.md):
 # 20 tracks of electronic game music by Kenta Cho, BSD-2-Clause, from five
 # Debian 12 "bookworm" (main) packages. Nothing is installed:
 #   1. apt-get download of the pinned .deb files into a work folder

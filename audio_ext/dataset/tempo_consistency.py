@@ -1,6 +1,6 @@
 """Tempo consistency within a track: a segment that disagrees with its track on weak evidence is dropped.
 
-Every segment of a file is beat-tracked on its own (:func:`audio_ext.slicing.track_tempo`), which
+Every segment of a file is beat-tracked on its own (:func:`audio_ext.dataset.beats.track_tempo`), which
 lets a DJ set change tempo from track to track, but also lets one segment go wrong alone. Seen on
 real music: the quiet, sparse outro of a ~117 BPM track (hats and a bass line, hardly any kick)
 was read as ~140 BPM, a 6:5 relative, and its 8 clips went into the archive stretched by the
@@ -15,9 +15,9 @@ The rule (:func:`judge_segments`), applied to the segments of one file that have
 2. **The track's tempo** is the tempo with the most support: each segment is supported by the
    segments it agrees with, weighted by their duration times their onset strength.
 3. **Weak evidence.** A segment's evidence is weak when its onset autocorrelation strength
-   (:attr:`~audio_ext.slicing.Tempo.strength`, 0..1) is below :data:`WEAK_STRENGTH` or when its
+   (:attr:`~audio_ext.dataset.beats.Tempo.strength`, 0..1) is below :data:`WEAK_STRENGTH` or when its
    kicks are few or faint: the percussive low-band comb fit at its tempo
-   (:attr:`~audio_ext.slicing.Tempo.kick`) is below :data:`WEAK_KICK_SHARE` of the median over the
+   (:attr:`~audio_ext.dataset.beats.Tempo.kick`) is below :data:`WEAK_KICK_SHARE` of the median over the
    file's segments. Both measures are relative to the music, not to its level in dBFS, except
    that a quiet outro's kicks are faint next to the rest of the same track.
 4. **Verdict.** A segment is discarded only when it agrees neither with the track's tempo nor
@@ -27,7 +27,7 @@ The rule (:func:`judge_segments`), applied to the segments of one file that have
    ``segments_off_track``. A segment with strong evidence is kept whatever its tempo (a DJ set
    that changes tempo), and so is every segment of a one-segment file.
 
-The thresholds come from measurements: synthetic 12 s loops (:mod:`audio_ext.synth`, 117-140 BPM,
+The thresholds come from measurements: synthetic 12 s loops (:mod:`audio_ext.core.synth`, 117-140 BPM,
 with and without bass, chords, swing, noise, an off-beat bass) have strengths of 0.70-0.93; the
 13-track development set (60 s segments) has 0.53-0.83 on its steady segments
 and 0.19 and 0.37 on the two short, quiet tails that read a wrong tempo (133.6 in a 130.7 BPM
