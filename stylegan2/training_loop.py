@@ -424,7 +424,8 @@ class _Training:
         self.check_every = int(opts.get("ada_interval", 4))
         self.tick_collector = stats.Collector()
         self.watch = stats.Collector(LOSS_REGEX)
-        self.tick_start_nimg, self.tick_start_time, self.tick_start_cpu = self.cur_nimg, time.time(), time.process_time()
+        self.tick_start_nimg, self.tick_start_time, self.tick_start_cpu = \
+            self.cur_nimg, time.time(), time.process_time()
         self.maintenance_time = self.tick_start_time - self.start_time
         self.last_snapshot, self.last_snapshot_nimg, self.best = None, None, dict(self.resumed_best or {})
         self.stopping, self.snap_by_images, self.snap_due = False, False, False
@@ -656,8 +657,9 @@ class _Training:
                     self.batch_idx, self.augment_pipe, self.ada, self.loss, self.opts, self.training_set_kwargs,
                     self.dataset, self.best or None, self.nonfinite_total, self.snapshot_extra))
             except OSError as e:       # the temporary file is gone (atomic_path); name the target
+                last = self.last_snapshot or self.resume or "none yet"
                 failure = (f"{target}: cannot write the snapshot ({e.strerror or e}); nothing half-written was "
-                           f"left and earlier snapshots are intact (last: {self.last_snapshot or self.resume or 'none yet'})")
+                           f"left and earlier snapshots are intact (last: {last})")
         if self.world > 1:           # every rank learns whether rank 0's write worked (and waits for it)
             flag = torch.tensor([1.0 if failure else 0.0], device=self.device)
             distributed.all_reduce_sum_(flag)
