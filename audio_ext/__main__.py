@@ -28,8 +28,7 @@ import numpy as np
 from audio_ext.core.codec import AudioCodec
 from audio_ext.dataset.archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json, png_size_cap
 from audio_ext.decoder.methods import METHODS
-from stylegan2.cli_errors import one_line_errors
-from stylegan2.misc import atomic_path
+from stylegan2.cli_errors import describe_os_error, one_line_errors
 
 
 def parse_clip_ranges(spec: str) -> List[Tuple[int, int]]:
@@ -142,15 +141,15 @@ class ArchiveImages:
 
 def write_wav(path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM mono WAV written atomically; a clip whose peak exceeds full scale is scaled down
-    as a whole (never clipped, which would add distortion that is not in the reconstruction)."""
-    import soundfile as sf
+    as a whole (never clipped, which would add distortion that is not in the reconstruction). A
+    failed write (full disk, read-only) is an OSError naming ``path`` (:mod:`audio_ext.core.wavfile`)."""
+    from audio_ext.core.wavfile import write_pcm16_wav
     pcm = np.asarray(audio, dtype=np.float32)
     peak = float(np.max(np.abs(pcm))) if pcm.size else 0.0
     full = 32767 / 32768
     if peak > full:
         pcm = pcm * (full / peak)
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), pcm, sample_rate, subtype="PCM_16", format="WAV")
+    write_pcm16_wav(path, pcm, sample_rate)
 
 
 def check_device(device: str) -> str:
@@ -298,7 +297,7 @@ def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_
     except (ArchiveError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
-        raise click.ClickException(f"{outdir}: cannot write ({e.strerror or e})") from None
+        raise click.ClickException(f"--outdir {outdir}: cannot write ({describe_os_error(e)})") from None
     click.echo(f"decoded {len(written)} clip(s) into {outdir}" + (f"; skipped {len(skipped)}" if skipped else ""))
     if not written:
         raise click.ClickException(f"{data}: none of the requested clips could be decoded")
@@ -339,7 +338,9 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
     from audio_ext.core.geometry import StftGeometry
     from audio_ext.decoder.frame_model import ModelError
     from audio_ext.decoder.frame_training import TrainConfig, find_audio, load_sources, synthetic_sources, train_decoder
+    from audio_ext.core.writable import check_writable
     try:
+        check_writable(out, "--out", folder=False)      # before hours of training, not after
         geometry = StftGeometry(resolution, hop, sample_rate=sample_rate)
         files = find_audio(source)
     except ValueError as e:
@@ -366,6 +367,8 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
                       validation_names=held_used)
     except (ValueError, ModelError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a checkpoint that cannot be written: full disk, read-only, --out under a file
+        raise click.ClickException(f"--out {out}: cannot write the model ({describe_os_error(e)})") from None
 
 
 if __name__ == "__main__":

@@ -479,6 +479,27 @@ def read_audio_block(path: PathLike) -> dict:
     return audio_block_of(path, read_dataset_json(path))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MEMBER_RE = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*\.png")
+
+
+def _member_png_name(archive: Path, record, members: set) -> str:
+    """The ``file`` of a clip record once it names a PNG inside ``archive``: a relative name of plain
+    segments (no ``..``, no absolute path, no backslash) ending in ``.png``, listed among the
+    archive's own files, and for a folder archive one whose real path (symlinks resolved) stays
+    inside the folder. A crafted shard could otherwise copy any readable file into the merge."""
+    name = record.get("file") if isinstance(record, dict) else None
+    if not isinstance(name, str) or not _MEMBER_RE.fullmatch(name):
+        raise ArchiveError(f"{archive}: clip record file {str(name)[:80]!r} is not the name of a PNG in the archive")
+    if name not in members:
+        raise ArchiveError(f"{archive}: clip record file {name!r} is not in the archive")
+    if archive.is_dir():
+        root = archive.resolve()
+        if root not in (root / name).resolve().parents:
+            raise ArchiveError(f"{archive}: clip record file {name!r} leads outside the archive folder")
+    return name
+
+
 def merge_archives(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = False) -> int:
     """Concatenate archives built with the same audio block (e.g. the shards of one set) into ``dest``.
 
@@ -511,9 +532,11 @@ def merge_archives(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = 
             try:
                 label_of = {f: c for f, c in (m.get("labels") or [])}
                 own = m.get("label_names") or []
+                members = set(files.names())
                 for rec in m.get("clips") or []:
+                    name = _member_png_name(p, rec, members)
                     rec = dict(rec)
-                    name = rec.pop("file")
+                    rec.pop("file")
                     label = label_of.get(name)
                     if label is not None and own and names:
                         label = names.index(own[label])
@@ -521,6 +544,8 @@ def merge_archives(paths: Sequence[PathLike], dest: PathLike, overwrite: bool = 
                         png = files.read(name, cap)
                     except (KeyError, OSError, zipfile.BadZipFile) as e:
                         raise ArchiveError(f"{p}: cannot read a clip ({e})") from None
+                    if not png.startswith(PNG_SIGNATURE):
+                        raise ArchiveError(f"{p}: clip {name} is not a PNG image")
                     writer.add_png(png, rec, label)  # an OSError here is the destination's: the caller names it
             finally:
                 files.close()

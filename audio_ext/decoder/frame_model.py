@@ -277,39 +277,26 @@ def model_payload(model: FrameInterpNet, geometry: StftGeometry, stats: Mapping[
 
 def save_model(path: Union[str, Path], payload: Mapping[str, Any]) -> None:
     """Write a model payload atomically (temp file + rename); an existing file survives a failure."""
-    from stylegan2.misc import atomic_path
-    with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
+    from stylegan2.misc import atomic_torch_save
+    atomic_torch_save(path, dict(payload))
 
 
 def read_payload(path: Union[str, Path]) -> dict:
-    """The dict of a model file, read with ``weights_only=True``; ModelError with one line if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: decoder model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle refusals, truncation, not a torch file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: not a loadable decoder model ({type(e).__name__}: {first[:200]})") from None
-    return check_payload(payload, path)
+    """The dict of a model file, read with ``weights_only=True`` and checked (size, zip, config, shapes,
+    finite weights: :func:`audio_ext.decoder.model_file.read_model_file`); ModelError with one line if unusable."""
+    from audio_ext.decoder.model_file import read_model_file
+    return read_model_file(path)
 
 
 def check_payload(payload: Any, path: Union[str, Path] = "model") -> dict:
     """``payload`` itself when it is a model file's dict (format, version, entries); ModelError otherwise.
 
-    Used for model files and for the copy a training snapshot carries (its ``decoder_model`` key).
+    Used for model files and for the copy a training snapshot carries (its ``decoder_model`` key);
+    the checks (config bounds, shapes on the meta device, finite weights) are
+    :func:`audio_ext.decoder.model_file.check_model_payload`.
     """
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{path}: not an ElectroGAN frame-interpolation model (format "
-                         f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
-    version = payload.get("version")
-    if not isinstance(version, int) or version > MODEL_VERSION:
-        raise ModelError(f"{path}: model file version {version!r} is newer than this code supports ({MODEL_VERSION})")
-    for key in ("geometry", "config", "state_dict", "stats"):
-        if not isinstance(payload.get(key), dict):
-            raise ModelError(f"{path}: model file has no {key!r} entry")
-    return payload
+    from audio_ext.decoder.model_file import check_model_payload
+    return check_model_payload(payload, path)
 
 
 def model_geometry(payload: Mapping[str, Any], path: Union[str, Path] = "model") -> StftGeometry:

@@ -284,7 +284,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         opt.step()
         loss = float(loss.detach())
         avg = loss if avg is None else 0.98 * avg + 0.02 * loss
-        bar.set_postfix(loss=f"{avg:.4f}")
+        bar.set_postfix(loss=f"{avg:.4f}", refresh=False)  # drawn with the bar's own (log-rate) redraws
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             if held:
                 validate(step + 1, seconds_before + time.perf_counter() - t0)

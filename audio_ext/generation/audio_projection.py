@@ -197,6 +197,11 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
             raise ProjectionError(f"{flag} must be a non-negative number, got {v!r}")
     if not Path(opts.target).is_file():
         raise ProjectionError(f"--target {opts.target}: no such file")
+    from audio_ext.core.writable import check_writable
+    try:    # before the search, not after it: an --outdir that is a file or read-only fails at once
+        check_writable(opts.outdir, "--outdir", folder=True)
+    except ValueError as e:
+        raise ProjectionError(str(e)) from None
     device = resolve_device(opts.device)
     G, block, decoder_model = load_generator(str(opts.network), device, with_decoder=True)
     if int(getattr(G, "c_dim", 0)):

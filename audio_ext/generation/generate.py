@@ -52,6 +52,12 @@ NOISE_MODES = ("const", "random", "none")
 MAX_TRUNC = 10.0
 #: Longest crossfade accepted, in seconds (a clip is at most a few minutes long).
 MAX_CROSSFADE_S = 60.0
+#: Largest ``--spread``: 1 moves a variation as far as a random clip lies from the average one; far
+#: beyond that the latents leave anything the network was trained on (1e30 gave near-silence).
+MAX_SPREAD = 10.0
+#: Largest number of clips a walk may join (points and interpolated steps): 10,000 clips of 4 bars
+#: are more than 20 hours of music.
+MAX_WALK_CLIPS = 10_000
 
 
 @dataclasses.dataclass
@@ -129,8 +135,18 @@ def _validate(opts: GenerateOptions) -> None:
                             "separately")
     if opts.variations is not None and (opts.variations < 1 or not opts.projected_w):
         raise GenerateError("--variations N needs N >= 1 and --projected-w (variations are made around a projection)")
-    if not (math.isfinite(opts.spread) and opts.spread >= 0):
-        raise GenerateError(f"--spread must be a non-negative number, got {opts.spread!r}")
+    if not (math.isfinite(opts.spread) and 0 <= opts.spread <= MAX_SPREAD):
+        raise GenerateError(f"--spread must be a number in 0..{MAX_SPREAD:g}, got {opts.spread!r}")
+    from audio_ext.core.seeds import MAX_COUNT
+    if opts.variations is not None and opts.variations * len(opts.projected_w or ()) > MAX_COUNT:
+        raise GenerateError(f"--variations {opts.variations}: more than {MAX_COUNT} clips")
+    if mixing:
+        from audio_ext.generation.mixing import grid_size
+        n_r, n_c = grid_size(opts.mix_rows, opts.mix_cols)
+        if n_r + n_c + n_r * n_c > MAX_COUNT:
+            raise GenerateError(f"--mix-rows x --mix-cols: {n_r} x {n_c} cells, more than {MAX_COUNT} clips")
+    if opts.walk and (len(opts.walk) - 1) * (opts.walk_steps + 1) + 1 > MAX_WALK_CLIPS:
+        raise GenerateError(f"--walk with --walk-steps {opts.walk_steps}: more than {MAX_WALK_CLIPS} clips in one piece")
     from audio_ext.generation.latents import WALK_SPACES
     if opts.walk_space not in WALK_SPACES:
         raise GenerateError(f"--walk-space {opts.walk_space!r} is not one of {', '.join(WALK_SPACES)}")
@@ -387,6 +403,12 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
     classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
     projected = _load_projected(opts, G)
+    if opts.mix_rows:
+        from audio_ext.generation.mixing import check_grid_image
+        try:
+            check_grid_image(opts.mix_rows, opts.mix_cols, int(geometry.resolution))
+        except ValueError as e:
+            raise GenerateError(str(e)) from None
     bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
     if opts.bpm is not None and bpm is None:
         raise GenerateError(f"{network}: --bpm needs the snapshot's target_bpm (the tempo its clips are made at), "
@@ -428,56 +450,75 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
                               images=[outdir / n for n in run.images], bpm=run.bpm)
 
 
+#: Longest file-name stem written; with its suffixes ("-var00-loop8-128.5bpm.flac", ".png") a name
+#: stays far below the 255 bytes file systems allow.
+MAX_STEM = 120
+
+
 def _safe_stem(text: str) -> str:
-    """A file-name stem: letters, digits, '-', '_' and '.' kept, anything else becomes '_'."""
+    """A file-name stem: letters, digits, '-', '_' and '.' kept, anything else becomes '_'; a stem longer
+    than :data:`MAX_STEM` keeps its start and ends in a hash of the whole (a walk of 25 long seeds)."""
+    import hashlib
     import re
-    return re.sub(r"[^\w.-]", "_", text)
+    stem = re.sub(r"[^\w.-]", "_", text)
+    if len(stem.encode("utf-8")) > MAX_STEM:
+        digest = hashlib.sha1(stem.encode("utf-8")).hexdigest()[:10]
+        stem = stem.encode("utf-8")[:MAX_STEM - 11].decode("utf-8", "ignore") + "-" + digest
+    return stem
 
 
 def _load_projected(opts: GenerateOptions, G) -> dict:
     """Every projected latent named by --projected-w or a proj: walk item, checked before anything is written."""
     from audio_ext.generation.latents import Projected, load_projected_w
-    wanted = [Projected(str(p)) for p in (opts.projected_w or [])]
-    wanted += [i for i in (opts.walk or []) if isinstance(i, Projected)]
+    wanted = [(Projected(str(p)), "--projected-w") for p in (opts.projected_w or [])]
+    wanted += [(i, "--walk proj:") for i in (opts.walk or []) if isinstance(i, Projected)]
     out = {}
-    for item in wanted:
+    for item, flag in wanted:
         if item not in out:
             try:
                 out[item] = load_projected_w(item.path, int(G.num_ws), int(G.w_dim))
             except ValueError as e:
-                raise GenerateError(f"--projected-w {e}") from None
+                raise GenerateError(f"{flag}{'' if flag.endswith(':') else ' '}{e}") from None
     return out
 
 
 def _render_projected(run: _Run) -> None:
     """One clip per --projected-w latent, or --variations clips around it (see audio_ext.generation.latents)."""
     from audio_ext.generation import latents
-    opts, sr = run.opts, run.sr
+    opts = run.opts
     for path in opts.projected_w:
         item = latents.Projected(str(path))
         w = run.projected[item].to(run.device)
-        if opts.variations:
-            ws = latents.variations(run.G, w, opts.variations, opts.spread, run.device)
-            labels = [f"var{k:02d}" for k in range(opts.variations)]
-        else:
-            ws, labels = w[None], [""]
+        labels = [f"var{k:02d}" for k in range(opts.variations)] if opts.variations else [""]
         stem0 = _safe_stem(f"proj-{item.label}")
         run.log(f"rendering {path}: {len(labels)} clip(s)")
-        imgs = torch.cat([run.synthesize_seeded(ws[k:k + 1], None, k, from_ws=True) for k in range(len(ws))])
-        decoded = run.decode(imgs, list(range(len(ws))))
-        for k, label in enumerate(labels):
-            audio = run.retime(decoded[k])
-            bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
-            kind = f"variation {k} of a projected latent, spread {opts.spread:g}" if label else "projected latent"
-            audio, loop_tag = _loop_if_asked(audio, sr, bpm, opts, str(path))
-            if loop_tag:
-                kind = f"{kind}, loop {opts.loop_bars} bar(s)"
-            stem = f"{stem0}-{label}" if label else stem0
-            run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[k].cpu().numpy(),
-                      title=f"{stem} {_fmt_bpm(bpm)} BPM",
-                      comment=f"projected_w={path} variation={label or 'none'} spread={opts.spread:g} bpm={bpm:g}",
-                      entry=dict(title=stem, seed=str(path), bpm=bpm, kind=kind))
+        for first in range(0, len(labels), opts.batch):    # --batch clips in memory at a time
+            _render_projected_batch(run, path, w, stem0, labels, first, min(first + opts.batch, len(labels)))
 
+
+def _render_projected_batch(run: _Run, path, w: torch.Tensor, stem0: str, labels: List[str], first: int,
+                            stop: int) -> None:
+    """Clips ``first`` .. ``stop - 1`` of one --projected-w latent (the latent itself, or its variations)."""
+    from audio_ext.generation import latents
+    opts, sr = run.opts, run.sr
+    if opts.variations:
+        ws = latents.variations(run.G, w, stop - first, opts.spread, run.device, start=first)
+    else:
+        ws = w[None]
+    imgs = torch.cat([run.synthesize_seeded(ws[j:j + 1], None, first + j, from_ws=True) for j in range(len(ws))])
+    decoded = run.decode(imgs, list(range(first, stop)))
+    for j, label in enumerate(labels[first:stop]):
+        audio = run.retime(decoded[j])
+        bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
+        kind = f"variation {first + j} of a projected latent, spread {opts.spread:g}" if label else "projected latent"
+        audio, loop_tag = _loop_if_asked(audio, sr, bpm, opts, str(path))
+        if loop_tag:
+            kind = f"{kind}, loop {opts.loop_bars} bar(s)"
+        stem = f"{stem0}-{label}" if label else stem0
+        run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[j].cpu().numpy(),
+                  title=f"{stem} {_fmt_bpm(bpm)} BPM",
+                  comment=f"projected_w={path} variation={label or 'none'} spread={opts.spread:g} bpm={bpm:g}",
+                  entry=dict(title=stem, seed=str(path), bpm=bpm, kind=kind))
 
 __all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "seed_latents", "load_generator",
            "class_labels", "decode_images", "image_to_png_array", "limit_peak"]

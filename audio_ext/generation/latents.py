@@ -75,27 +75,56 @@ def parse_walk(spec: str) -> List[WalkItem]:
 
 def load_projected_w(path, num_ws: int, w_dim: int) -> torch.Tensor:
     """The ``w`` of a ``projected_w.npz`` as float32 ``[num_ws, w_dim]`` (``[1, num_ws, w_dim]`` is accepted,
-    as StyleGAN2-ADA writes it). Raises ValueError naming the file for anything else."""
+    as StyleGAN2-ADA writes it). Raises ValueError naming the file for anything else.
+
+    The array's shape and type are read from its ``.npy`` header inside the zip, and the member's
+    declared size checked, before any data is read: a 1 MB file that inflates to 1 GiB, or a device
+    such as /dev/zero, is refused without reading it.
+    """
+    import stat
+    import zipfile
+    from numpy.lib import format as npy
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{path}: no such file")
     try:
-        with np.load(p, allow_pickle=False) as data:
-            if "w" not in data.files:
-                raise ValueError(f"{path}: has no 'w' array (is it a projected_w.npz from project_audio.py?)")
-            w = np.asarray(data["w"], dtype=np.float32)
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise ValueError(f"{path}: is {kind}, not a projected_w.npz file")
+    shapes = ((num_ws, w_dim), (1, num_ws, w_dim))
+    try:
+        with zipfile.ZipFile(p) as z:
+            try:
+                info = z.getinfo("w.npy")
+            except KeyError:
+                raise ValueError(f"{path}: has no 'w' array (is it a projected_w.npz from project_audio.py?)") from None
+            with z.open(info) as f:
+                version = npy.read_magic(f)
+                read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+                if shape not in shapes:
+                    shown = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
+                    raise ValueError(f"{path}: w has shape {list(shown)}, this network needs [{num_ws}, {w_dim}] "
+                                     f"(projected with another snapshot?)")
+                if dtype.kind != "f" or dtype.itemsize > 8:
+                    raise ValueError(f"{path}: w holds {dtype}, not floating-point numbers")
+                if info.file_size > num_ws * w_dim * dtype.itemsize + 65536:
+                    raise ValueError(f"{path}: w.npy declares {info.file_size} bytes, more than its shape holds")
+                f.seek(0)
+                w = np.asarray(npy.read_array(f, allow_pickle=False), dtype=np.float32)
     except ValueError:
         raise
     except Exception as e:  # not a zip, truncated, pickled objects
         raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
-    if w.ndim == 3 and w.shape[0] == 1:
+    if w.ndim == 3:
         w = w[0]
-    if w.shape != (num_ws, w_dim):
-        raise ValueError(f"{path}: w has shape {list(w.shape)}, this network needs [{num_ws}, {w_dim}] "
-                         f"(projected with another snapshot?)")
     if not np.all(np.isfinite(w)):
         raise ValueError(f"{path}: w contains NaN or infinite values")
-    return torch.from_numpy(w)
+    return torch.from_numpy(np.ascontiguousarray(w))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -155,11 +184,12 @@ def walk_path(G, items: Sequence[WalkItem], c: torch.Tensor, trunc: float, steps
     return torch.stack(path)
 
 
-def variations(G, w: torch.Tensor, n: int, spread: float, device) -> torch.Tensor:
-    """``[n, num_ws, w_dim]`` latents around ``w`` (see the module docstring); variation k uses seed k."""
+def variations(G, w: torch.Tensor, n: int, spread: float, device, start: int = 0) -> torch.Tensor:
+    """``[n, num_ws, w_dim]`` latents around ``w`` (see the module docstring): variations ``start`` ..
+    ``start + n - 1``, variation k using seed k (so a long run is made in batches)."""
     c = torch.zeros(1, int(getattr(G, "c_dim", 0)), device=device)
     with torch.no_grad():  # one seed at a time, as for walks: the same w as that seed's own clip
-        mapped = torch.cat([G.mapping(seed_z(k, int(G.z_dim))[None].to(device), c) for k in range(n)])
+        mapped = torch.cat([G.mapping(seed_z(k, int(G.z_dim))[None].to(device), c) for k in range(start, start + n)])
     offsets = mapped - G.mapping.w_avg.to(device)[None, None]
     return w.to(device)[None] + float(spread) * offsets
 
