@@ -14,11 +14,9 @@ snapshot can rebuild it without pickled code.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .ops import fused_inference
 from .ops.bias_act import activation_funcs, bias_act

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 # Per-preset values; None means "derive" (the auto formulas, or derive_batch_gpu for batch_gpu).
 # ref_gpus: the GPU count the preset was tuned for; batch_gpu is at most batch // ref_gpus by default (but at

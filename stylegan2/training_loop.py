@@ -60,14 +60,31 @@ from . import distributed, stats
 from .loss import StyleGAN2Loss, lazy_regularization_adam
 from .misc import atomic_path, atomic_write_text
 from .progress import progress_bar
+
 # The steps' own concepts live in their modules; their names stay importable from here for callers.
-from .resume import (_GroupMismatch, carried_best_record, check_loop_state, check_optimizer_state,  # noqa: F401
-                     restore_rng_or_fail, restore_training_state)
+from .resume import (  # noqa: F401
+    _GroupMismatch,
+    carried_best_record,
+    check_loop_state,
+    check_optimizer_state,
+    restore_rng_or_fail,
+    restore_training_state,
+)
 from .run_dir import console_logged_to, next_run_dir
 from .stop_request import StopRequest
-from .training_snapshot import (LOOP_SNAPSHOT_KEYS, SnapshotPreview, call_snapshot_hook, carry_best_into,  # noqa: F401
-                                check_snapshot_extra, grid_for_tensorboard, is_better, run_metrics, snapshot_data,
-                                snapshot_tag, state_is_finite)
+from .training_snapshot import (  # noqa: F401
+    LOOP_SNAPSHOT_KEYS,
+    SnapshotPreview,
+    call_snapshot_hook,
+    carry_best_into,
+    check_snapshot_extra,
+    grid_for_tensorboard,
+    is_better,
+    run_metrics,
+    snapshot_data,
+    snapshot_tag,
+    state_is_finite,
+)
 
 _state_is_finite = state_is_finite      # the name the tests and older callers use
 
