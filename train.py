@@ -18,6 +18,7 @@ import sys
 import click
 import torch
 
+from audio_ext.plugins import METRIC_MODULES
 from stylegan2 import distributed
 from stylegan2.presets import PRESETS, ConfigError, describe, resolve_config
 
@@ -95,6 +96,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
 
     if opts["metrics"]:
         from stylegan2.metrics import registry
+        registry.load_plugins(METRIC_MODULES)
         unknown = [m for m in opts["metrics"] if not registry.is_valid_metric(m)]
         if unknown:
             raise click.ClickException(f"unknown metric(s) {', '.join(unknown)}; valid: "
@@ -132,6 +134,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         return
     probe.close()
     kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress,
+                  metric_plugins=METRIC_MODULES,
                   snapshot_hook=_audio_preview(probe.audio, preview_clips, decoder_payload),
                   snapshot_extra={"decoder_model": decoder_payload} if decoder_payload is not None else None)
     from stylegan2.training_loop import SnapshotWriteError, TrainingDiverged, TrainingInterrupted

@@ -4,7 +4,7 @@ A randomly initialised generator of the ``audio1024`` preset's size (1024 x 1024
 channel base 32768) is timed end to end as ``gen_audio.py`` runs it: synthesis (fp32 on the CPU,
 fp16 in the top blocks on CUDA), clamping, and decoding with the audio layer's default phase
 reconstruction. Each clip is 1024 x 1024 samples = 23.78 s at 44.1 kHz. Reference row: the thesis
-(docs/references.md) measured 1.01 s per 23.77 s clip on an RTX 3090 with 10 Griffin-Lim iterations.
+(docs/references.md, Thesis) measured 1.01 s per 23.77 s clip on an RTX 3090 with 10 Griffin-Lim iterations.
 
     python benchmarks/generate_speed.py                      # CPU here: batch 1, 2 clips per mode
     python benchmarks/generate_speed.py --device cuda        # GPU: sweeps the batch size, reports the best

@@ -16,9 +16,9 @@ Baseline row: ``librosa.griffinlim(n_iter=10, momentum=0.99)`` on the same magni
 the thesis used). A "true phase" row shows the codec's own loss: 8-bit magnitudes with the original phase.
 
 Real music: pass ``--source DIR`` (alias ``--audio-dir``; any format librosa reads, searched
-recursively); without it the ElectroGAN devset (``../shared/devset`` or ``../devset`` beside the
-checkout, or ``$ELECTROGAN_DEVSET``) is used when present. Files the decoder model was trained or
-validated on (its ``training.sources``) are skipped, so the learned decoder is measured on music it
+recursively); without it the ElectroGAN devset (``$ELECTROGAN_DEVSET``, or ``devset/`` beside the
+checkout; docs/references.md, "Development set") is used when present. Files the decoder model was
+trained or validated on (its ``training.sources``) are skipped, so the learned decoder is measured on music it
 never saw. Every row reports the mean and the spread (standard deviation) over clips. A free source
 is the Free Music Archive's ``fma_small`` set (8,000 30-s CC-licensed clips incl. the Electronic
 genre; https://github.com/mdeff/fma) or ccMixter (https://ccmixter.org, CC-licensed full tracks);
@@ -69,8 +69,7 @@ def devset_folder() -> Path:
     """The devset's audio folder when one is present (``$ELECTROGAN_DEVSET`` or beside the checkout), else None."""
     root = Path(__file__).resolve().parent.parent
     env = os.environ.get("ELECTROGAN_DEVSET")
-    candidates = ([Path(env)] if env else []) + [root.parent / "shared" / "devset", root.parent / "devset",
-                                                  root.parent.parent / "devset", root.parent.parent / "shared" / "devset"]
+    candidates = ([Path(env)] if env else []) + [root.parent / "devset", root.parent.parent / "devset"]
     for c in candidates:
         for folder in (c / "flac", c):
             if folder.is_dir() and any(p.suffix.lower() in AUDIO_EXTENSIONS for p in folder.iterdir()):

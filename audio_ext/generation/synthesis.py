@@ -49,7 +49,7 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
     ``decoder_model`` (the archive's own model that ``train.py`` stored; plain data, not yet checked).
     """
     try:
-        snap = load_snapshot(path)
+        snap = load_snapshot(path, keys=("G_ema", "audio", "decoder_model"))   # only what generation reads
     except SnapshotError as e:
         raise GenerateError(str(e)) from None
     block = snap.get("audio")
