@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from audio_ext.plugins import METRIC_MODULES
 from stylegan2.cli_errors import one_line_errors
 from stylegan2.metrics.detector import DetectorError
 from stylegan2.metrics.evaluate import EvaluationError, evaluate_snapshot
@@ -87,7 +88,7 @@ def main(network, metrics, data, mirror, gpus, device, detector, pr_detector, nu
     evaluate_snapshot(network, names, data=data, gpus=gpus, detector=detector, pr_detector=pr_detector,
                       mirror=mirror, device=device, num_gen=num_gen, max_real=max_real, batch_size=batch,
                       seed=seed, report=not no_report, progress=None if as_json else _progress(), echo=echo,
-                      check=_check_audio_block)
+                      check=_check_audio_block, plugins=METRIC_MODULES)
 
 
 if __name__ == "__main__":

@@ -155,10 +155,12 @@ def metric(snapshot, archive, name):
     if snapshot is None or archive is None:
         raise Skip("no snapshot or archive")
     try:
-        from stylegan2.metrics.registry import calc_metric, is_valid_metric
+        from audio_ext.plugins import METRIC_MODULES
+        from stylegan2.metrics.registry import calc_metric, is_valid_metric, load_plugins
         from stylegan2.snapshot import build_networks, load_snapshot
     except ImportError as e:
         raise Skip(f"the metric registry is not available yet ({e})") from None
+    load_plugins(METRIC_MODULES)
     if not is_valid_metric(name):
         raise Skip(f"metric {name} is not registered")
     snap = load_snapshot(snapshot)

@@ -5,7 +5,7 @@ import pytest
 
 from stylegan2.presets import PRESETS, ConfigError, discriminator_kwargs, resolve_config
 
-# upstream-notes §2.7, "Derived values" (these match StyleGAN3 docs/configs.md):
+# StyleGAN2-ADA's --cfg auto formulas; the values match StyleGAN3 docs/configs.md:
 # (res, gpus, batch, gamma, ema kimg, channel_base, lr)
 AUTO_TABLE = [
     (1024, 1, 4, 52.4288, 1.25, 32768, 0.002),

@@ -49,10 +49,11 @@ def render_showcase(network: str, outdir: Path, seeds: Sequence[int] = tuple(ran
                     log: Callable[[str], None] = print) -> List[object]:
     """Write ``seedN-loopMbar-TTTbpm.wav`` for every seed and tempo and ``walk-Kbar-TTTbpm.wav`` into
     ``outdir``; return the page entries (``ClipEntry``) for them, walk first."""
+    from audio_ext.core.audio_io import write_audio
     from audio_ext.generation.latents import walk_path
     from audio_ext.generation.page import ClipEntry
     from audio_ext.generation.retempo import change_tempo
-    from audio_ext.generation.synthesis import decode_images, load_generator, seed_latents, synthesize, write_audio
+    from audio_ext.generation.synthesis import decode_images, load_generator, seed_latents, synthesize
     device = torch.device("cpu")
     G, block = load_generator(network, device)
     sr, bpm = int(block["sample_rate"]), float(block["target_bpm"])
