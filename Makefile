@@ -12,7 +12,7 @@ CUDA_PY := $(CUDA_VENV)/bin/python
 CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_ARCH ?= 8.0;9.0
 
-.PHONY: install lint test test-slow test-all test-librosa-0.10 demo demo-quick cuda-compile-check gpu-check gpu-smoke bench clean
+.PHONY: install lint test test-slow test-all test-librosa-0.10 demo demo-quick pretrained cuda-compile-check gpu-check gpu-smoke bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ test-librosa-0.10: install
 
 demo: install
 	$(PY) demo.py
+
+# The shipped network electro128 from scratch (docs/pretrained.md): fetch the freely licensed music
+# (sha256-checked), build the archive, train (resumes when rerun), export G_ema to
+# audio_ext/generation/models/. About a day of CPU time; PRETRAINED_ARGS adds recipe options.
+PRETRAINED_ARGS ?=
+pretrained: install
+	$(PY) recipes/pretrained.py $(PRETRAINED_ARGS)
 
 demo-quick: install
 	$(PY) demo.py --quick

@@ -40,6 +40,10 @@ def main() -> None:
 
 main.add_command(survey)
 
+from audio_ext.generation.pretrained_cli import export_pretrained_cmd as _export_pretrained  # noqa: E402
+
+main.add_command(_export_pretrained)
+
 
 @main.command()
 @click.option("--data", required=True, metavar="PATH", help="stft.zip or an archive folder")

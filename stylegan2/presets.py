@@ -42,6 +42,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(ref_gpus=2, kimg=20, batch=8, mbstd_group=4, cbase=1024, cmax=64, z_dim=64, w_dim=64,
                  lr=0.002, gamma=None, ema_kimg=None, ema_rampup=0.05, map=2, aug="noaug", tick=1, snap=5,
                  fp32=True, workers=0, grid_limit=32),
+    # The shipped network electro128 (docs/pretrained.md): tiny widened to ~1 M G parameters at R = 128.
+    "cpu128": dict(ref_gpus=1, kimg=1000, batch=8, mbstd_group=4, cbase=2048, cmax=128, z_dim=64, w_dim=64,
+                   lr=0.002, gamma=None, ema_kimg=None, ema_rampup=0.05, map=2, aug="noaug", tick=0.5, snap=5,
+                   fp32=True, workers=0, grid_limit=32),
 }
 
 # Defaults common to every preset (StyleGAN2-ADA train.py and training_loop.py; docs/references.md).

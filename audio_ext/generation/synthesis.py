@@ -19,6 +19,7 @@ from audio_ext.core.geometry import validate_audio_block
 from audio_ext.decoder import methods
 from audio_ext.decoder.frame_model import ModelError
 from audio_ext.decoder.model_choice import DecoderChoice, choose_decoder_model, is_no_model
+from audio_ext.generation.pretrained import PretrainedError, resolve_network
 from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -49,8 +50,9 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
     ``decoder_model`` (the archive's own model that ``train.py`` stored; plain data, not yet checked).
     """
     try:
+        path = resolve_network(path)          # pretrained:NAME -> the shipped file
         snap = load_snapshot(path, keys=("G_ema", "audio", "decoder_model"))   # only what generation reads
-    except SnapshotError as e:
+    except (PretrainedError, SnapshotError) as e:
         raise GenerateError(str(e)) from None
     block = snap.get("audio")
     if not isinstance(block, dict):
