@@ -62,11 +62,11 @@ def split_reals(dataset, num: int, seed: int):
 
 def grid_share(images: np.ndarray, per_step: float) -> float:
     """Share of the onset flux of uint8 images [N, R, R] in the three frames nearest each 16th-note boundary
-    (within 1.5 frames: the step length is rarely a whole number of frames, e.g. 8.0003 for electro128)."""
+    (within 1.5 frames: the step length is rarely a whole number of frames, e.g. 7.91 for electro128)."""
     env = onset_pattern(torch.from_numpy(images[:, None]).float()).double()   # [N, R - 1], rise into frame t + 1
     frames = torch.arange(1, env.shape[-1] + 1, dtype=torch.float64)
     dist = torch.remainder(frames, per_step)
-    on = torch.minimum(dist, per_step - dist) < 1.5      # the boundary's nearest three frames (steps of ~8.0003)
+    on = torch.minimum(dist, per_step - dist) < 1.5      # the boundary's nearest three frames (steps of ~7.91)
     total = float(env.sum())
     return float(env[:, on].sum()) / total if total > 0 else float("nan")
 

@@ -73,8 +73,8 @@ def test_card_runs_on_a_tiny_stand_in(tmp_path, monkeypatch):
     assert float(floor[4]) > 0 and float(floor[5]) == pytest.approx(1.0)     # the floor's SFD / floor is 1
 
 
-def test_grid_share_tolerates_a_step_a_hair_longer_than_eight_frames():
-    per_step = 60 / 130 / 4 * 8875 / 128          # electro128: 8.0003 frames per 16th note
-    early = impulse_images([7, 15, 23, 31])       # every hit one frame before the boundary
+def test_grid_share_tolerates_a_step_that_is_not_a_whole_number_of_frames():
+    per_step = 60 / 130 / 4 * 8775 / 128          # electro128: 7.91 frames per 16th note
+    early = impulse_images([7, 15, 23, 31])       # every hit less than a frame before the boundary
     assert card.grid_share(early, per_step) == pytest.approx(1.0)
     assert card.grid_share(impulse_images([3, 11, 19]), per_step) == pytest.approx(0.0)
