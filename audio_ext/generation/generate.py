@@ -73,9 +73,10 @@ MAX_WALK_CLIPS = 10_000
 class GenerateOptions:
     """Everything that decides what :func:`generate` writes; see ``gen_audio.py --help`` for each flag.
 
-    ``trunc`` is the truncation psi (1 = off), ``loop_bars`` cuts each clip to that many bars with a
-    seamless loop point, ``walk`` renders one piece through the given seeds with ``walk_steps``
-    interpolated clips between consecutive seeds, each contributing ``walk_bars`` bars (``walk`` items are
+    ``trunc`` is the truncation psi (1 = off), ``loop_bars`` makes each clip a loop of that many bars
+    with a seamless loop point (a clip of fewer bars repeats its whole-bar loop), ``walk`` renders one
+    piece through the given seeds with ``walk_steps`` interpolated clips between consecutive seeds,
+    each contributing ``walk_bars`` bars, looped the same way (``walk`` items are
     seeds or :class:`audio_ext.generation.latents.Projected` latents; ``walk_space`` 'z' = slerp between seeds, 'w' =
     linear in W); ``projected_w`` renders latents written by ``project_audio.py`` (with ``variations``
     clips around each, ``spread`` apart); ``mix_rows``/``mix_cols``/``mix_styles`` render a style-mixing
