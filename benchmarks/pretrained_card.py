@@ -14,8 +14,8 @@ For ``--network`` (default ``pretrained:electro128``) and its training archive `
 - **rhythm**: ``--seeds`` seeds (0, 1, ...) as in ``gen_audio.py`` (``RandomState(seed)`` latents,
   constant noise), each decoded and made an ``--bars``-bar loop at the archive's tempo; the share whose
   tracked tempo (``audio_ext.generation.metrics.detect_tempo``, folded by octaves) is within 2 % of the tempo. A
-  clip of less than ``--bars`` whole bars becomes a seamless loop that is repeated, as the demo does
-  (``audio_ext.generation.showcase``: a one-bar network's loop is its bar, 5 ms short, eight times). Beside it, on the spectrogram images, the onset energy on the 16th-note grid: the share of
+  clip of less than ``--bars`` whole bars becomes a seamless loop that is repeated, as ``gen_audio.py
+  --loop`` and the demo do (``audio_ext.generation.loops.loop_to_bars``: a one-bar network's bar, eight times). Beside it, on the spectrogram images, the onset energy on the 16th-note grid: the share of
   the multi-band onset flux (``benchmarks/layer_control.py``'s onset pattern) that falls in the three
   frames nearest a 16th-note step boundary (chance: 3 / frames per step; compare with the reals'), and the correlation of the mean
   16-step pattern with the reals';
@@ -62,11 +62,11 @@ def split_reals(dataset, num: int, seed: int):
 
 def grid_share(images: np.ndarray, per_step: float) -> float:
     """Share of the onset flux of uint8 images [N, R, R] in the three frames nearest each 16th-note boundary
-    (within 1.5 frames: the step length is rarely a whole number of frames, e.g. 8.0003 for electro128)."""
+    (within 1.5 frames: the step length is rarely a whole number of frames, e.g. 7.91 for electro128)."""
     env = onset_pattern(torch.from_numpy(images[:, None]).float()).double()   # [N, R - 1], rise into frame t + 1
     frames = torch.arange(1, env.shape[-1] + 1, dtype=torch.float64)
     dist = torch.remainder(frames, per_step)
-    on = torch.minimum(dist, per_step - dist) < 1.5      # the boundary's nearest three frames (steps of ~8.0003)
+    on = torch.minimum(dist, per_step - dist) < 1.5      # the boundary's nearest three frames (steps of ~7.91)
     total = float(env.sum())
     return float(env[:, on].sum()) / total if total > 0 else float("nan")
 
@@ -79,14 +79,10 @@ def mean_steps(images: np.ndarray, per_step: float) -> np.ndarray:
 
 
 def bar_loop(audio: np.ndarray, sr: int, bpm: float, bars: int) -> np.ndarray:
-    """A ``bars``-bar loop as the demo makes it: ``loops.loop_clip`` when the clip holds that many bars,
-    else the clip's seamless whole-bar loop repeated (``audio_ext.generation.showcase``)."""
+    """A ``bars``-bar loop as ``gen_audio.py --loop`` and the demo make it (``loops.loop_to_bars``, 20 ms
+    crossfade): cut from the clip when it holds that many bars, else its whole-bar loop repeated."""
     from audio_ext.generation import loops
-    from audio_ext.generation.showcase import bar_unit, repeat_to_bars
-    try:
-        return loops.loop_clip(audio, sr, bpm, bars, crossfade_s=0.02)
-    except ValueError:
-        return repeat_to_bars(bar_unit(audio, sr, bpm), sr, bpm, bars)
+    return loops.loop_to_bars(audio, sr, bpm, bars, crossfade_s=0.02).audio
 
 
 def rhythm(G, block: dict, seeds: int, bars: int, threads: int) -> Dict[str, object]:

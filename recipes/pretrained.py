@@ -74,8 +74,8 @@ def trained_nimg(outdir: Path) -> int:
 @click.option("--synthetic-seconds", type=float, default=30.0, show_default=True)
 @click.option("--resolution", type=int, default=128, show_default=True, help="R (pixels); n_fft = 2R")
 @click.option("--hop", type=int, default=None, help="STFT hop [R]")
-@click.option("--sample-rate", type=int, default=8875, show_default=True,
-              help="Hz; 8875 makes one R = 128, hop 128 clip one bar at 130 BPM")
+@click.option("--sample-rate", type=int, default=8775, show_default=True,
+              help="Hz; at 8775 one R = 128, hop 128 clip is one bar at 130 BPM plus 21 ms")
 @click.option("--kimg", type=float, default=1000.0, show_default=True, help="training length")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-flag", "train_flags", multiple=True, metavar="FLAG",

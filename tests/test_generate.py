@@ -218,12 +218,44 @@ def test_loop_is_a_whole_number_of_bars_with_a_continuous_loop_point(snaps, tmp_
     assert wrap == pytest.approx(abs(scale * (full[n] - full[n - 1])), abs=6 * lsb)
 
 
-def test_loop_longer_than_the_clip_is_refused_before_anything_is_written(snaps, tmp_path):
+def test_loop_longer_than_the_clip_repeats_its_seamless_loop_on_the_bar_grid(snaps, tmp_path):
+    common = ["--network", snaps["bars"], "--seeds", "1", "--batch", "1"]
+    assert run_cli(*common, "--loop", "1", "--outdir", tmp_path / "one").exit_code == 0
+    result = run_cli(*common, "--loop", "3", "--outdir", tmp_path / "three")    # a 2 s clip holds 1 bar + 20 ms
+    assert result.exit_code == 0, result.output
+    assert "--loop 3: clip holds 1 bar; looped 3x to 3 bars" in result.output
+    one, _ = sf.read(str(tmp_path / "one" / "seed0001-loop1bar-240bpm.wav"))
+    three, sr = sf.read(str(tmp_path / "three" / "seed0001-loop3bar-240bpm.wav"))
+    assert sr == 2048 and three.size == bar_samples(3) and one.size == bar_samples(1)
+    scale = np.dot(three[:one.size], one) / np.dot(one, one)                     # peak limiting may differ
+    for k in range(3):
+        np.testing.assert_allclose(three[k * one.size:(k + 1) * one.size], scale * one, atol=3 / 32768)
+
+
+def test_loop_of_a_clip_shorter_than_a_bar_plus_the_crossfade_is_refused_naming_the_geometry(snaps, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("--network", snaps["bars"], "--seeds", "1", "--loop", "2", "--outdir", out)
+    result = run_cli("--network", snaps["bars"], "--seeds", "1", "--loop", "2", "--crossfade", "1.5",
+                     "--outdir", out)
     assert result.exit_code != 0
-    assert "--loop 2" in result.output and "at most 1 whole bar" in result.output
+    line = "--loop 2: a 2.000 s clip (64 frames of hop 64 at 2048 Hz) at 240 BPM holds at most 0 whole bars plus " \
+           "the 1500 ms crossfade (one bar = 1.000 s)"
+    assert line in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_walk_of_bars_longer_than_a_clip_repeats_each_clips_loop(snaps, tmp_path):
+    net = ["--network", snaps["bars"], "--batch", "1"]
+    result = run_cli(*net, "--walk", "3,8", "--walk-steps", "0", "--bars", "4", "--outdir", tmp_path / "walk")
+    assert result.exit_code == 0, result.output
+    assert "--bars 4: clip holds 1 bar; each clip's 1-bar loop repeated 4x" in result.output
+    piece, sr = sf.read(str(tmp_path / "walk" / "walk-3-8-240bpm.wav"))
+    assert piece.size == bar_samples(8)
+    fade = round(0.02 * sr)
+    # Inside clip 0's four bars every bar is the same loop (bars 1-3 start with its crossfaded head).
+    for k in (2, 3):
+        np.testing.assert_allclose(piece[k * 2048:(k + 1) * 2048], piece[2048:2 * 2048], atol=3 / 32768)
+    assert not np.allclose(piece[4 * 2048 + fade:5 * 2048], piece[fade:2048], atol=0.01)  # bar 4 is clip 8's
+    assert Image.open(tmp_path / "walk" / "walk-3-8.png").size == (2 * 4 * 32, 64)
 
 
 def test_walk_joins_clips_on_the_bar_grid(snaps, tmp_path):

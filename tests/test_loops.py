@@ -185,3 +185,73 @@ def test_beat_offset_found_on_a_click_track():
 def test_bad_tempo_or_rate_rejected(sr, bpm):
     with pytest.raises(ValueError):
         loops.bars_to_samples(1, sr, bpm)
+
+
+# --- clips that hold fewer bars than asked: the seamless loop of their whole bars, repeated ------------
+
+def test_one_bar_clip_loops_to_eight_bars_exactly_on_the_grid_and_seamlessly():
+    bpm, fade_s = 130.0, 0.02
+    bar, fade = exact_bar_samples(1, SR, bpm), round(fade_s * SR)           # 14769 samples (14769.2), 160
+    clip = techno_like(bar / SR + 0.025, bpm=bpm)                             # one bar + 25 ms
+    looped = loops.loop_to_bars(clip, SR, bpm, 8, fade_s)
+    assert (looped.held, looped.unit_bars, looped.repeats) == (1, 1, 8)
+    assert looped.note() == "clip holds 1 bar; looped 8x to 8 bars"
+    x = looped.audio
+    assert x.shape == (exact_bar_samples(8, SR, bpm),) and x.dtype == clip.dtype
+    t = np.arange(fade) / fade                                                # the equal-power fold, by hand
+    head = clip[:fade] * np.sin(0.5 * np.pi * t) + clip[bar:bar + fade] * np.cos(0.5 * np.pi * t)
+    for k in range(8):                                                        # every repeat starts on bar line k
+        start = exact_bar_samples(k, SR, bpm)
+        np.testing.assert_allclose(x[start:start + fade], head, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(x[start + fade:start + bar - 1], clip[fade:bar - 1])
+    # Looping the 8 bars: the sample after the end is the loop's head, whose first sample is the clip's own
+    # continuation after the bar (fade-in 0, fade-out 1): the wrap plays clip[bar - 1] -> clip[bar].
+    assert x[0] == clip[bar]
+    last = exact_bar_samples(8, SR, bpm) - exact_bar_samples(7, SR, bpm)     # the last repeat's slot on the grid
+    assert x[-1] == {bar: clip[bar - 1], bar + 1: x[0], bar - 1: clip[bar - 2]}[last]
+    # Both channels of a stereo clip the same way.
+    stereo = np.stack([clip, -clip])
+    np.testing.assert_array_equal(loops.loop_to_bars(stereo, SR, bpm, 8, fade_s).audio, np.stack([x, -x]))
+
+
+def test_clip_that_holds_the_bars_is_cut_as_loop_clip_cuts_it():
+    x = techno_like(3 * 60 * 4 / 130.0 + 0.05)                                # 3 bars + 50 ms
+    looped = loops.loop_to_bars(x, SR, 130.0, 2, 0.02)
+    assert (looped.held, looped.repeats, looped.note()) == (3, 1, "")
+    np.testing.assert_array_equal(looped.audio, loops.loop_clip(x, SR, 130.0, 2, 0.02))
+
+
+@pytest.mark.parametrize("bars, unit, repeats", [(8, 2, 4), (7, 1, 7), (6, 3, 2), (9, 3, 3)])
+def test_three_bar_clip_repeats_the_largest_loop_that_divides_the_bars(bars, unit, repeats):
+    x = techno_like(3 * 60 * 4 / 130.0 + 0.05)
+    looped = loops.loop_to_bars(x, SR, 130.0, bars, 0.02)
+    assert (looped.held, looped.unit_bars, looped.repeats) == (3, unit, repeats)
+    assert looped.audio.shape == (exact_bar_samples(bars, SR, 130.0),)
+    one = loops.loop_clip(x, SR, 130.0, unit, 0.02)
+    np.testing.assert_array_equal(looped.audio[:len(one)], one)
+    assert f"a {unit}-bar loop of it looped {repeats}x" in looped.note() or unit == 3
+
+
+def test_clip_shorter_than_a_bar_plus_the_crossfade_is_refused():
+    bar = exact_bar_samples(1, SR, 130.0)
+    clip = techno_like((bar + 100) / SR)                                      # 100 samples < the 160 of 20 ms
+    with pytest.raises(ValueError, match=r"holds 0 whole bar\(s\) at 130 BPM with room for a 20 ms crossfade"):
+        loops.loop_to_bars(clip, SR, 130.0, 8, 0.02)
+    assert loops.loop_to_bars(clip, SR, 130.0, 8, 0.01).repeats == 8          # 80 samples fit
+    with pytest.raises(ValueError, match="whole number of times"):
+        loops.repeat_to_bars(clip[:bar], SR, 130.0, 8, 3)
+
+
+def test_short_clips_join_into_a_walk_of_whole_bars_each():
+    bpm, fade_s = 130.0, 0.02
+    bar, fade = exact_bar_samples(1, SR, bpm), round(fade_s * SR)
+    clips = [techno_like(bar / SR + 0.025, seed=s) for s in range(3)]
+    long = techno_like(5 * bar / SR)
+    assert loops.clip_for_join(long, SR, bpm, 4, fade_s) is long              # holds 4 bars + crossfade: as is
+    ready = [loops.clip_for_join(c, SR, bpm, 4, fade_s) for c in clips]
+    assert all(r.shape == (exact_bar_samples(4, SR, bpm) + fade,) for r in ready)
+    piece = loops.join_on_beats(ready, SR, bpm, 4, fade_s)
+    assert piece.shape == (exact_bar_samples(12, SR, bpm),)
+    # At the join on bar 4 clip 0's continuation is its own loop head, whose first sample is clip 0's
+    # sample after its bar; clip 1 fades in from 0.
+    assert piece[exact_bar_samples(4, SR, bpm)] == clips[0][bar]

@@ -34,22 +34,20 @@ def test_grid_share_counts_onsets_near_step_boundaries():
 
 
 def test_bar_loop_repeats_a_one_bar_clip_and_loops_a_longer_one():
-    from audio_ext.generation.showcase import bar_unit
     sr, bpm = 2000, 120.0
     bar = loops.bars_to_samples(1, sr, bpm)
-    clip = np.sin(np.arange(bar - 1) * 0.01).astype(np.float32)        # a bar minus one sample: repeated
+    clip = np.sin(np.arange(bar + 50) * 0.01).astype(np.float32)       # a bar + 25 ms: its one-bar loop, repeated
     out = card.bar_loop(clip, sr, bpm, 4)
-    unit = bar_unit(clip, sr, bpm)
+    unit = loops.loop_clip(clip, sr, bpm, 1, 0.02)
     assert len(out) == loops.bars_to_samples(4, sr, bpm)
-    np.testing.assert_array_equal(out[: len(unit)], unit)
-    np.testing.assert_array_equal(out[len(unit): 2 * len(unit)], unit)
+    np.testing.assert_array_equal(out, np.tile(unit, 4))
     long = np.random.default_rng(0).standard_normal(5 * bar).astype(np.float32)
     np.testing.assert_array_equal(card.bar_loop(long, sr, bpm, 4), loops.loop_clip(long, sr, bpm, 4, 0.02))
 
 
 def test_card_runs_on_a_tiny_stand_in(tmp_path, monkeypatch):
-    geom = StftGeometry(64, sample_rate=2218)          # 4096 samples: one bar at 130 BPM
-    clips = np.stack([techno_loop(130, 2.0, sr=2218, seed=s, offset=0.0)[: geom.clip_samples] for s in range(12)])
+    geom = StftGeometry(64, sample_rate=2193)          # 4096 samples: one bar at 130 BPM + 21 ms
+    clips = np.stack([techno_loop(130, 2.0, sr=2193, seed=s, offset=0.0)[: geom.clip_samples] for s in range(12)])
     block = write_encoded_archive(tmp_path / "stft.zip", clips, geom, target_bpm=130)[0]
     torch.manual_seed(0)
     G = networks.Generator(z_dim=8, w_dim=8, img_resolution=64, img_channels=1, mapping_kwargs=dict(num_layers=1),
@@ -73,8 +71,8 @@ def test_card_runs_on_a_tiny_stand_in(tmp_path, monkeypatch):
     assert float(floor[4]) > 0 and float(floor[5]) == pytest.approx(1.0)     # the floor's SFD / floor is 1
 
 
-def test_grid_share_tolerates_a_step_a_hair_longer_than_eight_frames():
-    per_step = 60 / 130 / 4 * 8875 / 128          # electro128: 8.0003 frames per 16th note
-    early = impulse_images([7, 15, 23, 31])       # every hit one frame before the boundary
+def test_grid_share_tolerates_a_step_that_is_not_a_whole_number_of_frames():
+    per_step = 60 / 130 / 4 * 8775 / 128          # electro128: 7.91 frames per 16th note
+    early = impulse_images([7, 15, 23, 31])       # every hit less than a frame before the boundary
     assert card.grid_share(early, per_step) == pytest.approx(1.0)
     assert card.grid_share(impulse_images([3, 11, 19]), per_step) == pytest.approx(0.0)

@@ -235,10 +235,18 @@ def test_bpm_flag_names_tags_and_cuts_whole_bars_at_the_new_tempo(snaps, tmp_pat
     res = CliRunner().invoke(gen_audio.main, ["--network", str(snaps["bars"]), "--seeds", "1", "--bpm", "1000",
                                               "--outdir", str(tmp_path / "o")])
     assert res.exit_code != 0 and "--bpm must be a tempo between" in res.output
-    # 2 s at 240 BPM stretched to 120 BPM is 4 s: 2 bars of 2 s hold, 3 do not.
+    # 2 s at 240 BPM stretched to 120 BPM is 4 s: one bar of 2 s with room for the crossfade; 3 bars are
+    # that bar's seamless loop three times, on the 120 BPM grid.
     res = CliRunner().invoke(gen_audio.main, ["--network", str(snaps["bars"]), "--seeds", "1", "--bpm", "120",
                                               "--loop", "3", "--outdir", str(tmp_path / "o")])
-    assert res.exit_code != 0 and "at 120 BPM holds at most 1 whole bar" in res.output
+    assert res.exit_code == 0 and "--loop 3: clip holds 1 bar; looped 3x to 3 bars" in res.output
+    audio, _ = sf.read(tmp_path / "o" / "seed0001-loop3bar-120bpm.wav")
+    assert audio.shape == (loops.bars_to_samples(3, 2048, 120.0),)
+    # 2 s at 240 BPM stretched to 300 BPM is 1.6 s: one bar of 0.8 s and a 0.9 s crossfade do not fit; the
+    # one-line refusal names the geometry.
+    res = CliRunner().invoke(gen_audio.main, ["--network", str(snaps["bars"]), "--seeds", "1", "--bpm", "300",
+                                              "--loop", "1", "--crossfade", "0.9", "--outdir", str(tmp_path / "p")])
+    assert res.exit_code != 0 and "(64 frames of hop 64 at 2048 Hz) at 300 BPM holds at most 0 whole bars" in res.output
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128, 1024])

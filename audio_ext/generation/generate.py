@@ -73,9 +73,10 @@ MAX_WALK_CLIPS = 10_000
 class GenerateOptions:
     """Everything that decides what :func:`generate` writes; see ``gen_audio.py --help`` for each flag.
 
-    ``trunc`` is the truncation psi (1 = off), ``loop_bars`` cuts each clip to that many bars with a
-    seamless loop point, ``walk`` renders one piece through the given seeds with ``walk_steps``
-    interpolated clips between consecutive seeds, each contributing ``walk_bars`` bars (``walk`` items are
+    ``trunc`` is the truncation psi (1 = off), ``loop_bars`` makes each clip a loop of that many bars
+    with a seamless loop point (a clip of fewer bars repeats its whole-bar loop), ``walk`` renders one
+    piece through the given seeds with ``walk_steps`` interpolated clips between consecutive seeds,
+    each contributing ``walk_bars`` bars, looped the same way (``walk`` items are
     seeds or :class:`audio_ext.generation.latents.Projected` latents; ``walk_space`` 'z' = slerp between seeds, 'w' =
     linear in W); ``projected_w`` renders latents written by ``project_audio.py`` (with ``variations``
     clips around each, ``spread`` apart); ``mix_rows``/``mix_cols``/``mix_styles`` render a style-mixing
@@ -242,28 +243,35 @@ def _remove_empty(folders: List[Path]) -> None:
             folder.rmdir()
 
 
-def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: float) -> None:
+def _check_bars_fit(opts: GenerateOptions, geometry: StftGeometry, bpm: float) -> None:
+    """Refuse, before anything is written, a ``--loop`` or walk whose clips hold less than one whole bar
+    plus the crossfade (clips holding fewer bars than asked are looped: :func:`loops.loop_to_bars`)."""
+    clip_samples, sr = int(geometry.clip_samples), int(geometry.sample_rate)
     if opts.bpm is not None:  # clips are stretched to --bpm before they are cut into bars
         clip_samples, bpm = stretched_length(clip_samples, bpm, opts.bpm), float(opts.bpm)
-    fade = int(round(opts.crossfade_s * sr))
-    fit = loops.whole_bars(clip_samples - fade, sr, bpm) if clip_samples > fade else 0
-    clip_s = clip_samples / sr
+    fit = loops.held_bars(clip_samples, sr, bpm, opts.crossfade_s)
     for flag, bars in (("--loop", opts.loop_bars), ("--bars", opts.walk_bars if opts.walk else None)):
-        if bars is not None and bars > fit:
-            raise GenerateError(f"{flag} {bars}: a {clip_s:.2f} s clip at {bpm:g} BPM holds at most {fit} whole "
-                                f"bar(s) plus the {opts.crossfade_s * 1000:g} ms crossfade")
+        if bars is not None and fit < 1:
+            raise GenerateError(
+                f"{flag} {bars}: a {clip_samples / sr:.3f} s clip ({geometry.resolution} frames of hop "
+                f"{geometry.hop_length} at {sr} Hz) at {bpm:g} BPM holds at most 0 whole bars plus the "
+                f"{opts.crossfade_s * 1000:g} ms crossfade (one bar = {loops.bars_to_samples(1, sr, bpm) / sr:.3f} s); "
+                f"a shorter --crossfade or a slower --bpm may fit")
 
 
-def _loop_if_asked(audio: np.ndarray, sr: int, bpm: float, opts, what: str):
-    """``(audio, file-name tag)``: a seamless ``--loop`` of whole bars when asked (tag ``-loopNbar``), else
-    the clip as it is (tag ``''``); ``what`` names the clip in the one-line error."""
+def _loop_if_asked(run: "_Run", audio: np.ndarray, bpm: float, what: str):
+    """``(audio, file-name tag)``: a seamless ``--loop`` of whole bars when asked (tag ``-loopNbar``), a
+    shorter clip's loop repeated to them (said once in the log), else the clip as it is (tag ``''``);
+    ``what`` names the clip in the one-line error."""
+    opts = run.opts
     if opts.loop_bars is None:
         return audio, ""
     try:
-        audio = loops.loop_clip(audio, sr, bpm, opts.loop_bars, opts.crossfade_s)
+        looped = loops.loop_to_bars(audio, run.sr, bpm, opts.loop_bars, opts.crossfade_s)
     except ValueError as e:
         raise GenerateError(f"--loop {opts.loop_bars}: {what}: {e}") from None
-    return audio, f"-loop{opts.loop_bars}bar"
+    run.note(f"--loop {opts.loop_bars}: {looped.note()}" if looped.note() else "")
+    return looped.audio, f"-loop{opts.loop_bars}bar"
 
 
 @dataclasses.dataclass
@@ -289,10 +297,17 @@ class _Run:
     projected: dict = dataclasses.field(default_factory=dict)
     decoder: Optional[DecoderChoice] = None  # the decoder model (decoder_choice: flag > snapshot > env > shipped)
     mix_grid: Optional[tuple] = None  # (columns, rows, cells, note) of audio_ext.generation.page.GridCell, set by mixing.render_mix
+    noted: set = dataclasses.field(default_factory=set)  # log lines already said once (see note)
 
     @property
     def sr(self) -> int:
         return int(self.block["sample_rate"])
+
+    def note(self, line: str) -> None:
+        """Log ``line`` once per run (the same note for every seed is said once); '' says nothing."""
+        if line and line not in self.noted:
+            self.noted.add(line)
+            self.log(line)
 
     def write_grid_page(self, run_info: dict) -> None:
         """The style-mixing grid page as ``index.html`` (players in a table)."""
@@ -333,7 +348,7 @@ class _Run:
 
 def _render_seeds(run: _Run) -> None:
     """One clip (or loop) and spectrogram per seed, in batches of ``--batch``."""
-    opts, sr = run.opts, run.sr
+    opts = run.opts
     seeds = list(opts.seeds or [])
     # 'random' noise draws from torch's generator: one seed per forward pass keeps files independent of --batch
     batch = 1 if opts.noise_mode == "random" else opts.batch
@@ -346,7 +361,7 @@ def _render_seeds(run: _Run) -> None:
         for i, seed in enumerate(chunk):
             audio = run.retime(decoded[i])
             bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
-            audio, loop_tag = _loop_if_asked(audio, sr, bpm, opts, f"seed {seed}")
+            audio, loop_tag = _loop_if_asked(run, audio, bpm, f"seed {seed}")
             kind = f"loop, {opts.loop_bars} bar(s)" if loop_tag else "clip"
             stem = f"seed{seed:04d}"
             run.write(stem, f"{stem}{loop_tag}-{fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[i].cpu().numpy(),
@@ -375,14 +390,26 @@ def _render_walk(run: _Run) -> None:
         clips.extend(run.retime(a) for a in run.decode(imgs, [base + j for j in range(k, k + imgs.shape[0])]))
         columns.extend(imgs.cpu().numpy())
     bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, clips[0])
+    held = loops.held_bars(clips[0].shape[-1], sr, bpm, opts.crossfade_s)
+    unit_bars = opts.walk_bars
     try:
+        if held < opts.walk_bars:   # clips of fewer bars: each one's seamless loop, repeated to --bars
+            unit_bars = loops.unit_bars_for(held, opts.walk_bars) if held >= 1 else 1
+            clips = [loops.clip_for_join(c, sr, bpm, opts.walk_bars, opts.crossfade_s) for c in clips]
+            run.note(f"--bars {opts.walk_bars}: clip holds {held} bar{'s' if held != 1 else ''}; "
+                     f"each clip's {unit_bars}-bar loop repeated {opts.walk_bars // unit_bars}x")
         piece = loops.join_on_beats(clips, sr, bpm, opts.walk_bars, opts.crossfade_s)
     except ValueError as e:
         raise GenerateError(f"--walk: {e}") from None
-    # The walk's picture: each clip's image cut to the frames it contributes, side by side.
+    # The walk's picture: each clip's image cut to the frames it contributes (its looped bars repeated),
+    # side by side.
     grid = loops.grid_positions(len(clips), sr, bpm, beats_per_unit=4 * opts.walk_bars)
     to_source = (bpm / run.src_bpm) if (opts.bpm is not None and run.src_bpm) else 1.0  # image frames are at the source tempo
     frames = np.round(grid * to_source / run.geometry.hop_length).astype(int)
+    if unit_bars < opts.walk_bars:
+        unit = max(int(round(loops.bars_to_samples(unit_bars, sr, bpm) * to_source / run.geometry.hop_length)), 1)
+        columns = [col[:, np.arange(frames[k + 1] - frames[k]) % min(unit, col.shape[1])]
+                   for k, col in enumerate(columns)]
     strip = np.concatenate([col[:, :max(frames[k + 1] - frames[k], 1)] for k, col in enumerate(columns)], axis=1)
     stem = _safe_stem(latents.walk_label(walk))
     run.write(stem, f"{stem}-{fmt_bpm(bpm)}bpm.{opts.fmt}", piece, strip, title=f"{stem} {fmt_bpm(bpm)} BPM",
@@ -415,7 +442,7 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
         raise GenerateError(f"{network}: --bpm needs the snapshot's target_bpm (the tempo its clips are made at), "
                             f"and its audio block has none")
     if bpm is not None:
-        _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
+        _check_bars_fit(opts, geometry, bpm)
     decoder = decoder_choice(network, geometry, decoder_payload, opts.decoder_model)
     try:
         method, n_iter = describe_phase(opts.method, opts.n_iter, geometry, decoder)
@@ -495,7 +522,7 @@ def _render_projected(run: _Run) -> None:
 def _render_projected_batch(run: _Run, path, w: torch.Tensor, stem0: str, labels: List[str], first: int,
                             stop: int) -> None:
     """Clips ``first`` .. ``stop - 1`` of one --projected-w latent (the latent itself, or its variations)."""
-    opts, sr = run.opts, run.sr
+    opts = run.opts
     if opts.variations:
         ws = latents.variations(run.G, w, stop - first, opts.spread, run.device, start=first)
     else:
@@ -506,7 +533,7 @@ def _render_projected_batch(run: _Run, path, w: torch.Tensor, stem0: str, labels
         audio = run.retime(decoded[j])
         bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
         kind = f"variation {first + j} of a projected latent, spread {opts.spread:g}" if label else "projected latent"
-        audio, loop_tag = _loop_if_asked(audio, sr, bpm, opts, str(path))
+        audio, loop_tag = _loop_if_asked(run, audio, bpm, str(path))
         if loop_tag:
             kind = f"{kind}, loop {opts.loop_bars} bar(s)"
         stem = f"{stem0}-{label}" if label else stem0

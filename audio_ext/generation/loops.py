@@ -9,9 +9,14 @@ samples. Audio is a float array whose last axis is time (mono ``[T]`` or ``[chan
 Loop points are made seamless by folding: the audio that follows the loop end in the clip (the
 music goes on there) is cross-faded into the loop's head with an equal-power (sin/cos) fade, so
 the sample after the last one of the loop is, at the loop point, the original continuation.
+
+Any clip makes a loop of any number of bars (:func:`loop_to_bars`): a clip that holds fewer bars
+than asked (a one-bar network's clip asked for 8) gives the seamless loop of the whole bars it holds,
+repeated on the bar grid; :func:`clip_for_join` does the same for the clips of a beat-joined walk.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List, Optional, Sequence
 
@@ -149,6 +154,90 @@ def loop_clip(audio, sr: int, bpm: float, bars: Optional[int] = None, crossfade_
                          f"for a {crossfade_s * 1000:g} ms crossfade (one bar = "
                          f"{bars_to_samples(1, sr, bpm) / sr:.3f} s); cannot loop {bars}")
     return make_seamless_loop(x, sr, crossfade_s, loop_samples=bars_to_samples(bars, sr, bpm))
+
+
+def held_bars(n_samples: int, sr: int, bpm: float, crossfade_s: float) -> int:
+    """Whole bars a clip of ``n_samples`` samples holds with room for a ``crossfade_s``-second crossfade
+    after them (what :func:`loop_clip` can loop, and what :func:`join_on_beats` can take from a clip)."""
+    n_fade = int(round(max(crossfade_s, 0) * sr))
+    return whole_bars(n_samples - n_fade, sr, bpm) if n_samples > n_fade else 0
+
+
+def unit_bars_for(held: int, bars: int) -> int:
+    """Bars of the loop that is repeated to make ``bars`` bars from a clip holding ``held`` (< ``bars``):
+    the largest divisor of ``bars`` not above ``held``, so the repeats fill ``bars`` exactly and the
+    whole piece loops seamlessly too (3 held, 8 asked: a 2-bar loop 4 times)."""
+    return max(d for d in range(1, min(held, bars) + 1) if bars % d == 0)
+
+
+def repeat_to_bars(unit, sr: int, bpm: float, bars: int, unit_bars: int) -> np.ndarray:
+    """A seamless loop of ``unit_bars`` bars repeated to exactly ``bars_to_samples(bars, sr, bpm)`` samples.
+
+    Repeat ``k`` starts on bar line ``k * unit_bars`` of one grid (:func:`grid_positions`), so the bars
+    do not drift when a bar is not a whole number of samples; a repeat one sample longer than the unit
+    ends with the unit's first sample (its seamless continuation), one sample shorter drops its last.
+    """
+    x = _as_audio(unit)
+    if not (isinstance(bars, (int, np.integer)) and isinstance(unit_bars, (int, np.integer))
+            and 1 <= unit_bars <= bars and bars % unit_bars == 0):
+        raise ValueError(f"cannot repeat a {unit_bars}-bar loop to {bars} bars (a whole number of times)")
+    pos = grid_positions(bars // unit_bars, sr, bpm, beats_per_unit=BEATS_PER_BAR * unit_bars)
+    out = np.empty(x.shape[:-1] + (int(pos[-1]),), dtype=x.dtype)
+    for a, b in zip(pos[:-1], pos[1:]):
+        out[..., a:b] = x[..., np.arange(b - a) % x.shape[-1]]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BarLoop:
+    """A loop of ``bars`` bars from one clip: ``audio`` (exactly ``bars_to_samples(bars)`` samples), the
+    whole bars the clip ``held`` with room for the crossfade, and the seamless ``unit_bars``-bar loop
+    that was repeated ``repeats`` times (1: the clip held the bars, cut as :func:`loop_clip` does)."""
+
+    audio: np.ndarray
+    bars: int
+    held: int
+    unit_bars: int
+    repeats: int
+
+    def note(self) -> str:
+        """One line for the log: how the loop was made from a clip that holds fewer bars, '' otherwise."""
+        if self.repeats == 1:
+            return ""
+        unit = "" if self.unit_bars == self.held else f"a {self.unit_bars}-bar loop of it "
+        return (f"clip holds {self.held} bar{'s' if self.held != 1 else ''}; {unit}looped {self.repeats}x "
+                f"to {self.bars} bars")
+
+
+def loop_to_bars(audio, sr: int, bpm: float, bars: int, crossfade_s: float = 0.01) -> BarLoop:
+    """Any clip as a seamless ``bars``-bar loop, exactly ``bars_to_samples(bars, sr, bpm)`` samples long.
+
+    A clip that holds ``bars`` whole bars plus the crossfade is cut as :func:`loop_clip` cuts it (the
+    same samples). A shorter one gives the seamless loop of its whole bars (:func:`unit_bars_for`), and
+    that is repeated on the bar grid (:func:`repeat_to_bars`). A clip that holds less than one bar
+    plus the crossfade is a ValueError saying so.
+    """
+    x = _as_audio(audio)
+    if not (isinstance(bars, (int, np.integer)) and bars >= 1):
+        raise ValueError(f"bars must be a positive integer, got {bars!r}")
+    held = held_bars(x.shape[-1], sr, bpm, crossfade_s)
+    if held >= bars:
+        return BarLoop(loop_clip(x, sr, bpm, bars, crossfade_s), bars, held, bars, 1)
+    unit_bars = unit_bars_for(held, bars) if held >= 1 else 1
+    unit = loop_clip(x, sr, bpm, unit_bars, crossfade_s)       # the ValueError when not even one bar fits
+    return BarLoop(repeat_to_bars(unit, sr, bpm, bars, unit_bars), bars, held, unit_bars, bars // unit_bars)
+
+
+def clip_for_join(audio, sr: int, bpm: float, bars: int, crossfade_s: float = 0.01) -> np.ndarray:
+    """A clip that can give :func:`join_on_beats` ``bars`` bars plus the crossfade: the clip itself when it
+    holds them, else its :func:`loop_to_bars` loop followed by the loop's own head (its seamless
+    continuation) for the crossfade."""
+    x = _as_audio(audio)
+    if held_bars(x.shape[-1], sr, bpm, crossfade_s) >= bars:
+        return x
+    looped = loop_to_bars(x, sr, bpm, bars, crossfade_s).audio
+    n_fade = int(round(max(crossfade_s, 0) * sr))
+    return np.concatenate([looped, looped[..., :n_fade]], axis=-1)
 
 
 def join_on_beats(clips: Sequence, sr: int, bpm: float, bars_each: int, crossfade_s: float = 0.01,
