@@ -62,7 +62,8 @@ def _walk(ctx, param, value):
 @click.option("--iters", "n_iter", type=click.IntRange(min=0), default=None, metavar="N",
               help="Griffin-Lim iterations (default: the method's own).")
 @click.option("--loop", "loop_bars", type=click.IntRange(min=1), default=None, metavar="BARS",
-              help="Cut each clip to BARS bars (4 beats) with a seamless loop point.")
+              help="Make each clip a seamless loop of BARS bars (4 beats); a clip holding fewer bars repeats its "
+                   "whole-bar loop on the bar grid.")
 @click.option("--walk", callback=_walk, metavar="LIST",
               help="Render one piece walking through these seeds and projected latents (proj:FILE), e.g. 'proj:me.npz,5,9'.")
 @click.option("--walk-space", type=click.Choice(WALK_SPACES), default="z", show_default=True,
