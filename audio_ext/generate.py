@@ -469,6 +469,8 @@ class _Run:
     src_bpm: Optional[float] = None  # the tempo the network makes (the archive's target_bpm)
     projected: dict = dataclasses.field(default_factory=dict)
     mix_grid: Optional[tuple] = None  # (columns, rows, cells, note) of audio_ext.page.GridCell, set by mixing.render_mix
+    method: Optional[str] = None  # the phase method's description and iterations, as make_run found them
+    n_iter: object = None
 
     @property
     def sr(self) -> int:
@@ -573,6 +575,50 @@ def _render_walk(run: _Run) -> None:
                          kind=f"walk, {len(clips)} clips x {opts.walk_bars} bar(s)"))
 
 
+def make_run(opts: GenerateOptions, G, block: dict, device: torch.device, log=print) -> _Run:
+    """The checked run of ``opts`` on a loaded generator (its ``staging`` folder still unset): class
+    labels, projected latents, tempo and bar checks, the phase description. Call it inside
+    :func:`decoder_choice`, as :func:`generate` does; the studio (audio_ext.studio) keeps G loaded
+    and makes one run per request."""
+    from .geometry import StftGeometry
+    _validate(opts)
+    network = str(opts.network)
+    geometry = StftGeometry.from_dict(block)
+    n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
+    classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
+    projected = _load_projected(opts, G)
+    bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
+    if opts.bpm is not None and bpm is None:
+        raise GenerateError(f"{network}: --bpm needs the snapshot's target_bpm (the tempo its clips are made at), "
+                            f"and its audio block has none")
+    if bpm is not None:
+        _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
+    try:
+        method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
+    except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
+        raise GenerateError(f"decoder: {e}") from None
+    snapshot_name = Path(network).name
+    desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
+            f"snapshot={snapshot_name}")
+    return _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
+                bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
+                src_bpm=bpm, projected=projected, method=method, n_iter=n_iter)
+
+
+def render(run: _Run) -> None:
+    """Write every file ``run.opts`` asks for into ``run.staging`` (seeds, walk, projected latents, mixing)."""
+    opts = run.opts
+    if opts.seeds:
+        _render_seeds(run)
+    if opts.walk:
+        _render_walk(run)
+    if opts.projected_w:
+        _render_projected(run)
+    if opts.mix_rows:
+        from .mixing import render_mix
+        render_mix(run)
+
+
 def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     """Run one generation as ``opts`` says and return what was written (see the module docstring).
 
@@ -585,37 +631,12 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     network = str(opts.network)
     G, block, decoder_payload = load_generator(network, device, with_decoder=True)
     geometry = StftGeometry.from_dict(block)
-    n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
-    classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
-    projected = _load_projected(opts, G)
-    bpm = float(block["target_bpm"]) if block.get("target_bpm") else None
-    if opts.bpm is not None and bpm is None:
-        raise GenerateError(f"{network}: --bpm needs the snapshot's target_bpm (the tempo its clips are made at), "
-                            f"and its audio block has none")
-    if bpm is not None:
-        _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
     with decoder_choice(network, geometry, decoder_payload, opts.decoder_model):
-        try:
-            method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
-        except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
-            raise GenerateError(f"decoder: {e}") from None
-        snapshot_name = Path(network).name
-        desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
-                f"snapshot={snapshot_name}")
-        run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
-                   bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
-                   src_bpm=bpm, projected=projected)
+        run = make_run(opts, G, block, device, log)
+        method, n_iter, snapshot_name, bpm = run.method, run.n_iter, run.snapshot_name, run.src_bpm
         outdir = Path(opts.outdir)
         with staging_folder(outdir, log) as run.staging:
-            if opts.seeds:
-                _render_seeds(run)
-            if opts.walk:
-                _render_walk(run)
-            if opts.projected_w:
-                _render_projected(run)
-            if opts.mix_rows:
-                from .mixing import render_mix
-                render_mix(run)
+            render(run)
             run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
                         "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
                         "phase": f"{method}, {n_iter} iterations"}
@@ -680,5 +701,5 @@ def _render_projected(run: _Run) -> None:
                       entry=dict(title=stem, seed=str(path), bpm=bpm, kind=kind))
 
 
-__all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "seed_latents", "load_generator",
+__all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "make_run", "render", "seed_latents", "load_generator",
            "class_labels", "decode_images", "image_to_png_array", "limit_peak"]
