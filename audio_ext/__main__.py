@@ -268,6 +268,10 @@ from .survey.cli import survey as _survey  # noqa: E402  (after main: `python -m
 
 main.add_command(_survey)
 
+from .studio.cli import studio as _studio  # noqa: E402  (`python -m audio_ext studio ...`)
+
+main.add_command(_studio)
+
 
 @main.command()
 @click.option("--data", required=True, metavar="PATH", help="stft.zip or an archive folder")
