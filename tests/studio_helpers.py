@@ -74,13 +74,13 @@ class Client:
 
     def wait_job(self, job_id: str, timeout: float = 300.0) -> dict:
         import time
-        end = time.monotonic() + timeout
+        end, version = time.monotonic() + timeout, 0
         while time.monotonic() < end:
-            status, job = self.json("GET", f"/api/jobs/{job_id}")
+            status, job = self.json("GET", f"/api/jobs/{job_id}?after={version}")
             assert status == 200, job
             if job["state"] in ("done", "failed", "cancelled"):
                 return job
-            time.sleep(0.05)
+            version = job["version"]
         raise AssertionError(f"job {job_id} did not finish")
 
     def run_job(self, body: dict) -> dict:

@@ -85,6 +85,18 @@ class Engine:
             gen.render(run)
         return run
 
+    def warm_up(self) -> None:
+        """Render one clip and throw it away: the first pass through the generator and the decoder (its
+        compiled Griffin-Lim step) is several times slower than the next, and the page's first sound
+        should not pay for it."""
+        import shutil
+        import tempfile
+        folder = Path(tempfile.mkdtemp(prefix="electrogan-studio-warm-"))
+        try:
+            self.render(folder, seeds=[0], class_idx=0 if self.c_dim else None)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def max_bars(self, bpm: Optional[float], crossfade_s: float = 0.02) -> int:
         """Whole bars a clip holds at ``bpm`` (the network's own tempo when None) after the crossfade."""
         from .. import loops

@@ -3,7 +3,8 @@
 Generation is CPU-bound and uses every core through torch, so one job at a time is as fast as it
 gets on a small machine; the page polls a job for its progress and can cancel it. A job function
 gets a :class:`JobContext`; calling ``ctx.progress`` between units of work (clips, projection steps)
-is where a cancel takes effect (:class:`JobCancelled`). A job that fails keeps its one-line message;
+is where a cancel takes effect (:class:`JobCancelled`). Every change bumps the job's ``version``;
+a request may wait for the next one (long polling), so a clip reaches the page as soon as it exists. A job that fails keeps its one-line message;
 the worker itself never stops on a job's error.
 """
 from __future__ import annotations
@@ -47,11 +48,23 @@ class Job:
         self.created = time.monotonic()
         self.started: Optional[float] = None
         self.finished: Optional[float] = None
-        self.lock = threading.Lock()
+        self.version = 0                       # bumped on every change, so a page can wait for the next one
+        self.lock = threading.Condition()
+
+    def changed(self) -> None:
+        """Call with ``lock`` held after a change: wakes the requests waiting in :meth:`wait`."""
+        self.version += 1
+        self.lock.notify_all()
+
+    def wait(self, after: int, timeout: float) -> None:
+        """Block until the job changed since version ``after`` (or ``timeout`` seconds passed)."""
+        with self.lock:
+            self.lock.wait_for(lambda: self.version > after, timeout)
 
     def public(self) -> dict:
         with self.lock:
             return {"id": self.id, "kind": self.kind, "state": self.state, "done": self.done, "total": self.total,
+                    "version": self.version,
                     "message": self.message, "error": self.error, "clips": list(self.clips),
                     "result": dict(self.result)}
 
@@ -73,12 +86,14 @@ class JobContext:
                 self.job.total = max(int(total), 1)
             if message is not None:
                 self.job.message = message
+            self.job.changed()
         if self.cancelled:
             raise JobCancelled()
 
     def add_clip(self, clip: dict) -> None:
         with self.job.lock:
             self.job.clips.append(clip)
+            self.job.changed()
 
 
 class JobQueue:
@@ -111,6 +126,7 @@ class JobQueue:
         with job.lock:
             if job.state == QUEUED:
                 job.state, job.message = CANCELLED, "cancelled before it started"
+            job.changed()
 
     def cancel_session(self, session_id: str) -> None:
         with self._lock:
@@ -140,6 +156,7 @@ class JobQueue:
                 if job.state != QUEUED:
                     continue
                 job.state, job.message, job.started = RUNNING, "running", time.monotonic()
+                job.changed()
             try:
                 result = job.fn(JobContext(job)) or {}
                 state, error, message = DONE, None, "done"
@@ -155,3 +172,4 @@ class JobQueue:
                 job.finished = time.monotonic()
                 if state == DONE:
                     job.done = job.total
+                job.changed()

@@ -14,7 +14,8 @@ API (JSON bodies and answers unless noted):
 - ``GET /api/clips``: the session's clips. ``GET /api/clips/<id>/audio`` (WAV, range requests),
   ``/image`` (PNG), ``/download?format=wav|flac`` (attachment named like gen_audio.py's file).
 - ``POST /api/jobs`` ``{"kind": "seeds|loop|mix|walk|project|variations", ...}`` (:mod:`.actions`)
-  -> ``{"job": id}``; ``GET /api/jobs/<id>`` (state, progress, clips, result);
+  -> ``{"job": id}``; ``GET /api/jobs/<id>`` (state, progress, clips, result, version;
+  ``?after=V`` waits until the version passes V: long polling);
   ``POST /api/jobs/<id>/cancel``.
 - ``POST /api/upload?name=FILE`` (the raw file as the body) -> ``{"upload": id, "seconds": ...}``.
 - ``POST /api/live`` -> ``{"live": id, "sample_rate": ...}``; ``GET /api/live/<id>/chunk/<n>``
@@ -45,6 +46,8 @@ MAX_JSON = 64 * 1024
 #: Live streams at once, over all sessions (each one keeps a thread generating).
 MAX_LIVE = 4
 COOKIE = "electrogan_studio"
+#: Longest a ``GET /api/jobs/<id>?after=V`` waits for the job to change, seconds.
+JOB_WAIT_S = 15.0
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
           "/studio.js": ("studio.js", "text/javascript; charset=utf-8"),
           "/studio.css": ("studio.css", "text/css; charset=utf-8")}
@@ -64,6 +67,7 @@ class StudioApp:
         folder = Path(__file__).parent / "assets"
         self.assets = {name: (folder / name).read_bytes() for name, _ in ASSETS.values()}
         self.info = engine.info()
+        engine.warm_up()
         self.live_lock = threading.Lock()
         self._stop = threading.Event()
         self._janitor = threading.Thread(target=self._expire_loop, args=(janitor_s,), name="studio-janitor",
@@ -97,6 +101,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
     app: StudioApp
     protocol_version = "HTTP/1.1"
     server_version = "ElectroGANStudio/1"
+    disable_nagle_algorithm = True   # headers and body go out in two writes: without this, 40 ms per answer
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -267,6 +272,11 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
         job = self.app.jobs.get(job_id, session.id)
         if job is None:
             return self._error(404, "no such job in this session")
+        after = (self.query.get("after") or [""])[0]
+        if after:
+            if not after.isdigit():
+                return self._error(400, "after must be a job version (a non-negative integer)")
+            job.wait(int(after), JOB_WAIT_S)
         self._json(200, job.public())
 
     def post_cancel(self, session, job_id: str) -> None:

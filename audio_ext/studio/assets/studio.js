@@ -150,16 +150,18 @@ async function runJob(body, label) {
   row.append(text, bar, cancel);
   $("jobs").appendChild(row);
   text.textContent = label;
+  let version = 0;
   for (;;) {
     let j;
-    try { j = await api(`/api/jobs/${job}`); } catch (e) { showError(e.message); row.remove(); return null; }
+    try { j = await api(`/api/jobs/${job}?after=${version}`); }  // answers at the job's next change
+    catch (e) { showError(e.message); row.remove(); return null; }
+    version = j.version;
     bar.max = j.total; bar.value = j.done;
     text.textContent = `${label}: ${j.message}`;
     j.clips.forEach(addClip);
     if (j.state === "done") { row.remove(); return j; }
     if (j.state === "failed") { row.remove(); showError(`${label}: ${j.error}`); return null; }
     if (j.state === "cancelled") { row.remove(); showError(`${label}: cancelled`); return null; }
-    await new Promise((r) => setTimeout(r, 200));
   }
 }
 
