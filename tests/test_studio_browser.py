@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -195,6 +196,22 @@ def test_upload_project_and_the_errors(studio, browser, track, tmp_path):
     browser.find_element("id", "file").send_keys(str(big))
     browser.find_element("id", "doproject").click()
     assert "huge.wav is 2048.0 MB; the studio takes uploads up to 64 MB" in _wait(lambda: _error(browser), "size error")
+    browser.find_element("id", "errorclose").click()
+    # a crafted "network" and a latent of another network
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR." + bytes(64))
+    browser.find_element("id", "netfile").send_keys(str(evil))
+    browser.find_element("id", "opennet").click()
+    assert _wait(lambda: _error(browser), "the network error").startswith("network: evil.pkl")
+    assert "network-snapshot-000000.pkl: 128×128" in browser.find_element("id", "netinfo").text  # still the app's
+    browser.find_element("id", "errorclose").click()
+    other = tmp_path / "projected_w.npz"
+    np.savez(other, w=np.zeros((1, 18, 512), np.float32))
+    browser.find_element("id", "file").clear()
+    browser.find_element("id", "file").send_keys(str(other))
+    browser.find_element("id", "doproject").click()
+    assert "w has shape [18, 512], this network needs [12, 16] (projected with another snapshot?)" in \
+        _wait(lambda: _error(browser), "the latent error")
     browser.find_element("id", "errorclose").click()
     # a projection cancelled half-way
     browser.find_element("id", "file").clear()

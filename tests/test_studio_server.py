@@ -275,3 +275,47 @@ def test_live_stream_is_gen_audios_walk_chunk_by_chunk(studio, snap, tmp_path):
     assert c.json("POST", f"/api/live/{live['live']}/steer", {"coarse": 9, "fine": None})[0] == 200
     assert c.json("POST", f"/api/live/{live['live']}/stop", {})[0] == 200
     assert c.request("GET", f"/api/live/{live['live']}/chunk/7")[0] == 404
+
+
+def test_uploaded_network_opens_for_its_session_only_and_bad_ones_are_clear_errors(studio, tmp_path):
+    import os
+    from audio_ext.geometry import StftGeometry
+    from stylegan2 import networks, snapshot
+    _, port = studio
+    c, other = Client(port), Client(port)
+    crafted = b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR." + os.urandom(64)
+    status, body = c.json("POST", "/api/upload?name=evil.pkl", raw=crafted)
+    assert status == 415 and body["error"].startswith("evil.pkl")
+    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=64, img_channels=1,
+                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
+    block = StftGeometry(128, sample_rate=8000).audio_block(mean=-6.0, std=3.0, target_bpm=240.0)
+    snapshot.save_snapshot(tmp_path / "odd.pkl", {"G_ema": snapshot.network_record(G), "audio": block, "cur_nimg": 0})
+    status, body = c.json("POST", "/api/upload?name=odd.pkl", raw=(tmp_path / "odd.pkl").read_bytes())
+    assert status == 415 and body["error"] == "odd.pkl: generator resolution 64 does not match the audio block's 128"
+    small = studio_snapshot(tmp_path / "small.pkl", resolution=64, sample_rate=4000, seed=3)
+    status, body = c.json("POST", "/api/upload?name=small.pkl", raw=small.read_bytes())
+    assert status == 200 and body["network"]["resolution"] == 64 and body["network"]["network"] == "small.pkl"
+    clip = c.run_job({"kind": "seeds", "seeds": [2]})["clips"][0]
+    assert (clip["sample_rate"], clip["seconds"]) == (4000, 64 * 64 / 4000)
+    assert clip["command"].startswith("python gen_audio.py --network small.pkl --seeds 2")
+    assert other.json("GET", "/api/info")[1]["resolution"] == 128          # the other session keeps the app's
+
+
+def test_uploaded_latent_plays_and_one_of_another_network_or_crafted_is_refused(studio):
+    app, port = studio
+    c = Client(port)
+    num_ws, w_dim = int(app.engine.G.num_ws), int(app.engine.G.w_dim)
+    good, wrong, crafted = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    np.savez(good, w=np.random.RandomState(0).randn(1, num_ws, w_dim).astype(np.float32))
+    np.savez(wrong, w=np.zeros((1, 18, 512), np.float32))
+    np.savez(crafted, w=np.array([{"a": 1}], dtype=object))
+    status, body = c.json("POST", "/api/upload?name=other_w.npz", raw=wrong.getvalue())
+    assert status == 415 and body["error"] == (f"other_w.npz: w has shape [18, 512], this network needs "
+                                               f"[{num_ws}, {w_dim}] (projected with another snapshot?)")
+    status, body = c.json("POST", "/api/upload?name=crafted.npz", raw=crafted.getvalue())
+    assert status == 415 and body["error"].startswith("crafted.npz: ") and "pickle" in body["error"]
+    status, body = c.json("POST", "/api/upload?name=projected_w.npz", raw=good.getvalue())
+    assert status == 200 and body["latent"]
+    job = c.run_job({"kind": "latent", "upload": body["upload"]})
+    assert job["state"] == "done" and job["clips"][0]["projection"] and job["clips"][0]["seconds"] == 2.048
+    assert "--projected-w proj/projected_w.npz" in job["clips"][0]["command"]

@@ -106,7 +106,8 @@ def _job_errors():
 def _check(engine, fields: dict) -> None:
     """Every check gen_audio.py makes, before the job is queued (nothing is written)."""
     try:
-        engine.make_run(Path("unused"), **fields)
+        with engine.decoding():
+            engine.make_run(Path("unused"), **fields)
     except gen.GenerateError as e:
         raise RequestError(str(e)) from None
 
@@ -123,7 +124,7 @@ def _publish(engine, session: Session, ctx: JobContext, run, folder: Path, field
         clip = Clip(id=new_token(), title=str(e.title), kind=kind, audio=folder / e.audio,
                     image=folder / e.image if e.image else None, filename=e.audio,
                     seconds=info.frames / info.samplerate, sample_rate=info.samplerate, bpm=e.bpm, seed=seed,
-                    command=command or gen_command(engine.network, fields), recipe=fields, group=group)
+                    command=command or gen_command(engine.shown, fields), recipe=fields, group=group)
         session.add_clip(clip)
         ctx.add_clip(clip.public())
         out.append(clip)
@@ -213,7 +214,7 @@ def mix_job(engine, session: Session, body: dict):
         with _job_errors():
             run = engine.render(folder, **fields)
             clips = _publish(engine, session, ctx, run, folder, {}, "mix", group=ctx.job.id,
-                             command=gen_command(engine.network, fields))
+                             command=gen_command(engine.shown, fields))
         n_r, n_c = len(rows), len(cols)
         ids = [c.id for c in clips]
         return {"rows": ids[:n_r], "cols": ids[n_r:n_r + n_c], "layers": spec,
@@ -241,7 +242,7 @@ def walk_job(engine, session: Session, body: dict):
         folder = session.new_folder("walk")
         with _job_errors():
             clips = _publish(engine, session, ctx, engine.render(folder, **fields), folder, {}, "walk",
-                             command=gen_command(engine.network, fields))
+                             command=gen_command(engine.shown, fields))
         return {"clip": clips[0].id}
     return "walk", 1, fn
 
@@ -249,7 +250,7 @@ def walk_job(engine, session: Session, body: dict):
 def project_job(engine, session: Session, body: dict):
     """Project upload ``upload`` from ``start`` seconds with ``steps`` steps; clips: target, projection."""
     upload = session.upload(body.get("upload")) if isinstance(body.get("upload"), str) else None
-    if upload is None:
+    if upload is None or upload.kind != "audio":
         raise RequestError("upload: no such upload in this session (send the track first)", 404)
     start = _num(body, "start", 0.0, 1e6, 0.0)
     if upload.seconds and start >= upload.seconds:
@@ -265,7 +266,7 @@ def project_job(engine, session: Session, body: dict):
                            lambda d, t, m: ctx.progress(d, t, m))
         proj = folder / "proj"
         npz = str(proj / "projected_w.npz")
-        cmd = project_command(engine.network, upload.name, start, steps)
+        cmd = project_command(engine.shown, upload.name, start, steps)
         out = {}
         for name, kind, title in (("target", "target", f"{upload.name} (through codec and decoder)"),
                                   ("projected", "projection", f"projection of {upload.name}")):
@@ -280,6 +281,23 @@ def project_job(engine, session: Session, body: dict):
             out[name] = clip.id
         return out
     return "project", steps, fn
+
+
+def latent_job(engine, session: Session, body: dict):
+    """The clip of an uploaded ``projected_w.npz`` (upload ``upload``): a projection clip like project's."""
+    upload = session.upload(body.get("upload")) if isinstance(body.get("upload"), str) else None
+    if upload is None or upload.kind != "latent":
+        raise RequestError("upload: no such latent in this session (send a projected_w.npz first)", 404)
+    fields = dict(projected_w=[str(upload.path)], noise_mode="const")
+    _check(engine, fields)
+
+    def fn(ctx: JobContext):
+        ctx.progress(0, 1, f"rendering {upload.name}")
+        folder = session.new_folder("latent")
+        with _job_errors():
+            clips = _publish(engine, session, ctx, engine.render(folder, **fields), folder, fields, "projection")
+        return {"clip": clips[0].id}
+    return "latent", 1, fn
 
 
 def variations_job(engine, session: Session, body: dict):
@@ -297,10 +315,10 @@ def variations_job(engine, session: Session, body: dict):
         folder = session.new_folder("vars")
         with _job_errors():
             _publish(engine, session, ctx, engine.render(folder, **fields), folder, {}, "variation",
-                     command=gen_command(engine.network, fields))
+                     command=gen_command(engine.shown, fields))
         return {}
     return "variations", 1, fn
 
 
 JOBS = {"seeds": seeds_job, "loop": loop_job, "mix": mix_job, "walk": walk_job, "project": project_job,
-        "variations": variations_job}
+        "variations": variations_job, "latent": latent_job}

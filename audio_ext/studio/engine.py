@@ -31,35 +31,54 @@ def default_network() -> Optional[str]:
     return None
 
 
-class Engine:
-    """A loaded generator (G_ema) with its audio block, and the decoder chosen for it for the app's lifetime.
+#: Serialises every generator pass and decode of every engine: noise in ``random`` mode is seeded
+#: through torch's global generator, and the decoder model in use is process-wide state
+#: (:func:`audio_ext.generate.decoder_choice`), so two passes at once would mix seeds or models.
+RENDER_LOCK = threading.RLock()
 
-    ``lock`` serialises generator passes between the job worker and live streams (noise in ``random``
-    mode is seeded through torch's global generator, so two passes at once would mix their seeds).
+
+class Engine:
+    """A loaded generator (G_ema) with its audio block; each render decodes with the snapshot's own
+    decoder choice (:func:`audio_ext.generate.decoder_choice`), under :data:`RENDER_LOCK`.
+
+    ``shown``: the network's name in commands and on the page (an uploaded network's own file name
+    instead of its path in the session folder).
     """
 
-    def __init__(self, network: str, device: str = "auto"):
+    def __init__(self, network: str, device: str = "auto", shown: Optional[str] = None):
         self.network = str(network)
+        self.shown = shown or self.network
         self.device = gen.resolve_device(device)
-        self.G, self.block, payload = gen.load_generator(self.network, self.device, with_decoder=True)
+        self.G, self.block, self._payload = gen.load_generator(self.network, self.device, with_decoder=True)
         self.geometry = StftGeometry.from_dict(self.block)
-        self._decoder = contextlib.ExitStack()
-        self._decoder.enter_context(gen.decoder_choice(self.network, self.geometry, payload, None))
-        self.lock = threading.Lock()
+        with self.decoding():     # a snapshot decoder model that does not fit: an error now, not at the first clip
+            pass
         self.bpm = float(self.block["target_bpm"]) if self.block.get("target_bpm") else None
         self.groups = layer_groups(int(self.G.num_ws))
 
+    @contextlib.contextmanager
+    def decoding(self):
+        """Hold :data:`RENDER_LOCK` with this network's decoder model chosen."""
+        with RENDER_LOCK, gen.decoder_choice(self.network, self.geometry, self._payload, None):
+            yield
+
     def close(self) -> None:
-        self._decoder.close()
+        """Nothing is held between renders; kept so that callers need not know."""
 
     @property
     def sample_rate(self) -> int:
         return int(self.geometry.sample_rate)
 
     def info(self) -> dict:
-        """What the page needs to know about the network."""
-        run = self.make_run(Path("."), seeds=[0], class_idx=0 if self.c_dim else None)
-        return {"network": Path(self.network).name, "resolution": int(self.geometry.resolution),
+        """What the page needs to know about the network (computed once)."""
+        if getattr(self, "_info", None) is None:
+            self._info = self._describe()
+        return dict(self._info)
+
+    def _describe(self) -> dict:
+        with self.decoding():
+            run = self.make_run(Path("."), seeds=[0], class_idx=0 if self.c_dim else None)
+        return {"network": Path(self.shown).name, "resolution": int(self.geometry.resolution),
                 "hop_length": int(self.geometry.hop_length), "sample_rate": self.sample_rate,
                 "clip_seconds": round(self.geometry.clip_seconds, 4), "bpm": self.bpm, "c_dim": self.c_dim,
                 "num_ws": int(self.G.num_ws), "groups": self.groups, "noise_modes": list(gen.NOISE_MODES),
@@ -80,8 +99,8 @@ class Engine:
 
     def render(self, folder: Path, **fields) -> "gen._Run":
         """Render ``GenerateOptions(**fields)`` into ``folder``; the run's ``entries`` list what was written."""
-        run = self.make_run(folder, **fields)
-        with self.lock:
+        with self.decoding():
+            run = self.make_run(folder, **fields)
             gen.render(run)
         return run
 
@@ -121,7 +140,7 @@ class Engine:
         from stylegan2.projector import project
         from ..projection import ProjectionError, ProjectOptions, SpectralLoss, prepare_target, write_projection
         if self.c_dim:
-            raise ProjectionError(f"{Path(self.network).name}: conditional models are not supported by the projector")
+            raise ProjectionError(f"{Path(self.shown).name}: conditional models are not supported by the projector")
         opts = ProjectOptions(network=self.network, target=display_name, outdir=str(folder / "proj"),
                               start_s=start_s, steps=steps, seed=seed)
         progress(0, steps, "finding the clip on the beat (beat tracking, stretching)")
@@ -138,14 +157,14 @@ class Engine:
         result = project(self.G, image, num_steps=steps, w_plus=opts.w_plus, seed=opts.seed,
                          regularize_noise_weight=opts.noise_weight, extra_loss=spectral,
                          w_avg_samples=opts.w_avg_samples, device=self.device, callback=on_step)
-        with self.lock:
+        with self.decoding():
             return write_projection(opts, self.G, self.block, clip, result, self.device)
 
     # -------------------------------------------------------------------------------------- live
 
     def live_audio(self, ws: torch.Tensor, seed: int, run: "gen._Run") -> np.ndarray:
         """Audio of one clip from its ``[num_ws, w_dim]`` latent (noise and phase seeded with ``seed``)."""
-        with self.lock:
+        with self.decoding():
             img = run.synthesize_seeded(ws[None].to(self.device), None, seed, from_ws=True)
             return run.decode(img, [seed])[0]
 

@@ -47,8 +47,9 @@ class LiveStream:
         self.id = new_token()
         self.engine, self.bars, self.steps, self.space = engine, int(bars), int(steps), space
         self.trunc, self.class_idx, self.ahead, self.crossfade_s = trunc, class_idx, int(ahead), crossfade_s
-        self.run = engine.make_run(engine_folder_none(), seeds=[0], trunc=trunc, noise_mode=noise_mode,
-                                   class_idx=class_idx)
+        with engine.decoding():
+            self.run = engine.make_run(engine_folder_none(), seeds=[0], trunc=trunc, noise_mode=noise_mode,
+                                       class_idx=class_idx)
         self.rng = np.random.RandomState(int(random_seed))
         self.waypoints: List[int] = list(seeds)
         self.steer: Dict[str, Optional[int]] = {}

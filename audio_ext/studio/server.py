@@ -17,7 +17,9 @@ API (JSON bodies and answers unless noted):
   -> ``{"job": id}``; ``GET /api/jobs/<id>`` (state, progress, clips, result, version;
   ``?after=V`` waits until the version passes V: long polling);
   ``POST /api/jobs/<id>/cancel``.
-- ``POST /api/upload?name=FILE`` (the raw file as the body) -> ``{"upload": id, "seconds": ...}``.
+- ``POST /api/upload?name=FILE`` (the raw file as the body) -> ``{"upload": id, "seconds": ...}``; a
+  ``.npz`` is a projected latent (checked against the network: ``{"upload": id, "latent": true}``), a
+  ``.pkl`` a network snapshot that becomes the session's own (``{"network": info}``).
 - ``POST /api/live`` -> ``{"live": id, "sample_rate": ...}``; ``GET /api/live/<id>/chunk/<n>``
   (little-endian float32 PCM); ``POST /api/live/<id>/steer``; ``POST /api/live/<id>/stop``.
 """
@@ -219,9 +221,14 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------- routes
 
+    def _engine(self, session):
+        """The network this session plays: one it opened itself, else the app's."""
+        return session.engine or self.app.engine
+
     def get_info(self, session) -> None:
-        self._json(200, dict(self.app.info, max_upload=self.app.max_upload, session=session.id[:6],
-                             max_bars=self.app.engine.max_bars(None)))
+        engine = self._engine(session)
+        self._json(200, dict(engine.info(), max_upload=self.app.max_upload, session=session.id[:6],
+                             max_bars=engine.max_bars(None)))
 
     def get_clips(self, session) -> None:
         self._json(200, {"clips": [c.public() for c in session.clip_list()]})
@@ -264,7 +271,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
         make = actions.JOBS.get(body.get("kind"))
         if make is None:
             raise actions.RequestError(f"kind must be one of {', '.join(actions.JOBS)}")
-        kind, total, fn = make(self.app.engine, session, body)
+        kind, total, fn = make(self._engine(session), session, body)
         job = self.app.jobs.submit(session.id, kind, fn, total)
         self._json(202, {"job": job.id})
 
@@ -315,6 +322,10 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
             shutil.rmtree(folder, ignore_errors=True)
             self.close_connection = True
             raise actions.RequestError(f"the upload ended after {n - left} of {n} bytes")
+        if name.lower().endswith(".pkl"):
+            return self._open_network(session, path, name)
+        if name.lower().endswith(".npz"):
+            return self._take_latent(session, uid, path, name)
         from ..slicing import audio_duration
         seconds = audio_duration(path)
         if not seconds > 0:
@@ -324,9 +335,42 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
         session.add_upload(Upload(id=uid, path=path, name=name, seconds=seconds))
         self._json(200, {"upload": uid, "name": name, "seconds": round(seconds, 3)})
 
+    def _open_network(self, session, path: Path, name: str) -> None:
+        """An uploaded snapshot becomes this session's network, when it loads (weights only) and makes audio."""
+        from ..generate import GenerateError
+        from .engine import Engine
+        try:
+            engine = Engine(str(path), device=self.app.engine.device.type, shown=name)
+            engine.warm_up()
+        except (GenerateError, ValueError) as e:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise actions.RequestError(str(e).replace(str(path), name), 415) from None
+        with self.app.live_lock:
+            for old in list(session.live.values()):
+                old.stop()
+            session.live.clear()
+        session.engine = engine
+        self.app.log(f"session {session.id[:6]} opened network {name}")
+        self._json(200, {"network": engine.info()})
+
+    def _take_latent(self, session, uid: str, path: Path, name: str) -> None:
+        """An uploaded projected_w.npz, checked against this session's network, kept as ``proj/projected_w.npz``."""
+        from ..latents import load_projected_w
+        engine = self._engine(session)
+        try:
+            load_projected_w(path, int(engine.G.num_ws), int(engine.G.w_dim))
+        except ValueError as e:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            msg = str(e).replace(str(path), name)
+            raise actions.RequestError(msg if msg.startswith(name) else f"{name}: {msg}", 415) from None
+        (path.parent / "proj").mkdir()
+        kept = path.rename(path.parent / "proj" / "projected_w.npz")
+        session.add_upload(Upload(id=uid, path=kept, name=name, seconds=0.0, kind="latent"))
+        self._json(200, {"upload": uid, "name": name, "latent": True})
+
     def post_live(self, session) -> None:
         body = self._body_json()
-        engine = self.app.engine
+        engine = self._engine(session)
         common = actions.common_fields(engine, body)
         seeds = [actions._seed_of(c, "clips") for c in actions._picked(session, body, "clips", lo=0)] \
             if body.get("clips") else []
@@ -369,7 +413,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
             session.live.pop(sid, None)
             return self._json(200, {"stopped": True})
         steer = {}
-        for group in self.app.engine.groups:
+        for group in stream.engine.groups:
             v = body.get(group)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 32):
                 raise actions.RequestError(f"{group} must be a seed (an integer) or null")

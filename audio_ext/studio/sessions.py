@@ -62,12 +62,14 @@ class Clip:
 
 @dataclasses.dataclass
 class Upload:
-    """A track the user sent: stored under an opaque id; ``name`` is the sanitised original file name."""
+    """A file the user sent (a track, or ``kind`` 'latent': a projected_w.npz), stored under an opaque id;
+    ``name`` is the sanitised original file name."""
 
     id: str
     path: Path
     name: str
     seconds: float
+    kind: str = "audio"
 
 
 class Session:
@@ -79,6 +81,7 @@ class Session:
         self.clips: Dict[str, Clip] = {}
         self.uploads: Dict[str, Upload] = {}
         self.live: Dict[str, object] = {}
+        self.engine = None    # a network this session opened itself (None: the app's)
         self.last_seen = time.monotonic()
         self.lock = threading.Lock()
 

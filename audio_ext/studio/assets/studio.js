@@ -256,22 +256,33 @@ $("dowalk").onclick = () => runJob(Object.assign({
 
 // ------------------------------------------------------------------------------------- your track
 
-$("doproject").onclick = async () => {
-  const file = $("file").files[0];
-  if (!file) { showError("choose an audio file first"); return; }
+// Sends a file as the request body; a file over the limit is refused here, before a byte is sent.
+async function upload(file) {
+  if (!file) throw new Error("choose a file first");
   if (file.size > state.info.max_upload) {
-    showError(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the studio takes uploads up to ` +
-              `${(state.info.max_upload / 1048576).toFixed(0)} MB`);
-    return;
+    throw new Error(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the studio takes uploads up to ` +
+                    `${(state.info.max_upload / 1048576).toFixed(0)} MB`);
   }
+  const r = await fetch(`/api/upload?name=${encodeURIComponent(file.name)}`, { method: "POST", body: file });
+  const up = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
+  if (!r.ok) throw new Error(up.error);
+  return up;
+}
+
+$("doproject").onclick = async () => {
   let up;
-  try {
-    const r = await fetch(`/api/upload?name=${encodeURIComponent(file.name)}`, { method: "POST", body: file });
-    up = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
-    if (!r.ok) throw new Error(up.error);
-  } catch (e) { showError(`upload: ${e.message}`); return; }
+  try { up = await upload($("file").files[0]); } catch (e) { showError(`upload: ${e.message}`); return; }
+  if (up.latent) { runJob({ kind: "latent", upload: up.upload }, `opening ${up.name}`); return; }
   runJob({ kind: "project", upload: up.upload, start: parseFloat($("start").value),
            steps: parseInt($("steps").value, 10) }, `projecting ${up.name}`);
+};
+
+$("opennet").onclick = async () => {
+  const file = $("netfile").files[0];
+  $("netinfo").textContent = file ? `opening ${file.name}…` : $("netinfo").textContent;
+  try { await upload(file); } catch (e) { showError(`network: ${e.message}`); showInfo(); return; }
+  await stopLive();
+  await loadInfo();
 };
 
 // -------------------------------------------------------------------------------------------- live
@@ -357,22 +368,28 @@ for (const b of document.querySelectorAll("#tabs button")) {
   };
 }
 
-async function init() {
-  try {
-    state.info = await api("/api/info");
-  } catch (e) { showError(`cannot reach the studio: ${e.message}`); return; }
+function showInfo() {
   const i = state.info;
   $("netinfo").textContent = `${i.network}: ${i.resolution}×${i.resolution}, ${i.sample_rate} Hz, ` +
     `${i.clip_seconds.toFixed(2)} s clips at ${i.bpm ?? "?"} BPM; ${i.phase}`;
+}
+
+// The network's facts into the settings: classes, tempo, bars, layer groups for mixing and steering.
+async function loadInfo() {
+  state.info = await api("/api/info");
+  const i = state.info;
+  showInfo();
+  $("noise").textContent = "";
   for (const m of i.noise_modes) $("noise").add(new Option(m, m));
-  if (i.c_dim) {
-    $("classlabel").hidden = false;
-    for (let c = 0; c < i.c_dim; c++) $("classidx").add(new Option(String(c), String(c)));
-  }
+  $("classidx").textContent = "";
+  $("classlabel").hidden = !i.c_dim;
+  for (let c = 0; c < i.c_dim; c++) $("classidx").add(new Option(String(c), String(c)));
   if (i.bpm) $("bpm").value = i.bpm;
   $("bars").value = Math.max(1, Math.min(4, i.max_bars || 1));
   const groups = $("mixgroups");
   const steer = $("steer");
+  groups.textContent = "";
+  steer.textContent = "";
   Object.keys(i.groups).forEach((g, k) => {
     const label = document.createElement("label");
     const box = document.createElement("input");
@@ -387,6 +404,11 @@ async function init() {
     sl.append(`${g}: `, sel);
     steer.appendChild(sl);
   });
+  refreshPicked();
+}
+
+async function init() {
+  try { await loadInfo(); } catch (e) { showError(`cannot reach the studio: ${e.message}`); return; }
   const clips = await api("/api/clips");
   clips.clips.forEach(addClip);
   refreshPicked();
