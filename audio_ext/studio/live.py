@@ -24,7 +24,7 @@ from ..mixing import mix_ws
 from .sessions import new_token
 
 #: Chunks rendered beyond the newest one requested (latency of steering vs. safety against stalls).
-DEFAULT_AHEAD = 2
+DEFAULT_AHEAD = 1
 #: Chunks kept after they were requested (a page that retries gets them again).
 KEEP = 4
 

@@ -289,13 +289,17 @@ $("opennet").onclick = async () => {
 // Chunks are fetched ahead and scheduled back to back on one AudioContext clock. An underrun is a
 // chunk that arrives after the moment it should have started: counted, then playback restarts.
 
-const live = { ctx: null, id: null, next: 0, n: 0, underruns: 0, chunks: 0, running: false, sr: 0 };
+// Audio queued ahead of the playhead before the next chunk is fetched: two chunks, at least 3 s. A
+// steering change is heard after about this lead plus the one chunk the server renders ahead.
+const LIVE_MIN_LEAD_S = 3;
+const live = { ctx: null, id: null, next: 0, n: 0, underruns: 0, chunks: 0, running: false, sr: 0,
+               lead: LIVE_MIN_LEAD_S };
 window.studioLive = live;
 
 async function liveLoop() {
   while (live.running) {
     const lead = live.next - live.ctx.currentTime;
-    if (live.chunks > 0 && lead > 6) { await new Promise((r) => setTimeout(r, 100)); continue; }
+    if (live.chunks > 0 && lead > live.lead) { await new Promise((r) => setTimeout(r, 50)); continue; }
     let r;
     try {
       r = await fetch(`/api/live/${live.id}/chunk/${live.n}`);
@@ -317,6 +321,7 @@ async function liveLoop() {
     else if (live.next < now + 0.005) { live.underruns += 1; live.next = now + 0.1; }
     src.start(live.next);
     live.next += pcm.length / live.sr;
+    live.lead = Math.max(LIVE_MIN_LEAD_S, 2 * pcm.length / live.sr);
     live.n += 1;
     live.chunks += 1;
     $("livestatus").textContent = `playing: ${live.chunks} chunk(s), ${(live.next - now).toFixed(1)} s ahead, ` +
