@@ -76,7 +76,7 @@ def track(tmp_path_factory):
     return path
 
 
-def _wait(condition, what, timeout=120.0):
+def _wait(condition, what, timeout=240.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:

@@ -319,3 +319,25 @@ def test_uploaded_latent_plays_and_one_of_another_network_or_crafted_is_refused(
     job = c.run_job({"kind": "latent", "upload": body["upload"]})
     assert job["state"] == "done" and job["clips"][0]["projection"] and job["clips"][0]["seconds"] == 2.048
     assert "--projected-w proj/projected_w.npz" in job["clips"][0]["command"]
+
+
+def test_any_clip_loops_at_another_bpm_from_its_own_audio(studio):
+    from audio_ext.retempo import change_tempo
+    _, port = studio
+    c = Client(port)
+    a, b = c.run_job({"kind": "seeds", "seeds": [6, 7]})["clips"]
+    cell = c.run_job({"kind": "mix", "rows": [a["id"]], "cols": [b["id"]], "layers": "4-7"})["clips"][-1]
+    walk = c.run_job({"kind": "walk", "clips": [a["id"], b["id"]], "bars": 2, "steps": 0})["clips"][0]
+    for source, bars in ((cell, 2), (walk, 3)):
+        loop = c.run_job({"kind": "loop", "clip": source["id"], "bars": bars, "bpm": 180})["clips"][0]
+        stem = source["filename"].rsplit("-", 1)[0]
+        assert loop["filename"] == f"{stem}-loop{bars}bar-180bpm.wav" and loop["bpm"] == 180
+        assert "looped in the studio" in sf.SoundFile(io.BytesIO(download(c, loop)[1])).copy_metadata()["comment"]
+        got, sr = sf.read(io.BytesIO(download(c, loop)[1]), dtype="float64")
+        assert (sr, len(got)) == (SAMPLE_RATE, loops.bars_to_samples(bars, SAMPLE_RATE, 180.0))
+        src, _ = sf.read(io.BytesIO(download(c, source)[1]), dtype="float32")
+        ref = loops.loop_clip(change_tempo(src, SAMPLE_RATE, BPM, 180.0), SAMPLE_RATE, 180.0, bars, 0.02)
+        scale = float(got @ ref / (ref @ ref))             # a loud loop is scaled down to the peak limit
+        assert 0.5 < scale <= 1.0 + 1e-4 and np.max(np.abs(scale * ref - got)) < 1.5 / 32768
+    status, body = c.json("POST", "/api/jobs", {"kind": "loop", "clip": cell["id"], "bars": 3})
+    assert status == 400 and "at most 2 whole bar(s)" in body["error"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import secrets
 from pathlib import Path
 from typing import List, Optional
@@ -173,11 +174,15 @@ def seeds_job(engine, session: Session, body: dict):
 
 
 def loop_job(engine, session: Session, body: dict):
-    """Clip ``clip`` as a seamless loop of ``bars`` bars at ``bpm`` (the network's tempo when absent)."""
+    """Clip ``clip`` as a seamless loop of ``bars`` bars at ``bpm`` (the clip's own tempo when absent).
+
+    A seed's clip or a projection is rendered again with ``gen_audio.py --loop --bpm`` (exactly that
+    command's file); any other clip (a mixing cell, a walk, a variation, a target) is stretched and
+    looped from its own audio with the same functions (:func:`_loop_from_audio`).
+    """
     clip = _picked(session, {"clip": [body.get("clip")]}, "clip")[0]
     if not clip.recipe or clip.recipe.get("variations") or clip.kind not in ("seed", "projection"):
-        raise RequestError(f"{clip.title}: only a seed's clip or a projection can be made into a loop "
-                           f"(gen_audio.py --loop)")
+        return _loop_from_audio(session, clip, _int(body, "bars", 1, 64, 4), _bpm(body))
     bpm = _bpm(body)
     fields = dict(clip.recipe, loop_bars=_int(body, "bars", 1, 64, 4))
     if bpm is not None:
@@ -190,6 +195,52 @@ def loop_job(engine, session: Session, body: dict):
         with _job_errors():
             clips = _publish(engine, session, ctx, engine.render(folder, **fields), folder, fields, "loop")
         return {"clip": clips[0].id}
+    return "loop", 1, fn
+
+
+def _loop_from_audio(session: Session, clip: Clip, bars: int, bpm: Optional[float]):
+    """A loop of a clip no single gen_audio.py command loops: its WAV stretched from its tempo to ``bpm``
+    (:func:`audio_ext.retempo.change_tempo`) and cut by :func:`audio_ext.loops.loop_clip`, with
+    gen_audio.py's default crossfade; the name and tags say loop, bars and BPM as gen_audio.py's do."""
+    from .. import loops
+    from ..retempo import change_tempo, stretched_length
+    if clip.bpm is None:
+        raise RequestError(f"{clip.title}: has no tempo, so it cannot be cut into bars")
+    src_bpm = float(clip.bpm)
+    target = src_bpm if bpm is None else bpm
+    sr = clip.sample_rate
+    n = int(round(clip.seconds * sr))
+    if abs(target - src_bpm) > 1e-9:
+        n = stretched_length(n, src_bpm, target)
+    fade_s = gen.GenerateOptions.__dataclass_fields__["crossfade_s"].default
+    fade = int(round(fade_s * sr))
+    fit = loops.whole_bars(n - fade, sr, target) if n > fade else 0
+    if bars > fit:
+        raise RequestError(f"--loop {bars}: a {n / sr:.2f} s clip at {target:g} BPM holds at most {fit} whole "
+                           f"bar(s) plus the {fade_s * 1000:g} ms crossfade")
+    stem = re.sub(r"-[0-9.]+bpm$", "", Path(clip.filename).stem)
+    name = f"{stem}-loop{bars}bar-{gen._fmt_bpm(target)}bpm.wav"
+
+    def fn(ctx: JobContext):
+        ctx.progress(0, 1, "stretching and looping")
+        folder = session.new_folder("loop")
+        with _job_errors():
+            with sf.SoundFile(str(clip.audio)) as f:
+                tags = f.copy_metadata()
+                audio = f.read(dtype="float32")
+            if abs(target - src_bpm) > 1e-9:
+                audio = change_tempo(audio, sr, src_bpm, target)
+            audio = loops.loop_clip(audio, sr, target, bars, fade_s)
+            tags.update(title=f"{stem} loop {bars} bar(s) {gen._fmt_bpm(target)} BPM",
+                        comment=f"{tags.get('comment', '')} loop={bars} bpm={target:g} (looped in the studio)".strip())
+            gen.write_audio(folder / name, audio, sr, "wav", tags)
+        out = Clip(id=new_token(), title=f"{clip.title}, loop of {bars} bar(s)", kind="loop", audio=folder / name,
+                   image=clip.image, filename=name, seconds=len(audio) / sr, sample_rate=sr, bpm=target, seed=clip.seed,
+                   command=f"{clip.command}   # then its first {bars} bar(s) at {target:g} BPM as a seamless loop "
+                           f"(done by the studio: gen_audio.py --loop takes seeds and projections)")
+        session.add_clip(out)
+        ctx.add_clip(out.public())
+        return {"clip": out.id}
     return "loop", 1, fn
 
 

@@ -56,7 +56,7 @@ class Clip:
         return {"id": self.id, "title": self.title, "kind": self.kind, "filename": self.filename,
                 "seconds": round(self.seconds, 4), "sample_rate": self.sample_rate, "bpm": self.bpm,
                 "seed": self.seed, "command": self.command, "group": self.group,
-                "loopable": bool(self.recipe), "has_image": self.image is not None,
+                "loopable": self.bpm is not None, "has_image": self.image is not None,
                 "projection": bool(self.recipe.get("projected_w")) and not self.recipe.get("variations")}
 
 
