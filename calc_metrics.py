@@ -34,7 +34,7 @@ def _check_audio_block(snap: dict) -> None:
     """Refuse a snapshot whose ``audio`` block is outside its physical ranges before any metric runs."""
     block = snap.get("audio")
     if block is not None:
-        from audio_ext.geometry import validate_audio_block
+        from audio_ext.core.geometry import validate_audio_block
         validate_audio_block(block)
 
 

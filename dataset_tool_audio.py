@@ -2,8 +2,8 @@
 
     python dataset_tool_audio.py --source mixsets/ --dest stft.zip
 
-Every flag is described in docs/dataset.md; the work is done by audio_ext.build.build_archive
-(and audio_ext.build.merge_into for --merge).
+Every flag is described in docs/dataset.md; the work is done by audio_ext.dataset.build.build_archive
+(and audio_ext.dataset.build.merge_into for --merge).
 """
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import sys
 
 import click
 
-from audio_ext.archive import ArchiveError
-from audio_ext.build import BuildOptions, build_archive, merge_into, parse_shard
-from audio_ext.geometry import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from audio_ext.slicing import (MAX_BPM, MIN_BPM, SEGMENT_SECONDS, SILENCE_DB, STRETCH_CHOICES, STRIDE_BEATS,
-                               TARGET_BPM, SliceParams)
+from audio_ext.core.audio_io import SEGMENT_SECONDS
+from audio_ext.core.geometry import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from audio_ext.dataset.archive import ArchiveError
+from audio_ext.dataset.beats import MAX_BPM, MIN_BPM, TARGET_BPM
+from audio_ext.dataset.build import BuildOptions, build_archive, merge_into
+from audio_ext.dataset.cut import SILENCE_DB, STRIDE_BEATS, SliceParams
+from audio_ext.dataset.sources import parse_shard
+from audio_ext.dataset.stretch import STRETCH_CHOICES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -74,7 +77,7 @@ def main(source, dest, resolution, hop_length, sample_rate, workers, max_clips, 
                                keep_work=keep_work, progress=not no_progress, stats_only=stats_only)
         build_archive(source, dest, options, log=lambda line: click.echo(line, err=True))
         if decoder_steps and not stats_only:
-            from audio_ext.interp_train import train_for_archive
+            from audio_ext.decoder.frame_training import train_for_archive
             train_for_archive(source, dest, steps=decoder_steps, log=lambda line: click.echo(line, err=True),
                               progress=not no_progress)
     except (ArchiveError, ValueError) as e:

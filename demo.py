@@ -1,6 +1,6 @@
 """`make demo`: the whole ElectroGAN pipeline on a tiny built-in example, on a CPU, without downloads.
 
-1. synthesise techno loops at several tempos (audio_ext/synth.py)      -> demo-out/source/*.wav
+1. synthesise techno loops at several tempos (audio_ext/core/synth.py)      -> demo-out/source/*.wav
 2. build a spectrogram archive from them (dataset_tool_audio.py)         -> demo-out/stft.zip
 3. train a tiny StyleGAN2 for a few minutes (train.py --cfg tiny)        -> demo-out/runs/.../network-snapshot-*.pkl
 4. generate clips, spectrograms and a listening page (gen_audio.py)       -> demo-out/clips/index.html
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -65,7 +64,8 @@ def stage(title: str):
 @stage("1. synthesise source loops")
 def synthesise(source: Path, tempi, seconds: float) -> Path:
     import soundfile as sf
-    from audio_ext.synth import techno_loop
+
+    from audio_ext.core.synth import techno_loop
     source.mkdir(parents=True, exist_ok=True)
     for i, bpm in enumerate(tempi):
         audio = techno_loop(float(bpm), seconds, sr=44100, seed=i, offset=0.05 * i)
@@ -118,8 +118,9 @@ def train(archive, runs: Path, kimg: float) -> Path:
 def generate(snapshot, outdir: Path, seeds: str):
     if snapshot is None:
         raise Skip("no snapshot")
-    from audio_ext.generate import GenerateOptions, generate as run
-    from audio_ext.seeds import parse_seeds
+    from audio_ext.core.seeds import parse_seeds
+    from audio_ext.generation.generate import GenerateOptions
+    from audio_ext.generation.generate import generate as run
     result = run(GenerateOptions(network=str(snapshot), outdir=str(outdir), seeds=parse_seeds(seeds), device="cpu"),
                  log=lambda msg: click.echo(f"   {msg}"))
     click.echo(f"   {len(result.audio)} clips in {outdir}")
@@ -151,7 +152,7 @@ def metric(snapshot, archive, name):
 def full_length(source, out: Path, resolution: int, stride_beats: float):
     if source is None:
         raise Skip("no source audio")
-    from audio_ext.roundtrip import write_pairs
+    from audio_ext.survey.roundtrip import write_pairs
     archive = out / "stft-full.zip"
     build_archive.__wrapped__(source, archive, resolution, stride_beats)
     entries = write_pairs(archive, source, out / "clips", per_source=1, log=lambda msg: click.echo(f"   {msg}"))
@@ -175,8 +176,10 @@ def write_demo_page(out: Path, result, snapshot, full, survey) -> Path:
     """The demo's page, ``clips/index.html``: the full-length pairs, then the generated clips, and a
     link to the listening test."""
     import re
+
     import soundfile as sf
-    from audio_ext.page import ClipEntry, write_page
+
+    from audio_ext.generation.page import ClipEntry, write_page
     entries = list(full[1]) if full is not None else []
     if result is not None:
         for audio, image in zip(result.audio, result.images):

@@ -6,7 +6,7 @@
     python gen_audio.py --network snap.pkl --walk proj:me/projected_w.npz,5 --bpm 124 --outdir mix  # my track -> seed 5
     python gen_audio.py --network snap.pkl --mix-rows 1,2 --mix-cols 3,4,5 --mix-styles 0-5 --outdir grid
 
-A thin wrapper around :func:`audio_ext.generate.generate` (the logic and its documentation live there).
+A thin wrapper around :func:`audio_ext.generation.generate.generate` (the logic and its documentation live there).
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import sys
 
 import click
 
-from audio_ext.generate import DEVICES, FORMATS, NOISE_MODES, GenerateError, GenerateOptions, generate
-from audio_ext.publish import Interrupted, stop_on_signals
-from audio_ext.latents import WALK_SPACES, parse_walk
-from audio_ext.seeds import SeedSyntaxError, parse_seeds
+from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
+from audio_ext.generation.generate import FORMATS, NOISE_MODES, GenerateOptions, generate
+from audio_ext.generation.latents import WALK_SPACES, parse_walk
+from audio_ext.generation.publish import Interrupted, stop_on_signals
+from audio_ext.generation.synthesis import DEVICES, GenerateError
 from stylegan2.cli_errors import one_line_errors
 from stylegan2.snapshot import SnapshotError
 

@@ -3,15 +3,15 @@
     python project_audio.py --network snap.pkl --target mytrack.flac --start 60 --outdir proj
     python gen_audio.py --network snap.pkl --projected-w proj/projected_w.npz --walk proj:proj/projected_w.npz,5 --outdir mix
 
-A thin wrapper around :func:`audio_ext.projection.run_projection` (the search itself is
+A thin wrapper around :func:`audio_ext.generation.audio_projection.run_projection` (the search itself is
 :func:`stylegan2.projector.project`); see docs/generation.md.
 """
 from __future__ import annotations
 
 import click
 
-from audio_ext.generate import DEVICES, GenerateError
-from audio_ext.projection import ProjectionError, ProjectOptions, run_projection
+from audio_ext.generation.audio_projection import ProjectionError, ProjectOptions, run_projection
+from audio_ext.generation.synthesis import DEVICES, GenerateError
 from stylegan2.cli_errors import one_line_errors
 from stylegan2.snapshot import SnapshotError
 

@@ -77,8 +77,8 @@ def _metrics_list(value: str):
 def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, mirror, cond, preview_clips,
          decoder_model, **flags):
     """Train a StyleGAN2 on DATA and write snapshots, grids and logs under OUTDIR."""
-    from stylegan2.dataset import DatasetError, ImageFolderDataset
     from stylegan2 import snapshot as snap_io
+    from stylegan2.dataset import DatasetError, ImageFolderDataset
     from stylegan2.training_loop import run_training
 
     world = distributed.torchrun_world_size() or gpus
@@ -173,7 +173,7 @@ def _check_audio_block(data, block) -> None:
     1e300) now, not after hours of training when the snapshots it is copied into fail to generate."""
     if block is None:
         return      # an image archive without audio: nothing to check
-    from audio_ext.geometry import validate_audio_block
+    from audio_ext.core.geometry import validate_audio_block
     try:
         validate_audio_block(block)
     except ValueError as e:
@@ -188,17 +188,17 @@ def _decoder_model(data, block, choice, carried=None):
     resuming (``carried`` = (snapshot path, its ``decoder_model`` or None)) the model that snapshot
     carries, or none if it carries none, so a resumed run never switches decoders because the file
     beside the archive changed; else ``<archive stem>.decoder.pt`` beside ``data``
-    (audio_ext.archive_decoder, what ``dataset_tool_audio.py --train-decoder`` writes) when it exists.
+    (audio_ext.decoder.archive_model, what ``dataset_tool_audio.py --train-decoder`` writes) when it exists.
     A file is read with ``weights_only=True``; every model must fit the archive's audio block: a
     mismatch is a one-line error now, not a snapshot that generation cannot use.
     """
     if choice is not None and choice.strip().lower() == "none":
         return None, None
-    from audio_ext import archive_decoder, interp
-    from audio_ext.geometry import StftGeometry
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.decoder import archive_model, frame_model
     if choice is None and carried is not None:
         resume, payload = carried
-        side = archive_decoder.side_model_path(data)
+        side = archive_model.side_model_path(data)
         switch = (f"; {side} beside --data is not read: --decoder-model {side} switches to it"
                   if side is not None and side.exists() else "")
         if payload is None:
@@ -207,28 +207,28 @@ def _decoder_model(data, block, choice, carried=None):
         if not block:
             raise click.ClickException(f"{where}: {data} has no audio block, so a decoder model has nothing to decode")
         try:
-            archive_decoder.check_model_for(payload, StftGeometry.from_dict(block), where)
-        except (interp.ModelError, ValueError) as e:
+            archive_model.check_model_for(payload, StftGeometry.from_dict(block), where)
+        except (frame_model.ModelError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         return f"the resumed snapshot's (kept on resume{switch})", payload
     if choice is None:
-        side = archive_decoder.side_model_path(data)
+        side = archive_model.side_model_path(data)
         if side is None or not (side.exists() or side.is_symlink()):
             return None, None
         if not block:
             raise click.ClickException(f"{side} (found beside --data): {data} has no audio block, so a decoder "
                                        f"model has nothing to decode")
         try:
-            found = archive_decoder.find_side_model(data, StftGeometry.from_dict(block))
-        except (interp.ModelError, ValueError) as e:
+            found = archive_model.find_side_model(data, StftGeometry.from_dict(block))
+        except (frame_model.ModelError, ValueError) as e:
             raise click.ClickException(str(e)) from None
         return str(found[0]), found[1]
     if not block:
         raise click.ClickException(f"--decoder-model {choice}: {data} has no audio block, so a decoder model has "
                                    f"nothing to decode")
     try:
-        return str(choice), archive_decoder.read_model_for(choice, StftGeometry.from_dict(block))
-    except (interp.ModelError, ValueError) as e:
+        return str(choice), archive_model.read_model_for(choice, StftGeometry.from_dict(block))
+    except (frame_model.ModelError, ValueError) as e:
         raise click.ClickException(f"--decoder-model {choice}: {e}") from None
 
 
@@ -237,7 +237,7 @@ def _audio_preview(audio_block, clips: int, decoder_payload=None):
     with the decoder model the snapshots carry when there is one."""
     if not audio_block or clips == 0:
         return None
-    from audio_ext.preview import AudioPreview
+    from audio_ext.generation.preview import AudioPreview
     try:
         return AudioPreview(audio_block, clips=clips, decoder_model=decoder_payload)
     except (ValueError, TypeError, KeyError) as e:

@@ -11,7 +11,7 @@ written as ``clipNNNNNN.wav`` (16-bit PCM at the archive's sample rate, scaled d
 atomically; an unreadable or
 malformed image is skipped and reported, and the command fails only when nothing could be decoded.
 The learned decoder uses the archive's own model (``stft.decoder.pt`` beside ``stft.zip``) when there
-is one, unless ``--decoder-model`` names another or ``none`` (audio_ext.archive_decoder).
+is one, unless ``--decoder-model`` names another or ``none`` (audio_ext.decoder.archive_model).
 """
 from __future__ import annotations
 
@@ -25,12 +25,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import click
 import numpy as np
 
-from stylegan2.cli_errors import one_line_errors
-from stylegan2.misc import atomic_path
-
-from .archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json, png_size_cap
-from .codec import AudioCodec
-from .phase import METHODS
+from audio_ext.core.codec import AudioCodec
+from audio_ext.dataset.archive import ArchiveError, ArchiveFiles, audio_block_of, parse_dataset_json, png_size_cap
+from audio_ext.decoder.methods import METHODS
+from stylegan2.cli_errors import describe_os_error, one_line_errors
 
 
 def parse_clip_ranges(spec: str) -> List[Tuple[int, int]]:
@@ -82,7 +80,7 @@ def parse_clip_range(spec: str, count: Optional[int] = None) -> List[int]:
 class ArchiveImages:
     """Read-only view of an archive's PNGs (sorted by path) and its ``dataset.json``, zip or folder.
 
-    Files and metadata are read with :mod:`audio_ext.archive`'s reader, so the checks (and most
+    Files and metadata are read with :mod:`audio_ext.dataset.archive`'s reader, so the checks (and most
     messages) are the ones every other archive reader gives.
     """
 
@@ -143,15 +141,15 @@ class ArchiveImages:
 
 def write_wav(path, audio: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM mono WAV written atomically; a clip whose peak exceeds full scale is scaled down
-    as a whole (never clipped, which would add distortion that is not in the reconstruction)."""
-    import soundfile as sf
+    as a whole (never clipped, which would add distortion that is not in the reconstruction). A
+    failed write (full disk, read-only) is an OSError naming ``path`` (:mod:`audio_ext.core.wavfile`)."""
+    from audio_ext.core.wavfile import write_pcm16_wav
     pcm = np.asarray(audio, dtype=np.float32)
     peak = float(np.max(np.abs(pcm))) if pcm.size else 0.0
     full = 32767 / 32768
     if peak > full:
         pcm = pcm * (full / peak)
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), pcm, sample_rate, subtype="PCM_16", format="WAV")
+    write_pcm16_wav(path, pcm, sample_rate)
 
 
 def check_device(device: str) -> str:
@@ -193,13 +191,14 @@ def decode_clips(data, clips: Union[str, Sequence[int]], outdir, method: Optiona
     archive's size before it is expanded). ``decoder_model``: the model file of ``learned+pghi+fgla``,
     ``'none'`` for no learned decoder, or None: the archive's own ``<stem>.decoder.pt`` beside it
     when there is one, else ``$ELECTROGAN_DECODER_MODEL``, else the shipped model
-    (:func:`audio_ext.archive_decoder.archive_decoder_models`). Raises :class:`ArchiveError` for an
-    unusable archive or an index past its last clip, :class:`audio_ext.interp.ModelError` for a named
+    (:func:`audio_ext.decoder.archive_model.archive_decoder_models`). Raises :class:`ArchiveError` for an
+    unusable archive or an index past its last clip, :class:`audio_ext.decoder.frame_model.ModelError` for a named
     or side model that cannot decode this archive (before anything is written), ValueError for an
     unusable ``device`` or ``outdir``.
     """
     import torch
-    from .archive_decoder import archive_decoder_models
+
+    from audio_ext.decoder.archive_model import archive_decoder_models
     if method is not None and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     dev = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -230,8 +229,9 @@ def _decode_batches(archive: "ArchiveImages", clips: Sequence[int], outdir: Path
     """decode_clips' work once the decoder model is chosen: the clips in batches, WAVs written as they
     come (``written`` and ``skipped`` grow in place, so a failure midway keeps what was done)."""
     import torch
-    from .interp import model_for
-    from .phase import LEARNED_METHOD, decode_audio, default_method, describe_method
+
+    from audio_ext.decoder.frame_model import model_for
+    from audio_ext.decoder.methods import LEARNED_METHOD, decode_audio, default_method, describe_method
     sr = archive.codec.geometry.sample_rate
     method = method or default_method(archive.codec.geometry)
     if method == LEARNED_METHOD:
@@ -264,7 +264,7 @@ def main() -> None:
     """ElectroGAN audio tools."""
 
 
-from .survey.cli import survey as _survey  # noqa: E402  (after main: `python -m audio_ext survey ...`)
+from audio_ext.survey.cli import survey as _survey  # noqa: E402  (after main: `python -m audio_ext survey ...`)
 
 main.add_command(_survey)
 
@@ -290,7 +290,7 @@ main.add_command(_studio)
 @one_line_errors(ArchiveError, ValueError)
 def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_size) -> None:
     """Decode archive images back to 16-bit WAV files (the training set after the round trip)."""
-    from .interp import ModelError
+    from audio_ext.decoder.frame_model import ModelError
     try:
         parse_clip_ranges(clip_spec)
     except ValueError as e:
@@ -301,7 +301,7 @@ def decode(data, clip_spec, outdir, method, decoder_model, iters, device, batch_
     except (ArchiveError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
-        raise click.ClickException(f"{outdir}: cannot write ({e.strerror or e})") from None
+        raise click.ClickException(f"--outdir {outdir}: cannot write ({describe_os_error(e)})") from None
     click.echo(f"decoded {len(written)} clip(s) into {outdir}" + (f"; skipped {len(skipped)}" if skipped else ""))
     if not written:
         raise click.ClickException(f"{data}: none of the requested clips could be decoded")
@@ -338,10 +338,13 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
                       synthetic, holdout, arch, init, checkpoint_every, loss, seed, device) -> None:
     """Train the frame-interpolation model of the `learned+pghi+fgla` decoder on your own audio."""
     import torch
-    from .geometry import StftGeometry
-    from .interp import ModelError
-    from .interp_train import TrainConfig, find_audio, load_sources, synthetic_sources, train_decoder
+
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.decoder.frame_model import ModelError
+    from audio_ext.decoder.frame_training import TrainConfig, find_audio, load_sources, synthetic_sources, train_decoder
+    from audio_ext.core.writable import check_writable
     try:
+        check_writable(out, "--out", folder=False)      # before hours of training, not after
         geometry = StftGeometry(resolution, hop, sample_rate=sample_rate)
         files = find_audio(source)
     except ValueError as e:
@@ -368,6 +371,8 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
                       validation_names=held_used)
     except (ValueError, ModelError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a checkpoint that cannot be written: full disk, read-only, --out under a file
+        raise click.ClickException(f"--out {out}: cannot write the model ({describe_os_error(e)})") from None
 
 
 if __name__ == "__main__":

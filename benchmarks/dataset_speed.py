@@ -31,13 +31,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audio_ext.archive import png_bytes  # noqa: E402
-from audio_ext.build import BuildOptions, build_archive, gather_sources  # noqa: E402
-from audio_ext.codec import encode  # noqa: E402
-from audio_ext.geometry import StftGeometry  # noqa: E402
-from audio_ext.slicing import (SliceParams, clip_starts, fold_tempo, iter_segments, rms_dbfs,  # noqa: E402
-                               time_stretch, track_tempo)
-from audio_ext.synth import dj_set  # noqa: E402
+from audio_ext.core.audio_io import iter_segments
+from audio_ext.core.codec import encode  # noqa: E402
+from audio_ext.core.geometry import StftGeometry  # noqa: E402
+from audio_ext.core.synth import dj_set  # noqa: E402
+from audio_ext.dataset.archive import png_bytes  # noqa: E402
+from audio_ext.dataset.beats import fold_tempo, track_tempo
+from audio_ext.dataset.build import BuildOptions, build_archive  # noqa: E402
+from audio_ext.dataset.cut import SliceParams, clip_starts, rms_dbfs
+from audio_ext.dataset.sources import gather_sources
+from audio_ext.dataset.stretch import time_stretch
 from benchmarks.report import markdown_table, write_section  # noqa: E402
 
 THESIS_HOURS = 2500
@@ -59,8 +62,8 @@ _BASELINE_SNIPPET = """
 import inspect, json, sys, time
 import torch
 torch.set_num_threads(1)
-from audio_ext.geometry import StftGeometry
-from audio_ext.slicing import SliceParams
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.dataset.beats import SliceParams
 from benchmarks.dataset_speed import stage_times
 paths, resolution, seconds, clock = json.loads(sys.argv[1])
 geometry, params = StftGeometry(resolution), SliceParams()

@@ -5,7 +5,7 @@ what can be read off the images directly, for ``--num`` reals of the archive, ``
 snapshot's ``G_ema`` and ``--num`` fakes of a randomly initialised generator of the same
 architecture (the control: what training added):
 
-- **band-energy profile**: the mean energy of each octave band in dB (``audio_ext.metrics``'
+- **band-energy profile**: the mean energy of each octave band in dB (``audio_ext.generation.metrics``'
   spectral features, the ones the SFD metric uses), and the mean level of every frequency row in
   dataset standard deviations: its RMS distance to the reals' profile and its correlation with it;
 - **line structure**: the share of an image's variance that lies in its column means (vertical
@@ -76,7 +76,7 @@ def generate(G, num: int, seed: int, batch: int = 64) -> np.ndarray:
 
 def compare(sets: Dict[str, np.ndarray], audio_block: dict):
     """Rows of the two result tables for image sets {name: uint8 [N, R, R]}; the first set is the reference (reals)."""
-    from audio_ext.metrics import feature_names, spectral_features, standardized_frechet_distance
+    from audio_ext.generation.metrics import feature_names, spectral_features, standardized_frechet_distance
     names = feature_names(audio_block)
     bands = [i for i, n in enumerate(names) if n.startswith("band_") and n.endswith("hz_db")]
     clip = float(audio_block.get("clip_sigma", 3.0))
@@ -119,6 +119,7 @@ def grid(top: np.ndarray, bottom: np.ndarray, cols: int = 8) -> np.ndarray:
 @click.option("--no-write", is_flag=True, help="Print only; leave docs/generation.md alone.")
 def main(network, data, num, seed, grid_path: Optional[str], note, no_write):
     from PIL import Image
+
     from stylegan2.dataset import ImageFolderDataset
     from stylegan2.metrics.features import real_items
     from stylegan2.networks import Generator

@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audio_ext.generate import decode_images, describe_phase, resolve_device, seed_latents, synthesize  # noqa: E402
-from audio_ext.geometry import StftGeometry  # noqa: E402
+from audio_ext.core.geometry import StftGeometry  # noqa: E402
+from audio_ext.generation.synthesis import decode_images, describe_phase, resolve_device, seed_latents, synthesize  # noqa: E402
 from benchmarks.report import DOC, markdown_table, write_section  # noqa: E402
 
 THESIS_ROW = ["RTX 3090 (thesis)", "-", 1, "-", "-", 1.01, "-", 1 / 1.01, 23.77 / 1.01, "Griffin-Lim, 10 iterations"]
@@ -102,8 +102,8 @@ def bf16_error(G, block, device) -> tuple:
 
     SC = 20 log10(||M - M'|| / ||M||) over the decoded STFT magnitudes of the clip.
     """
-    from audio_ext.codec import decode_magnitude
-    from audio_ext.generate import image_to_png_array
+    from audio_ext.core.codec import decode_magnitude
+    from audio_ext.generation.synthesis import image_to_png_array
     geometry = StftGeometry.from_dict(block)
     z = torch.from_numpy(seed_latents([0], G.z_dim)).to(device)
     c = torch.zeros(1, 0, device=device)

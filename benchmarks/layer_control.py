@@ -38,9 +38,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audio_ext.latents import seed_z  # noqa: E402
-from audio_ext.mixing import mix_ws  # noqa: E402
-from audio_ext.projection import SpectralLoss, band_matrix  # noqa: E402
+from audio_ext.generation.audio_projection import SpectralLoss, band_matrix  # noqa: E402
+from audio_ext.generation.latents import seed_z  # noqa: E402
+from audio_ext.generation.mixing import mix_ws  # noqa: E402
 from benchmarks.report import markdown_table, write_section  # noqa: E402
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "generation.md"
@@ -52,7 +52,7 @@ ONSET_BANDS = 6
 def onset_pattern(images: torch.Tensor, bands: int = ONSET_BANDS) -> torch.Tensor:
     """``[N, R - 1]``: multi-band spectral flux of images ``[N, 1, R, R]`` (row 0 = highest frequency).
 
-    The mean level of each of ``bands`` log-spaced bands per frame (:func:`audio_ext.projection.band_matrix`),
+    The mean level of each of ``bands`` log-spaced bands per frame (:func:`audio_ext.generation.audio_projection.band_matrix`),
     its rise from one frame to the next with falls set to 0, averaged over the bands: where in the clip
     the hits are, in normalised level units per frame.
     """

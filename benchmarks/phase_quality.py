@@ -4,7 +4,7 @@ Every clip goes through the real codec (encode to an 8-bit image with statistics
 themselves, decode the magnitude) and is then reconstructed by each method. Quality is measured
 against the ORIGINAL audio in a fixed reference STFT (Hann, n_fft 2048, hop 256):
 
-* SC: scale-invariant spectral convergence in dB (lower is better), see audio_ext.phase;
+* SC: scale-invariant spectral convergence in dB (lower is better), see audio_ext.decoder.griffin_lim;
 * LSD: log-spectral distance in dB (lower is better);
 * wall s/clip: wall seconds per clip on this machine (one clip at a time, ``--threads`` torch threads);
 * CPU s/clip: processor seconds of this process per clip (all its threads): on a machine shared
@@ -23,7 +23,7 @@ never saw. Every row reports the mean and the spread (standard deviation) over c
 is the Free Music Archive's ``fma_small`` set (8,000 30-s CC-licensed clips incl. the Electronic
 genre; https://github.com/mdeff/fma) or ccMixter (https://ccmixter.org, CC-licensed full tracks);
 for the thesis geometry (23.78 s clips) use full tracks, e.g. ``fma_full``/``fma_large`` or ccMixter.
-Without ``--audio-dir`` the benchmark falls back to synthetic techno loops (audio_ext.synth: kick,
+Without ``--audio-dir`` the benchmark falls back to synthetic techno loops (audio_ext.core.synth: kick,
 hat, bass, chords and noise) and says so in the table: synthetic loops are easier than real mixes.
 
     python benchmarks/phase_quality.py --resolution 1024 --clips 4
@@ -54,7 +54,7 @@ def synthetic_clips(n: int, samples: int, sr: int) -> List[np.ndarray]:
     ~6), so the +-3 std clip would cut the loud bins and swamp the phase error with codec error.
     Without it the codec's own loss (true-phase row) is about -37 dB, close to real music's -34 dB.
     """
-    from audio_ext.synth import techno_loop
+    from audio_ext.core.synth import techno_loop
     tempi = [122, 126, 128, 130, 132, 136]
     out = []
     for i in range(n):
@@ -79,11 +79,11 @@ def devset_folder() -> Path:
 
 def model_sources(resolution: int, hop: int) -> set:
     """File names the decoder model for this geometry was trained or validated on (empty without a model)."""
-    from audio_ext import interp
-    from audio_ext.geometry import StftGeometry
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.decoder import frame_model
     try:
-        t = interp.model_for(StftGeometry(resolution, hop)).training
-    except interp.ModelError:
+        t = frame_model.model_for(StftGeometry(resolution, hop)).training
+    except frame_model.ModelError:
         return set()
     return set(t.get("sources", [])) | set(t.get("validation_sources", []))
 
@@ -122,10 +122,12 @@ def run_benchmark(clips: Sequence[np.ndarray], resolution: int, hop: int, grid: 
     """Rows (label, iterations, SC dB, LSD dB, s/clip, x real time) averaged over ``clips``."""
     import librosa
     import torch
-    from audio_ext.codec import audio_to_logpower, decode_magnitude, encode, stft
-    from audio_ext.geometry import StftGeometry
-    from audio_ext.phase import log_spectral_distance, reconstruct, spectral_convergence_db
-    from audio_ext.stats import RunningStats
+
+    from audio_ext.core.codec import audio_to_logpower, decode_magnitude, encode, stft
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.core.running_stats import RunningStats
+    from audio_ext.decoder.methods import reconstruct
+    from audio_ext.decoder.quality import log_spectral_distance, spectral_convergence_db
 
     torch.set_num_threads(threads)
     g = StftGeometry(resolution, hop)
@@ -190,8 +192,8 @@ DEFAULT_GRID = "thesis:10,fgla:10,fgla:32,pghi:0,pghi+fgla:5,pghi+fgla:10,pghi+f
 @click.option("--write/--no-write", default=True, show_default=True, help="update docs/benchmarks.md")
 def main(audio_dir, synthetic, resolution, hop, n_clips, grid, threads, write):
     """Measure phase reconstruction methods; print a table and record it in docs/benchmarks.md."""
-    from audio_ext.geometry import StftGeometry
-    from audio_ext.phase import DEFAULT_METHOD, LEARNED_METHOD, METHODS, default_method
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.decoder.methods import DEFAULT_METHOD, LEARNED_METHOD, METHODS, default_method
     from benchmarks.report import markdown_table, write_section
 
     g = StftGeometry(resolution, hop)
@@ -208,7 +210,7 @@ def main(audio_dir, synthetic, resolution, hop, n_clips, grid, threads, write):
         pairs.append((name, int(n)))
     if audio_dir is None:
         clips = synthetic_clips(n_clips, g.clip_samples, g.sample_rate)
-        material = f"{len(clips)} SYNTHETIC techno loops (audio_ext.synth; no real music on this machine)"
+        material = f"{len(clips)} SYNTHETIC techno loops (audio_ext.core.synth; no real music on this machine)"
     else:
         exclude = model_sources(resolution, g.hop_length)
         clips, skipped = music_clips(audio_dir, n_clips, g.clip_samples, g.sample_rate, exclude)

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audio_ext.generate import resolve_device  # noqa: E402
-from audio_ext.projection import SpectralLoss  # noqa: E402
+from audio_ext.generation.audio_projection import SpectralLoss  # noqa: E402
+from audio_ext.generation.synthesis import resolve_device  # noqa: E402
 from benchmarks.generate_speed import build_generator  # noqa: E402
 from benchmarks.report import markdown_table, write_section  # noqa: E402
 from stylegan2.projector import project  # noqa: E402

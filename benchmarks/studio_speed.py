@@ -42,7 +42,7 @@ from benchmarks.report import markdown_table, write_section  # noqa: E402
 def stand_in(path: Path, size: str = "electro128") -> Path:
     """A random generator the size of the shipped electro128 network (or of the audio1024 preset at
     44.1 kHz), with its audio block, written as a G_ema-only snapshot."""
-    from audio_ext.geometry import StftGeometry
+    from audio_ext.core.geometry import StftGeometry
     from stylegan2 import networks, snapshot
     torch.manual_seed(0)
     if size == "audio1024":
@@ -133,7 +133,7 @@ def first_sound_http(port):
 @click.option("--clips", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--write/--no-write", default=True, help="update docs/benchmarks.md")
 def main(network, size, clips, write):
-    from audio_ext.generate import GenerateOptions, generate
+    from audio_ext.generation.generate import GenerateOptions, generate
     from audio_ext.studio.engine import Engine
     from studio_helpers import running_studio
     work = Path(tempfile.mkdtemp(prefix="studio-bench-"))

@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Union
 import numpy as np
 import torch
 
-from .misc import atomic_path
+from .misc import atomic_torch_save
 
 PathLike = Union[str, os.PathLike]
 
@@ -215,11 +215,7 @@ def save_snapshot(path: PathLike, data: dict) -> None:
         check_plain_data(data)
     except TypeError as e:
         raise TypeError(f"{path}: {e}") from None
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
+    atomic_torch_save(path, data)    # a full disk is an OSError naming path, not torch's zip-writer error
 
 
 def _refusal_detail(message: str) -> str:
@@ -241,7 +237,7 @@ def load_snapshot(path: PathLike) -> dict:
     (:func:`check_snapshot_values`).
     """
     path = Path(path)
-    with _open_regular_file(path) as f:
+    with open_regular_file(path) as f:
         magic = f.read(4)
         # torch.save writes a zip (PK\x03\x04); legacy torch files and raw pickles start with protocol 2+ (\x80).
         if not magic:
@@ -249,7 +245,7 @@ def load_snapshot(path: PathLike) -> dict:
         if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
             raise SnapshotError(f"{path}: not a network snapshot (neither a torch zip file nor a pickle)")
         if magic.startswith(b"PK\x03\x04"):
-            _check_unpacked_size(path, f)
+            check_unpacked_size(path, f)
         f.seek(0)
         data = _torch_load(path, f)
     if not isinstance(data, dict) or "format_version" not in data:
@@ -268,8 +264,9 @@ def load_snapshot(path: PathLike) -> dict:
 
 
 @contextlib.contextmanager
-def _open_regular_file(path: Path):
-    """The file at ``path`` opened for reading, refused at once unless it is a regular file.
+def open_regular_file(path: Path, what: str = "snapshot"):
+    """The file at ``path`` opened for reading, refused at once unless it is a regular file
+    (``what`` names the kind of file in messages; also used for decoder-model files).
 
     Opened non-blocking and checked with ``fstat`` on the open descriptor (no window for a swap
     between check and open): a FIFO would otherwise block forever waiting for a writer, and a
@@ -280,7 +277,7 @@ def _open_regular_file(path: Path):
     except FileNotFoundError:
         raise SnapshotError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise SnapshotError(f"{path}: is a directory, not a snapshot file") from None
+        raise SnapshotError(f"{path}: is a directory, not a {what} file") from None
     except PermissionError:
         raise SnapshotError(f"{path}: permission denied") from None
     except OSError as e:
@@ -288,11 +285,11 @@ def _open_regular_file(path: Path):
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise SnapshotError(f"{path}: is a directory, not a snapshot file")
+            raise SnapshotError(f"{path}: is a directory, not a {what} file")
         if not stat.S_ISREG(mode):
             kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
                     stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-            raise SnapshotError(f"{path}: is {kind}, not a snapshot file")
+            raise SnapshotError(f"{path}: is {kind}, not a {what} file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         f = os.fdopen(fd, "rb")
@@ -309,8 +306,9 @@ def _open_regular_file(path: Path):
 MAX_UNPACK_RATIO = 2
 
 
-def _check_unpacked_size(path: Path, f) -> None:
-    """Refuse a zip whose members declare far more data than the file holds (a zip bomb)."""
+def check_unpacked_size(path: Path, f, what: str = "snapshot") -> None:
+    """Refuse a zip whose members declare far more data than the file holds (a zip bomb); ``what``
+    names the kind of file (torch.save writes snapshots and decoder models alike, uncompressed)."""
     import zipfile
     size = os.fstat(f.fileno()).st_size
     try:
@@ -321,7 +319,7 @@ def _check_unpacked_size(path: Path, f) -> None:
         return      # torch.load reports damaged files in its own words (truncated or corrupt)
     if declared > MAX_UNPACK_RATIO * size + 2**20:
         raise SnapshotError(f"{path}: its members unpack to {declared:,} bytes from a {size:,}-byte file; "
-                            f"snapshots are stored uncompressed, so this is not one (a zip bomb?)")
+                            f"{what}s are stored uncompressed, so this is not one (a zip bomb?)")
 
 
 def _torch_load(path: Path, f) -> Any:
@@ -366,7 +364,7 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def _first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
+def first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
     """Name (key path) of the first floating-point tensor or float holding NaN or inf, else None."""
     for name, value in tensors.items():
         if isinstance(value, torch.Tensor):
@@ -376,11 +374,11 @@ def _first_non_finite(tensors: Dict[str, Any]) -> Optional[str]:
             if not np.isfinite(value):
                 return name
         elif isinstance(value, dict):
-            inner = _first_non_finite({f"{name}.{k}": v for k, v in value.items()})
+            inner = first_non_finite({f"{name}.{k}": v for k, v in value.items()})
             if inner:
                 return inner
         elif isinstance(value, (list, tuple)):
-            inner = _first_non_finite({f"{name}[{i}]": v for i, v in enumerate(value)})
+            inner = first_non_finite({f"{name}[{i}]": v for i, v in enumerate(value)})
             if inner:
                 return inner
     return None
@@ -409,14 +407,14 @@ def check_snapshot_values(data: dict, path: PathLike = "snapshot") -> None:
         record = data.get(key)
         state = record.get("state_dict") if isinstance(record, dict) else None
         if isinstance(state, dict):
-            bad = _first_non_finite(state)
+            bad = first_non_finite(state)
             if bad:
                 raise SnapshotError(f"{path}: {key} weight {bad} holds NaN or inf; the snapshot is unusable "
                                     f"(use an earlier one)")
     for key in ("opt_G", "opt_D"):
         state = data.get(key)
         if isinstance(state, dict) and isinstance(state.get("state"), dict):
-            bad = _first_non_finite({str(k): v for k, v in state["state"].items()})
+            bad = first_non_finite({str(k): v for k, v in state["state"].items()})
             if bad:
                 raise SnapshotError(f"{path}: {key} optimizer state {bad} holds NaN or inf; cannot resume from it")
     pl_mean = data.get("pl_mean")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from audio_ext.codec import audio_to_logpower, encode
+from audio_ext.core.codec import audio_to_logpower, encode
 
 
 def write_encoded_archive(path, clips, geometry, target_bpm=130):

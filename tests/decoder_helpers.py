@@ -1,5 +1,5 @@
 """Tiny decoder models for tests of which model decodes (archive side file, snapshot, shipped, --decoder-model)."""
-from audio_ext import interp
+from audio_ext.decoder import frame_model
 
 
 def tiny_model_payload(geometry, seed=0, training=None):
@@ -7,14 +7,14 @@ def tiny_model_payload(geometry, seed=0, training=None):
     plain interpolation and from other seeds' (clips decoded with two seeds are audibly different)."""
     import torch
     torch.manual_seed(seed)
-    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
+    net = frame_model.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
     for p in net.head.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    return interp.model_payload(net, geometry, {"mean": -6.0, "std": 3.0}, training=training)
+    return frame_model.model_payload(net, geometry, {"mean": -6.0, "std": 3.0}, training=training)
 
 
 def tiny_model_file(path, geometry, seed=0, training=None):
-    interp.save_model(path, tiny_model_payload(geometry, seed, training))
+    frame_model.save_model(path, tiny_model_payload(geometry, seed, training))
     return path
 
 
@@ -22,8 +22,8 @@ def shipped_stand_in(tmp_path, monkeypatch, geometry):
     """Generator for a fixture: a tiny model fitting ``geometry`` stands in for the shipped one, with no
     $ELECTROGAN_DECODER_MODEL and no model chosen; the choice is reset afterwards."""
     path = tiny_model_file(tmp_path / f"shipped_r{geometry.resolution}.pt", geometry, seed=7)
-    monkeypatch.setattr(interp, "DEFAULT_MODEL_PATH", path)
-    monkeypatch.delenv(interp.MODEL_ENV, raising=False)
-    interp.set_decoder_model(None)
+    monkeypatch.setattr(frame_model, "DEFAULT_MODEL_PATH", path)
+    monkeypatch.delenv(frame_model.MODEL_ENV, raising=False)
+    frame_model.set_decoder_model(None)
     yield path
-    interp.set_decoder_model(None)
+    frame_model.set_decoder_model(None)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from audio_ext.geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
 
 #: 128 x 128 at 8 kHz: 2.048 s clips; at 240 BPM that is 2 whole bars (of 1 s) plus the crossfade.
 RESOLUTION, SAMPLE_RATE, BPM = 128, 8000, 240.0

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from archive_helpers import write_encoded_archive
-from audio_ext.geometry import StftGeometry
-from audio_ext.synth import techno_loop
+
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
 
 
 def tiny_archive(path: Path, resolution: int = 128, n: int = 6) -> Path:

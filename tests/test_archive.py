@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audio_ext.archive import ArchiveError, ArchiveWriter, clip_name, read_audio_block, read_dataset_json
-from audio_ext.build import Source, gather_sources, in_shard, load_stats, read_labels
-from audio_ext.geometry import StftGeometry
-from audio_ext.stats import RunningStats
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.running_stats import RunningStats
+from audio_ext.dataset.archive import ArchiveError, ArchiveWriter, clip_name, read_audio_block, read_dataset_json
+from audio_ext.dataset.build import load_stats
+from audio_ext.dataset.sources import Source, gather_sources, in_shard, read_labels
 
 R = 16
 
@@ -159,7 +160,7 @@ def test_overwrite_accepts_old_folder_archives_without_the_marker_and_empty_fold
 
 @pytest.mark.parametrize("where", ["equal", "inside", "contains"])
 def test_a_destination_overlapping_the_source_is_refused(tmp_path, where):
-    from audio_ext.archive import check_destination
+    from audio_ext.dataset.archive import check_destination
     src = tmp_path / "music"
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "a.wav").write_bytes(b"RIFF")

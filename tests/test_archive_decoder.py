@@ -11,16 +11,15 @@ import zipfile
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from click.testing import CliRunner
-
 from archive_helpers import write_encoded_archive
+from click.testing import CliRunner
 from decoder_helpers import shipped_stand_in, tiny_model_file
-from audio_ext import archive_decoder, interp
+
 from audio_ext.__main__ import decode_clips, main
-from audio_ext.geometry import StftGeometry
-from audio_ext.interp_train import decoder_path_for_archive
-from audio_ext.synth import techno_loop
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
+from audio_ext.decoder import archive_model, frame_model
+from audio_ext.decoder.frame_training import decoder_path_for_archive
 
 G = StftGeometry(32, hop_length=16)
 
@@ -72,15 +71,15 @@ def differ(a, b):
 
 def test_the_file_beside_an_archive_is_where_the_dataset_tool_writes_it(tmp_path, monkeypatch):
     zpath = tmp_path / "runs" / "stft.zip"
-    assert archive_decoder.side_model_path(zpath) == tmp_path / "runs" / "stft.decoder.pt"
-    assert archive_decoder.side_model_path(zpath) == decoder_path_for_archive(zpath)   # the writer's rule
-    assert archive_decoder.side_model_path(tmp_path / "STFT.ZIP").name == "STFT.decoder.pt"
-    assert archive_decoder.side_model_path(f"{tmp_path / 'stft'}{os.sep}") == tmp_path / "stft.decoder.pt"
+    assert archive_model.side_model_path(zpath) == tmp_path / "runs" / "stft.decoder.pt"
+    assert archive_model.side_model_path(zpath) == decoder_path_for_archive(zpath)   # the writer's rule
+    assert archive_model.side_model_path(tmp_path / "STFT.ZIP").name == "STFT.decoder.pt"
+    assert archive_model.side_model_path(f"{tmp_path / 'stft'}{os.sep}") == tmp_path / "stft.decoder.pt"
     (tmp_path / "stft").mkdir()
     monkeypatch.chdir(tmp_path / "stft")
-    assert archive_decoder.side_model_path(".") == tmp_path / "stft.decoder.pt"     # the folder's own name
-    assert archive_decoder.side_model_path("..").name == f"{tmp_path.name}.decoder.pt"
-    assert archive_decoder.side_model_path(os.sep) is None
+    assert archive_model.side_model_path(".") == tmp_path / "stft.decoder.pt"     # the folder's own name
+    assert archive_model.side_model_path("..").name == f"{tmp_path.name}.decoder.pt"
+    assert archive_model.side_model_path(os.sep) is None
 
 
 def test_decode_uses_the_archives_own_model_and_says_so(archive, tmp_path, shipped):
@@ -103,13 +102,13 @@ def test_decode_uses_the_archives_own_model_and_says_so(archive, tmp_path, shipp
     folder, out = decode(tmp_path / "folder", tmp_path / "from-folder")
     assert "decoder: learned+pghi+fgla[archive: folder.decoder.pt]" in out
     np.testing.assert_array_equal(folder, own)
-    assert interp.model_label() == "shipped: shipped_r32.pt"          # nothing left behind in the process
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"          # nothing left behind in the process
 
 
 def test_decode_precedence_named_file_then_archive_then_env_then_shipped(archive, tmp_path, shipped, monkeypatch):
     plain, _ = decode(archive, tmp_path / "shipped")
     env = model_file(tmp_path / "env.pt", seed=5)
-    monkeypatch.setenv(interp.MODEL_ENV, str(env))
+    monkeypatch.setenv(frame_model.MODEL_ENV, str(env))
     from_env, out = decode(archive, tmp_path / "env")
     assert "[file: env.pt]" in out and differ(from_env, plain)
 
@@ -119,7 +118,7 @@ def test_decode_precedence_named_file_then_archive_then_env_then_shipped(archive
     over, out = decode(archive, tmp_path / "over", "--decoder-model", shipped)   # a named file beats both
     assert "[file: shipped_r32.pt]" in out
     np.testing.assert_array_equal(over, plain)
-    assert interp.model_label() == "file: env.pt"
+    assert frame_model.model_label() == "file: env.pt"
 
 
 def test_decoder_model_none_turns_the_learned_decoder_off_even_with_a_file_beside(archive, tmp_path, shipped):
@@ -130,7 +129,7 @@ def test_decoder_model_none_turns_the_learned_decoder_off_even_with_a_file_besid
     np.testing.assert_array_equal(off, classic)
     line = failure(archive, tmp_path / "asked", "--decoder-model", "none", "--method", "learned+pghi+fgla")
     assert "learned decoder is turned off" in line
-    assert interp.model_label() == "shipped: shipped_r32.pt"
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"
 
 
 @pytest.mark.parametrize("kind", ["geometry", "garbage", "folder"])
@@ -153,7 +152,7 @@ def test_a_side_file_that_cannot_decode_the_archive_is_one_line_naming_it(archiv
     # a model named on the command line replaces it
     _, out = decode(archive, tmp_path / "named", "--decoder-model", shipped)
     assert "[file: shipped_r32.pt]" in out
-    assert interp.model_label() == "shipped: shipped_r32.pt"
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"
 
 
 def test_a_named_model_of_another_geometry_is_refused_not_passed_over(archive, tmp_path, shipped):
@@ -173,7 +172,7 @@ def test_decode_clips_library_call_takes_the_same_choice(archive, tmp_path, ship
     logs.clear()
     decode_clips(archive, [1], tmp_path / "lib2", device="cpu", log=logs.append, decoder_model="none")
     assert logs[0] == "decoder: pghi+fgla"
-    with pytest.raises(interp.ModelError, match="another geometry"):
+    with pytest.raises(frame_model.ModelError, match="another geometry"):
         decode_clips(archive, [0], tmp_path / "lib3", device="cpu", decoder_model=str(model_file(
             tmp_path / "r64.pt", StftGeometry(64))))
     assert not (tmp_path / "lib3").exists()

@@ -10,12 +10,12 @@ import zipfile
 
 import numpy as np
 import pytest
+from archive_helpers import write_encoded_archive
 from click.testing import CliRunner
 
-from archive_helpers import write_encoded_archive
-from audio_ext.archive import ArchiveError, read_audio_block
-from audio_ext.geometry import AudioBlockError, StftGeometry, logpower_range, validate_audio_block
-from audio_ext.synth import techno_loop
+from audio_ext.core.geometry import AudioBlockError, StftGeometry, logpower_range, validate_audio_block
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset.archive import ArchiveError, read_audio_block
 
 R = 32
 GEOM = StftGeometry(R)
@@ -86,7 +86,7 @@ def test_mean_and_std_ranges_follow_the_physics_of_ln_power():
     # against a real full-scale signal, then that real statistics sit inside the accepted range.
     lo, hi = logpower_range(GEOM)
     assert lo == pytest.approx(math.log(GEOM.eps)) and hi == pytest.approx(math.log(R**2 + GEOM.eps))
-    from audio_ext.codec import audio_to_logpower
+    from audio_ext.core.codec import audio_to_logpower
     loud = np.ones(GEOM.clip_samples)                       # DC at full scale: the largest |X| there is
     assert float(audio_to_logpower(loud, GEOM).max()) == pytest.approx(hi, abs=1e-6)
     clips = np.stack([techno_loop(130, 0.1, seed=s)[: GEOM.clip_samples] for s in range(4)])

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from audio_ext.codec import AudioCodec, audio_to_logpower, decode_magnitude, encode, image_to_logpower, stft
-from audio_ext.geometry import AUDIO_BLOCK_KEYS, StftGeometry
+from audio_ext.core.codec import AudioCodec, audio_to_logpower, decode_magnitude, encode, image_to_logpower, stft
+from audio_ext.core.geometry import AUDIO_BLOCK_KEYS, StftGeometry
 
 
 def music_like(n, sr=44100, seed=0):

@@ -20,11 +20,17 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-import audio_ext.build as build
-from audio_ext.archive import (ArchiveError, ArchiveFiles, ArchiveWriter, png_size_cap, read_dataset_json,
-                               remove_stale_temps)
-from audio_ext.synth import techno_loop
-from audio_ext.worklock import WorkLock
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset.archive import (
+    ArchiveError,
+    ArchiveFiles,
+    ArchiveWriter,
+    png_size_cap,
+    read_dataset_json,
+    remove_stale_temps,
+)
+from audio_ext.dataset import build
+from audio_ext.dataset.worklock import WorkLock
 from dataset_tool_audio import main
 
 SR = 44100
@@ -147,7 +153,7 @@ def test_fifos_symlink_loops_and_unreadable_files_are_skipped_with_the_right_rea
 
 
 def test_the_audio_reader_names_permission_and_loop_problems(tmp_path, monkeypatch):
-    from audio_ext.slicing import AudioError, load_audio
+    from audio_ext.core.audio_io import AudioError, load_audio
     os.symlink("x.wav", tmp_path / "x.wav")
     with pytest.raises(AudioError, match=r"x\.wav: symlink loop$"):
         load_audio(tmp_path / "x.wav")
@@ -161,7 +167,7 @@ def test_the_audio_reader_names_permission_and_loop_problems(tmp_path, monkeypat
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod-000 files; the monkeypatched test covers it")
 def test_a_chmod_000_file_reads_as_permission_denied(tmp_path):
-    from audio_ext.slicing import AudioError, load_audio
+    from audio_ext.core.audio_io import AudioError, load_audio
     path = tmp_path / "secret.wav"
     sf.write(path, np.zeros(100, np.float32), SR)
     path.chmod(0)
@@ -215,7 +221,7 @@ def test_a_folder_archive_moved_aside_by_a_killed_run_is_put_back(tmp_path):
 def test_a_second_build_into_the_same_dest_says_who_holds_it(tmp_path, music, stats):
     dest = tmp_path / "stft.zip"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from audio_ext.worklock import WorkLock; "
+        [sys.executable, "-c", "import sys, time; from audio_ext.dataset.worklock import WorkLock; "
          "l = WorkLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)", str(dest) + ".partial"],
         stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -288,9 +294,10 @@ def test_archive_members_are_read_with_a_size_cap(tmp_path, declared):
 
 
 def test_decode_skips_an_oversized_image_and_refuses_a_huge_dataset_json(tmp_path):
-    from audio_ext.__main__ import main as tools
-    from audio_ext.geometry import StftGeometry
     from archive_helpers import write_encoded_archive
+
+    from audio_ext.__main__ import main as tools
+    from audio_ext.core.geometry import StftGeometry
     g = StftGeometry(32, hop_length=16)
     arch = tmp_path / "a.zip"
     write_encoded_archive(arch, [techno_loop(124, g.clip_seconds + 0.1, seed=s)[:g.clip_samples] for s in (0, 1)], g)
@@ -309,7 +316,9 @@ def test_decode_skips_an_oversized_image_and_refuses_a_huge_dataset_json(tmp_pat
 
 def test_the_training_dataset_reads_members_with_a_size_cap(tmp_path):
     import io
+
     import PIL.Image
+
     from stylegan2.dataset import DatasetError, ImageFolderDataset, image_size_cap
     arch = tmp_path / "d.zip"
     with zipfile.ZipFile(arch, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -331,9 +340,11 @@ def test_the_training_dataset_reads_members_with_a_size_cap(tmp_path):
 
 # --------------------------------------------------------------------------------------------- 2, 7 (decode)
 def test_decode_range_parsing_is_bounded_by_the_archive_and_bad_outdir_or_device_is_one_line(tmp_path):
-    from audio_ext.__main__ import main as tools, parse_clip_range
-    from audio_ext.geometry import StftGeometry
     from archive_helpers import write_encoded_archive
+
+    from audio_ext.__main__ import main as tools
+    from audio_ext.__main__ import parse_clip_range
+    from audio_ext.core.geometry import StftGeometry
     g = StftGeometry(32, hop_length=16)
     arch = tmp_path / "a.zip"
     write_encoded_archive(arch, [techno_loop(124, g.clip_seconds + 0.1, seed=s)[:g.clip_samples] for s in range(3)], g)
@@ -420,7 +431,7 @@ def test_kill_9_while_assembling_then_the_same_command_cleans_up_and_gives_the_s
     dest = tmp_path / dest_name
     args = ["--source", str(music), "--dest", str(dest), "--stats", str(stats), *FLAGS]
     killer = ("import os, signal, sys\n"
-              "import audio_ext.archive as a\n"
+              "import audio_ext.dataset.archive as a\n"
               "real = a.ArchiveWriter.add_png\n"
               "def add_then_die(self, *args, **kwargs):\n"
               "    real(self, *args, **kwargs)\n"

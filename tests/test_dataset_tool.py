@@ -12,11 +12,12 @@ import soundfile as sf
 from click.testing import CliRunner
 from PIL import Image
 
-import audio_ext.build as build
-from audio_ext.archive import ArchiveError, read_dataset_json
-from audio_ext.build import BuildOptions, build_archive
-from audio_ext.slicing import SliceParams
-from audio_ext.synth import techno_loop
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset import build
+from audio_ext.dataset.archive import ArchiveError, read_dataset_json
+from audio_ext.dataset.build import BuildOptions, build_archive
+from audio_ext.dataset.cut import SliceParams
+from audio_ext.dataset.sources import in_shard
 from dataset_tool_audio import main
 
 SR = 44100
@@ -85,7 +86,7 @@ def test_images_match_an_independent_librosa_spectrogram_with_high_frequencies_o
     rec = meta["clips"][0]
     image = np.asarray(Image.open(io.BytesIO(_zip_pngs(dest)[rec["file"]])))
     # Rebuild the clip from the source: stretch with the recorded ratio, cut at the recorded start.
-    from audio_ext.slicing import time_stretch
+    from audio_ext.dataset.stretch import time_stretch
     src, _ = sf.read(music / rec["source"], dtype="float32")
     beats = rec["first_beat_s"] + 60 / rec["source_bpm"] * np.arange(40)
     y, _ = time_stretch(src, SR, rec["stretch_ratio"], "phase-vocoder", beats=beats)
@@ -218,7 +219,7 @@ def test_shards_with_given_statistics_split_the_files_and_share_the_audio_block(
         dest = tmp_path / f"shard{i}.zip"
         build_archive(music, dest, BuildOptions(resolution=R, stats_path=str(stats_file), shard=(i, 2),
                                                 slicing=PARAMS, progress=False), log=lambda s: None) \
-            if any(build.in_shard(n, (i, 2)) for n in ("house/a.wav", "house/b.flac", "techno/c.wav")) else None
+            if any(in_shard(n, (i, 2)) for n in ("house/a.wav", "house/b.flac", "techno/c.wav")) else None
         if dest.exists():
             metas.append(read_dataset_json(dest))
     sources = [{c["source"] for c in m["clips"]} for m in metas]
@@ -269,8 +270,9 @@ def test_stats_only_writes_the_sampled_statistics_that_a_build_then_reuses(music
 
 def test_sampled_statistics_equal_numpy_over_the_same_clips(music, tmp_path):
     import librosa
-    from audio_ext.geometry import StftGeometry
-    from audio_ext.slicing import slice_track
+
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.dataset.cut import slice_track
     stats = tmp_path / "all.json"
     # A sample larger than the set: every clip of every file is used.
     build_archive(music, stats, BuildOptions(resolution=R, stats_sample=1000, stats_only=True, slicing=PARAMS,
@@ -289,7 +291,7 @@ def test_sampled_statistics_equal_numpy_over_the_same_clips(music, tmp_path):
 
 
 def test_shards_merge_into_one_archive_with_labels_reindexed(music, tmp_path, stats_file):
-    from audio_ext.archive import merge_archives
+    from audio_ext.dataset.archive import merge_archives
     parts = []
     for i, folder in enumerate(["house", "techno"]):
         # Two "shards" that saw different classes: house only, techno only.
@@ -323,7 +325,8 @@ def test_shards_merge_into_one_archive_with_labels_reindexed(music, tmp_path, st
 def test_a_lower_sample_rate_gives_longer_clips_whose_images_match_librosa(music, tmp_path, stats_file):
     """--sample-rate resamples before slicing: the archive's audio block, the clip length and the pixels follow it."""
     import librosa
-    from audio_ext.slicing import time_stretch
+
+    from audio_ext.dataset.stretch import time_stretch
     sr = 11025
     dest = tmp_path / "low.zip"
     result = CliRunner().invoke(main, ["--source", str(music), "--dest", str(dest), "--stats", str(stats_file),
@@ -355,8 +358,8 @@ def test_a_sample_rate_out_of_range_names_the_flag(music, tmp_path):
 
 def test_below_44_1_khz_tempo_and_beats_are_tracked_at_full_rate(music):
     """At 4410 Hz the tracker read these loops 1-3 % off (134 BPM as 137.7); tracked at 44.1 kHz they are exact."""
-    from audio_ext.geometry import StftGeometry
-    from audio_ext.slicing import slice_track
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.dataset.cut import slice_track
     for name, bpm in (("house/a.wav", 124), ("house/b.flac", 128), ("techno/c.wav", 134)):
         _, full, _ = slice_track(music / name, StftGeometry(R), PARAMS)
         clips, low, _ = slice_track(music / name, StftGeometry(R, sample_rate=4410), PARAMS)

@@ -1,7 +1,7 @@
 """`python -m audio_ext decode` turns archive images back into WAVs and fails clearly on bad input."""
 import io
-import os
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from audio_ext.__main__ import main, parse_clip_range
-from audio_ext.codec import encode
-from audio_ext.geometry import StftGeometry
-from audio_ext.phase import spectral_convergence_db
-from audio_ext.synth import techno_loop
+from audio_ext.core.codec import encode
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
+from audio_ext.decoder.quality import spectral_convergence_db
 
 G = StftGeometry(32, hop_length=16)
 MEAN, STD = -6.0, 4.0

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 import pytest
 import soundfile as sf
 
-from audio_ext.phase import DEFAULT_METHOD
+from audio_ext.decoder.methods import DEFAULT_METHOD
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from audio_ext.geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
 from benchmarks.fakes_vs_reals import compare, grid, line_shares, row_profile, to_sigma
 
 R = 32

@@ -1,4 +1,4 @@
-"""gen_audio.py / audio_ext.generate: from a snapshot to audio files, spectrograms, loops, walks and a page.
+"""gen_audio.py / audio_ext.generation.generate: from a snapshot to audio files, spectrograms, loops, walks and a page.
 
 The snapshots are tiny randomly initialised generators written with stylegan2.snapshot.save_snapshot,
 with audio blocks small enough that a clip decodes in milliseconds.
@@ -15,13 +15,13 @@ from PIL import Image
 
 networks = pytest.importorskip("stylegan2.networks", reason="stylegan2.networks has not landed yet")
 snapshot = pytest.importorskip("stylegan2.snapshot")
-phase = pytest.importorskip("audio_ext.phase", reason="audio_ext.phase has not landed yet")
 
 from click.testing import CliRunner  # noqa: E402
 
 import gen_audio  # noqa: E402
-from audio_ext.geometry import StftGeometry  # noqa: E402
-from audio_ext import generate as gen  # noqa: E402
+from audio_ext.core.geometry import StftGeometry  # noqa: E402
+from audio_ext.decoder import methods  # noqa: E402
+from audio_ext.generation import generate, synthesis  # noqa: E402
 
 Z_DIM = 16
 
@@ -56,7 +56,7 @@ def files_in(folder: Path) -> dict:
 
 
 def reference_image(snap: Path, seed: int, c=None, trunc=1.0) -> np.ndarray:
-    """The generator's image for ``seed``, computed here independently of audio_ext.generate."""
+    """The generator's image for ``seed``, computed here independently of audio_ext.generation.generate."""
     nets = snapshot.build_networks(snapshot.load_snapshot(snap), names=["G_ema"])
     G = nets["G_ema"]
     z = torch.from_numpy(np.random.RandomState(seed).randn(G.z_dim)[None].astype(np.float32))
@@ -111,10 +111,10 @@ def test_audio_is_the_phase_layer_decoding_of_the_generated_image(snaps, tmp_pat
     block = snapshot.load_snapshot(snaps["basic"])["audio"]
     img = torch.from_numpy(np.clip(reference_image(snaps["basic"], 3), -1, 1))[None]
     g = torch.Generator().manual_seed(3)
-    expected = phase.decode_audio(img, block, generator=g)[0].numpy().astype(np.float64)
+    expected = methods.decode_audio(img, block, generator=g)[0].numpy().astype(np.float64)
     peak = np.max(np.abs(expected))
-    if peak > gen.PEAK_LIMIT:
-        expected *= gen.PEAK_LIMIT / peak
+    if peak > synthesis.PEAK_LIMIT:
+        expected *= synthesis.PEAK_LIMIT / peak
     audio, sr = sf.read(str(out / "seed0003-130bpm.wav"))
     assert sr == 44100
     np.testing.assert_allclose(audio, expected, atol=2 / 32768)
@@ -169,11 +169,11 @@ def test_random_phase_follows_each_seed_whatever_the_batch(snaps, tmp_path):
     # batch's first seed seeded the whole batch) is a different waveform, far beyond round-off
     img = torch.from_numpy(np.clip(reference_image(snaps["basic"], 1), -1, 1))[None]
     block = snapshot.load_snapshot(snaps["basic"])["audio"]
-    own = gen.decode_images(img, block, "fgla", 4, torch.device("cpu"), seed=[1])
-    other = gen.decode_images(img, block, "fgla", 4, torch.device("cpu"), seed=[0])
+    own = synthesis.decode_images(img, block, "fgla", 4, torch.device("cpu"), seed=[1])
+    other = synthesis.decode_images(img, block, "fgla", 4, torch.device("cpu"), seed=[0])
     assert np.abs(own - other).max() * 32768 > 100
     audio = pcm(tmp_path / "three" / "seed0001-130bpm.wav") / 32768
-    np.testing.assert_allclose(audio, gen.limit_peak(own[0].astype(np.float64)), atol=3 / 32768)
+    np.testing.assert_allclose(audio, synthesis.limit_peak(own[0].astype(np.float64)), atol=3 / 32768)
 
 
 def test_truncation_zero_gives_the_average_clip_for_every_seed(snaps, tmp_path):
@@ -367,16 +367,16 @@ def test_failure_midway_leaves_no_partial_output_and_keeps_old_files(snaps, tmp_
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("earlier run")
-    real = gen.decode_images
+    real = synthesis.decode_images
     calls = []
 
     def flaky(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise gen.GenerateError("decoding failed: simulated")
+            raise synthesis.GenerateError("decoding failed: simulated")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gen, "decode_images", flaky)
+    monkeypatch.setattr(generate, "decode_images", flaky)
     result = run_cli("--network", snaps["basic"], "--seeds", "0-3", "--batch", "2", "--outdir", out)
     assert result.exit_code != 0 and "simulated" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
@@ -389,8 +389,8 @@ def test_failure_midway_leaves_no_partial_output_and_keeps_old_files(snaps, tmp_
 
 
 def test_library_call_returns_the_written_paths(snaps, tmp_path):
-    opts = gen.GenerateOptions(network=str(snaps["basic"]), outdir=str(tmp_path / "o"), seeds=[2, 4])
-    result = gen.generate(opts, log=lambda *_: None)
+    opts = generate.GenerateOptions(network=str(snaps["basic"]), outdir=str(tmp_path / "o"), seeds=[2, 4])
+    result = generate.generate(opts, log=lambda *_: None)
     assert [p.name for p in result.audio] == ["seed0002-130bpm.wav", "seed0004-130bpm.wav"]
     assert all(p.is_file() for p in result.audio + result.images + [result.page])
     assert result.bpm == 130.0

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 import gen_audio
-from audio_ext.geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
 from stylegan2 import networks, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from audio_ext import gla_update, phase
-from audio_ext.geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.decoder import gla_update, griffin_lim, pghi
 
 pytestmark = pytest.mark.skipif(not gla_update.available(torch.zeros(1, dtype=torch.complex64)),
                                 reason="numba not importable: the torch expression is used")
@@ -53,14 +53,14 @@ def test_fused_update_matches_a_naive_loop(r, first):
 
 def test_fused_and_torch_griffin_lim_agree_on_a_whole_decode():
     geometry = StftGeometry(64)
-    fine = phase.fine_geometry(geometry)
+    fine = griffin_lim.fine_geometry(geometry)
     g = torch.Generator().manual_seed(3)
     y = torch.randn(2, (2 * geometry.n_frames - 2) * fine.hop_length, generator=g)
-    S = phase._stft(y, fine, phase._window(fine, y)).abs()
-    init = phase.pghi(S, fine, generator=torch.Generator().manual_seed(0))
+    S = griffin_lim._stft(y, fine, griffin_lim._window(fine, y)).abs()
+    init = pghi.pghi(S, fine, generator=torch.Generator().manual_seed(0))
     for momentum, r in ((0.5, 0.5), (0.0, 0.3), (0.99, 1.0)):
-        a = phase.griffin_lim_stored(S, fine, 6, momentum, init, reestimate=r, fuse=False)
-        b = phase.griffin_lim_stored(S, fine, 6, momentum, init, reestimate=r, fuse=True)
+        a = griffin_lim.griffin_lim_stored(S, fine, 6, momentum, init, reestimate=r, fuse=False)
+        b = griffin_lim.griffin_lim_stored(S, fine, 6, momentum, init, reestimate=r, fuse=True)
         assert float((a - b).norm() / a.norm()) < 1e-5
 
 
@@ -80,8 +80,8 @@ def test_classic_griffin_lim_fused_equals_torch():
     geometry = StftGeometry(64)
     g = torch.Generator().manual_seed(5)
     y = torch.randn(3, geometry.clip_samples, generator=g)
-    S = phase._stft(y, geometry, phase._window(geometry, y)).abs()
+    S = griffin_lim._stft(y, geometry, griffin_lim._window(geometry, y)).abs()
     for momentum in (0.0, 0.5, 0.99):
-        a = phase.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=False)
-        b = phase.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=True)
+        a = griffin_lim.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=False)
+        b = griffin_lim.griffin_lim(S, geometry, n_iter=8, momentum=momentum, init="zeros", fuse=True)
         assert float((a - b).norm() / a.norm()) < 1e-5

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from audio_ext.geometry import StftGeometry
-from audio_ext.projection import SpectralLoss
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.generation.audio_projection import SpectralLoss
 from benchmarks.layer_control import frames_per_step, layer_groups, measure, onset_pattern, step_pattern
 from stylegan2 import networks
 

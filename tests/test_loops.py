@@ -1,10 +1,10 @@
-"""Whole-bar loops, seamless loop points and beat-grid joins (audio_ext/loops.py)."""
+"""Whole-bar loops, seamless loop points and beat-grid joins (audio_ext/generation/loops.py)."""
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from audio_ext import loops
+from audio_ext.generation import loops
 
 SR = 8000  # a low rate keeps the arrays small; nothing below depends on 44.1 kHz
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import median_filter
 
-from audio_ext.medfilt import median_filter_axis
+from audio_ext.dataset.medfilt import median_filter_axis
 
 
 @pytest.mark.parametrize("shape", [(38, 500), (5, 40), (1, 30), (12, 9), (9, 12), (3, 4), (7, 1), (0, 5)])

@@ -6,10 +6,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-
 from archive_helpers import write_encoded_archive
-from audio_ext.geometry import StftGeometry
-from audio_ext.synth import techno_loop
+
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
 from stylegan2.metrics import registry
 
 

@@ -1,16 +1,16 @@
 """calc_metrics.py end to end: a tiny random snapshot, a small archive, a toy TorchScript detector."""
-import re
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
+from archive_helpers import write_encoded_archive
 from click.testing import CliRunner
 
 import calc_metrics
-from archive_helpers import write_encoded_archive
-from audio_ext.geometry import StftGeometry
-from audio_ext.synth import techno_loop
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
 from stylegan2 import networks, snapshot
 from stylegan2.metrics.toy_detector import write_toy_detector
 

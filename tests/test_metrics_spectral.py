@@ -3,11 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from audio_ext.codec import audio_to_logpower, encode
-from audio_ext.geometry import StftGeometry
-from audio_ext.metrics import (feature_names, spectral_feature_extractor, spectral_features,
-                               standardized_frechet_distance)
-from audio_ext.synth import techno_loop
+from audio_ext.core.codec import audio_to_logpower, encode
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
+from audio_ext.generation.metrics import (
+    feature_names,
+    spectral_feature_extractor,
+    spectral_features,
+    standardized_frechet_distance,
+)
 
 G = StftGeometry(128)  # 128 x 128 images, 16384 samples = 0.37 s per clip at 44.1 kHz
 

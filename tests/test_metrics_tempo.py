@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from audio_ext.metrics import _check_tempo_geometry, detect_tempo, fold_tempo, tempo_fidelity
-from audio_ext.synth import techno_loop
+from audio_ext.core.synth import techno_loop
+from audio_ext.generation.metrics import _check_tempo_geometry, detect_tempo, fold_tempo, tempo_fidelity
 
 SR = 22050
 

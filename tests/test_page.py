@@ -1,4 +1,4 @@
-"""The listening page index.html (audio_ext/page.py): self-contained, escaped, playable in a browser."""
+"""The listening page index.html (audio_ext/generation/page.py): self-contained, escaped, playable in a browser."""
 import json
 import os
 import re
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from audio_ext.page import ClipEntry, render_page, write_page
+from audio_ext.generation.page import ClipEntry, render_page, write_page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -1,4 +1,4 @@
-"""The archive's PNG writer (audio_ext/png.py): pixels exact through independent decoders, a valid file."""
+"""The archive's PNG writer (audio_ext/core/png.py): pixels exact through independent decoders, a valid file."""
 import io
 import struct
 import zlib
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audio_ext.archive import png_bytes
-from audio_ext.codec import encode
-from audio_ext.geometry import StftGeometry
-from audio_ext.png import PNG_SIGNATURE, grey_png
-from audio_ext.synth import techno_loop
+from audio_ext.core.codec import encode
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.png import PNG_SIGNATURE, grey_png
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset.archive import png_bytes
 
 
 def _chunks(data: bytes):

@@ -1,4 +1,4 @@
-"""Hearing training: the loop's snapshot hook, audio_ext.preview.AudioPreview, TensorBoard audio/images.
+"""Hearing training: the loop's snapshot hook, audio_ext.generation.preview.AudioPreview, TensorBoard audio/images.
 
 Tiny runs (16 x 16, tiny preset, a few iterations) on a toy archive with an audio block.
 """
@@ -9,12 +9,13 @@ import PIL.Image
 import pytest
 import soundfile as sf
 import torch
+from archive_helpers import toy_audio_block, write_toy_archive
 
-from audio_ext.preview import AudioPreview
+from audio_ext.decoder import methods
+from audio_ext.generation.preview import AudioPreview
 from stylegan2 import training_loop as tl
 from stylegan2.presets import resolve_config
 from stylegan2.snapshot import load_snapshot
-from archive_helpers import write_toy_archive, toy_audio_block
 
 RES = 16
 AUDIO = toy_audio_block(RES)
@@ -60,8 +61,8 @@ def test_failing_hook_only_warns(archive, tmp_path, capsys):
 def test_preview_decodes_what_the_hook_is_given():
     images = torch.rand(5, 1, RES, RES) * 2 - 1
     preview = AudioPreview(AUDIO, clips=2)
-    from audio_ext import phase
-    expect = np.stack([phase.decode_audio(images[i:i + 1, 0], AUDIO, generator=[torch.Generator().manual_seed(i)])[0]
+    pass
+    expect = np.stack([methods.decode_audio(images[i:i + 1, 0], AUDIO, generator=[torch.Generator().manual_seed(i)])[0]
                        for i in range(2)])
     np.testing.assert_allclose(preview.decode(images), expect, rtol=1e-4, atol=1e-4)  # batched FFT rounding
     with pytest.raises(ValueError, match="clips must be >= 1"):
@@ -92,6 +93,7 @@ def test_tensorboard_events_hold_audio_and_grids(archive, tmp_path):
 
 def test_train_cli_hands_the_loop_an_audio_preview(archive, tmp_path):
     from click.testing import CliRunner
+
     import train
     args = ["--outdir", str(tmp_path), "--data", str(archive), "--cfg", "tiny", "--kimg", "0.004", "--batch", "4",
             "--batch-gpu", "4", "--tick", "0.004", "--snap", "1", "--no-progress"]

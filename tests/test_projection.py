@@ -1,7 +1,7 @@
-"""audio_ext.projection and project_audio.py: the target through the dataset tool's path, the spectral
+"""audio_ext.generation.audio_projection and project_audio.py: the target through the dataset tool's path, the spectral
 loss terms, and a whole projection from the command line on a tiny snapshot.
 
-The source is a synthetic techno loop (audio_ext.synth) at a known tempo, so the beat the target
+The source is a synthetic techno loop (audio_ext.core.synth) at a known tempo, so the beat the target
 clip must start on is known.
 """
 import json
@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from audio_ext import codec
-from audio_ext.geometry import StftGeometry
-from audio_ext.projection import ProjectionError, SpectralLoss, band_matrix, prepare_target
-from audio_ext.slicing import SliceParams, slice_track
-from audio_ext.synth import techno_loop
+from audio_ext.core import codec
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset.cut import SliceParams, slice_track
+from audio_ext.generation.audio_projection import ProjectionError, SpectralLoss, band_matrix, prepare_target
 from stylegan2 import networks, snapshot
 
 SR = 44100

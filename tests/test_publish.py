@@ -18,9 +18,8 @@ import torch
 from click.testing import CliRunner
 
 import gen_audio
-from audio_ext import generate as gen
-from audio_ext import publish
-from audio_ext.geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.generation import generate, publish, synthesis
 from stylegan2 import networks, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +193,7 @@ def test_gen_audio_move_failing_midway_leaves_the_earlier_run_intact(snap, earli
 
 def test_gen_audio_disk_full_while_writing_is_one_line_and_changes_nothing(snap, earlier_run, monkeypatch):
     before = tree(earlier_run)
-    real = gen.save_png
+    real = synthesis.save_png
     count = []
 
     def full_disk(path, image):
@@ -203,7 +202,7 @@ def test_gen_audio_disk_full_while_writing_is_one_line_and_changes_nothing(snap,
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, image)
 
-    monkeypatch.setattr(gen, "save_png", full_disk)
+    monkeypatch.setattr(generate, "save_png", full_disk)
     res = CliRunner().invoke(gen_audio.main, ["--network", str(snap), "--seeds", "0-3", "--outdir", str(earlier_run)])
     assert res.exit_code == 1
     line = one_error_line(res.output)

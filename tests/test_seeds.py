@@ -1,7 +1,7 @@
 """Seed lists: the ``--seeds 0-19,42`` syntax of gen_audio.py."""
 import pytest
 
-from audio_ext.seeds import MAX_SEED, SeedSyntaxError, parse_seeds
+from audio_ext.core.seeds import MAX_SEED, SeedSyntaxError, parse_seeds
 
 
 def test_range_and_single_seed_expand_in_order():

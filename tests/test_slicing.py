@@ -1,6 +1,6 @@
 """Slicing: decode and resample, track and fold the tempo, stretch to 130 BPM, cut clips on the beat.
 
-The music is synthesised (audio_ext.synth), so the true tempo and beat times are known exactly.
+The music is synthesised (audio_ext.core.synth), so the true tempo and beat times are known exactly.
 Segments are shortened from one minute to a few seconds to keep the suite fast.
 """
 import math
@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_ext.geometry import StftGeometry
-from audio_ext.slicing import (AudioError, beat_locked_phase_vocoder, SliceParams, clip_starts, fold_tempo, iter_segments, load_audio,
-                               rms_dbfs, slice_segment, slice_track, time_stretch, track_tempo)
-from audio_ext.synth import beat_grid, dj_set, techno_loop
+from audio_ext.core.audio_io import AudioError, iter_segments, load_audio
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import beat_grid, dj_set, techno_loop
+from audio_ext.dataset.beats import fold_tempo, track_tempo
+from audio_ext.dataset.cut import SliceParams, clip_starts, rms_dbfs, slice_segment, slice_track
+from audio_ext.dataset.stretch import beat_locked_phase_vocoder, time_stretch
 
 SR = 44100
 FULL = ("kick", "hat", "bass", "chord", "noise")

@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 
 import gen_audio
+from audio_ext.core.geometry import StftGeometry
 from stylegan2 import networks
 from stylegan2 import snapshot as snap_io
 from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot, network_record, save_snapshot
-from audio_ext.geometry import StftGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 32
@@ -138,9 +138,10 @@ def test_gen_audio_refuses_damaged_snapshots_and_writes_nothing(healthy, tmp_pat
 
 def test_train_resume_refuses_a_damaged_snapshot(healthy, tmp_path):
     import numpy as np
-    import train
     from archive_helpers import write_encoded_archive
-    from audio_ext.synth import techno_loop
+
+    import train
+    from audio_ext.core.synth import techno_loop
     geom = StftGeometry(RES)
     archive = tmp_path / "stft.zip"
     write_encoded_archive(archive, np.stack([techno_loop(130, 0.1, seed=s)[: geom.clip_samples] for s in range(4)]),

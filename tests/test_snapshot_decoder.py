@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from archive_helpers import toy_audio_block, write_toy_archive
 from click.testing import CliRunner
+from decoder_helpers import shipped_stand_in, tiny_model_payload
 
 import gen_audio
 import train
-from archive_helpers import toy_audio_block, write_toy_archive
-from decoder_helpers import shipped_stand_in, tiny_model_payload
-from audio_ext import interp
-from audio_ext.geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.decoder import frame_model
 from stylegan2 import networks, snapshot
 from stylegan2.training_loop import check_snapshot_extra
 
@@ -30,7 +30,7 @@ def model_payload(geometry, seed):
 
 
 def model_file(path, geometry=GEOM, seed=0):
-    interp.save_model(path, model_payload(geometry, seed))
+    frame_model.save_model(path, model_payload(geometry, seed))
     return path
 
 
@@ -262,13 +262,13 @@ def test_generation_decodes_with_the_snapshots_model_unless_a_file_is_named(tmp_
     a_over, _ = generate(with_model, tmp_path / "d", "--decoder-model", shipped)
     np.testing.assert_array_equal(a_over, a_old)
     # the snapshot's model beats $ELECTROGAN_DECODER_MODEL, which beats the shipped one
-    monkeypatch.setenv(interp.MODEL_ENV, str(model_file(tmp_path / "env.pt", seed=5)))
+    monkeypatch.setenv(frame_model.MODEL_ENV, str(model_file(tmp_path / "env.pt", seed=5)))
     np.testing.assert_array_equal(generate(with_model, tmp_path / "e")[0], a_snap)
     a_env, page = generate(old, tmp_path / "f")
     assert "learned+pghi+fgla[file: env.pt]" in page and np.abs(a_env.astype(int) - a_old).max() > 100
-    monkeypatch.delenv(interp.MODEL_ENV)
+    monkeypatch.delenv(frame_model.MODEL_ENV)
     # a run leaves no model behind for the next caller in the process
-    assert interp.model_label() == "shipped: shipped_r32.pt"
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"
 
 
 def test_generation_with_decoder_model_none_uses_the_classic_decoder(tmp_path, shipped):
@@ -286,7 +286,7 @@ def test_generation_with_decoder_model_none_uses_the_classic_decoder(tmp_path, s
                                               "--method", "learned+pghi+fgla"])
     assert res.exit_code != 0 and "learned decoder is turned off" in res.output, res.output
     assert not (tmp_path / "asked").exists()
-    assert interp.model_label() == "shipped: shipped_r32.pt"
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"
 
 
 @pytest.mark.parametrize("where", ["snapshot", "file"])
@@ -304,24 +304,24 @@ def test_generation_refuses_a_model_of_another_geometry(tmp_path, shipped, where
     assert len(lines) == 1 and "another geometry" in lines[0] and "resolution 64 (model) vs 32 (audio)" in lines[0]
     assert ("snap.pkl: decoder_model" if where == "snapshot" else "--decoder-model") in lines[0]
     assert not (tmp_path / "out").exists()
-    assert interp.model_label() == "shipped: shipped_r32.pt"
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"
 
 
 def test_training_previews_decode_with_the_model_the_snapshots_carry(shipped):
-    from audio_ext.generate import decode_images
-    from audio_ext.preview import AudioPreview
+    from audio_ext.generation.preview import AudioPreview
+    from audio_ext.generation.synthesis import decode_images
     block = GEOM.audio_block(mean=-6.0, std=3.0)
     payload = model_payload(GEOM, 1)
     torch.manual_seed(0)
     images = torch.rand(2, 1, RES, RES) * 2 - 1
     got = AudioPreview(block, clips=2, decoder_model=payload).decode(images)
-    with interp.decoder_models(snapshot=payload):
+    with frame_model.decoder_models(snapshot=payload):
         want = decode_images(images[:, 0], block, None, None, torch.device("cpu"), seed=[0, 1])
     np.testing.assert_array_equal(got, want)
     plain = AudioPreview(block, clips=2).decode(images)            # the shipped stand-in
     assert np.abs(plain - got).max() > 1e-3
-    assert interp.model_label() == "shipped: shipped_r32.pt"
-    with pytest.raises(interp.ModelError, match="audio preview decoder_model: model file has no 'config' entry"):
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    with pytest.raises(frame_model.ModelError, match="audio preview decoder_model: model file has no 'config' entry"):
         AudioPreview(block, decoder_model={k: v for k, v in payload.items() if k != "config"})
 
 
@@ -338,15 +338,15 @@ def test_survey_clips_of_a_snapshot_decode_with_its_model(tmp_path, shipped):
 
     a, b = clips(with_model), clips(old)
     assert np.abs(a - b).max() > 1e-3                      # old snapshot: the shipped stand-in
-    interp.set_decoder_model(mine)
+    frame_model.set_decoder_model(mine)
     np.testing.assert_array_equal(clips(old), a)           # the same model from a file: the same clips
-    interp.set_decoder_model(None)
-    assert interp.model_label() == "shipped: shipped_r32.pt"
+    frame_model.set_decoder_model(None)
+    assert frame_model.model_label() == "shipped: shipped_r32.pt"
 
 
 def test_projection_decodes_with_the_snapshots_model(tmp_path, shipped, monkeypatch):
     import project_audio
-    from audio_ext.synth import techno_loop
+    from audio_ext.core.synth import techno_loop
     track = tmp_path / "loop.flac"
     sf.write(track, techno_loop(126.0, 4.0, sr=44100, seed=3), 44100)
     mine = model_file(tmp_path / "mine.pt", seed=1)
@@ -362,7 +362,7 @@ def test_projection_decodes_with_the_snapshots_model(tmp_path, shipped, monkeypa
 
     a, b = target_wav(with_model, "a"), target_wav(old, "b")
     assert np.abs(a.astype(int) - b).max() > 100          # the target clip through two different models
-    monkeypatch.setenv(interp.MODEL_ENV, str(mine))
+    monkeypatch.setenv(frame_model.MODEL_ENV, str(mine))
     np.testing.assert_array_equal(target_wav(old, "c"), a)
 
     wrong = write_snapshot(tmp_path / "wrong.pkl", model_payload(StftGeometry(64), 0))

@@ -1,10 +1,10 @@
-"""audio_ext.spectrum.stft_hann against librosa.stft, which it must reproduce exactly."""
+"""audio_ext.core.stft.stft_hann against librosa.stft, which it must reproduce exactly."""
 import librosa
 import numpy as np
 import pytest
 
-from audio_ext.spectrum import stft_hann
-from audio_ext.synth import techno_loop
+from audio_ext.core.stft import stft_hann
+from audio_ext.core.synth import techno_loop
 
 
 @pytest.mark.parametrize("hop", [256, 512])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from audio_ext.stats import RunningStats
+from audio_ext.core.running_stats import RunningStats
 
 
 def chunks(seed=0, offset=0.0):

@@ -2,7 +2,7 @@
 Z, variations, style mixing grids and --bpm.
 
 Tiny randomly initialised generators; the references are computed here by hand with G.mapping and
-G.synthesis, independently of audio_ext.generate.
+G.synthesis, independently of audio_ext.generation.generate.
 """
 import numpy as np
 import pytest
@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 import gen_audio
-from audio_ext import latents, loops, mixing, retempo
-from audio_ext.generate import image_to_png_array
-from audio_ext.geometry import StftGeometry
-from audio_ext.metrics import detect_tempo
-from audio_ext.synth import techno_loop
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
+from audio_ext.generation import latents, loops, mixing, retempo
+from audio_ext.generation.metrics import detect_tempo
+from audio_ext.generation.synthesis import image_to_png_array
 from stylegan2 import networks, snapshot
 
 

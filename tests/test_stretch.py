@@ -5,8 +5,8 @@ import librosa
 import numpy as np
 import pytest
 
-from audio_ext import slicing, stretch
-from audio_ext.synth import techno_loop
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset import stretch
 
 SR = 22050
 
@@ -73,11 +73,6 @@ def test_mod_2pi_matches_numpy_including_edge_values():
     assert not np.signbit(ours).any()
     wide = np.array([-20.0, 30.0, 5.0], dtype=np.float32)  # outside (-2 pi, 4 pi): np.mod itself
     np.testing.assert_array_equal(stretch._mod_2pi_(wide.copy()), np.mod(wide, two_pi))
-
-
-def test_stretch_names_stay_importable_from_slicing():
-    for name in ("time_stretch", "beat_locked_phase_vocoder", "available_stretcher", "STRETCHERS", "STRETCH_CHOICES"):
-        assert getattr(slicing, name) is getattr(stretch, name)
 
 
 def test_polar_is_numpys_complex_exponential_to_the_last_bit_or_two():

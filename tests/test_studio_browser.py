@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_ext import loops
-from audio_ext.synth import techno_loop
+from audio_ext.generation import loops
+from audio_ext.core.synth import techno_loop
 from studio_helpers import BPM, SAMPLE_RATE, running_studio, studio_snapshot
 
 CHROMIUM = os.environ.get("ELECTROGAN_CHROMIUM", "/usr/bin/chromium")
@@ -218,7 +218,11 @@ def test_upload_project_and_the_errors(studio, browser, track, tmp_path):
     browser.find_element("id", "file").send_keys(str(track))
     _set(browser, "steps", 2000)
     browser.find_element("id", "doproject").click()
-    _wait(lambda: "step 3/" in browser.find_element("css selector", ".job").text, "projection progress", 300)
+    try:
+        _wait(lambda: "step 3/" in browser.find_element("css selector", ".job").text, "projection progress", 300)
+    except AssertionError:
+        raise AssertionError(f"no projection progress; page error: {_error(browser)!r}; jobs: "
+                             f"{browser.find_element('id', 'jobs').text!r}") from None
     _shot(browser, "project-progress")
     browser.find_element("css selector", ".job button.cancel").click()
     assert "cancelled" in _wait(lambda: _error(browser), "the cancel message")

@@ -12,7 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from audio_ext.__main__ import main
-from audio_ext.geometry import StftGeometry
+from audio_ext.core.geometry import StftGeometry
 from studio_helpers import studio_snapshot
 
 REPO = Path(__file__).resolve().parents[1]

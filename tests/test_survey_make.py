@@ -8,12 +8,12 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from survey_helpers import tiny_archive, tiny_snapshot
 
 from audio_ext.__main__ import main as cli
 from audio_ext.survey import anchor, loudness, order
-from audio_ext.roundtrip import original_clip
 from audio_ext.survey.make import SurveyError, SurveyOptions, load_manifest, make_survey
-from survey_helpers import tiny_archive, tiny_snapshot
+from audio_ext.survey.roundtrip import original_clip
 
 SOURCE_TEMPI = (126, 134)
 
@@ -21,9 +21,9 @@ SOURCE_TEMPI = (126, 134)
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A real archive (dataset tool, with clip records) of two synthetic loops, and a tiny snapshot."""
-    from audio_ext.build import BuildOptions, build_archive
-    from audio_ext.slicing import SliceParams
-    from audio_ext.synth import techno_loop
+    from audio_ext.core.synth import techno_loop
+    from audio_ext.dataset.build import BuildOptions, build_archive
+    from audio_ext.dataset.cut import SliceParams
     root = tmp_path_factory.mktemp("survey-inputs")
     src = root / "src"
     src.mkdir()
@@ -121,9 +121,9 @@ def test_blind(inputs, survey):
 
 def test_original_is_the_archive_clip(inputs):
     """The original condition reproduces the dataset tool's own cut (same start, stretch and beats)."""
-    from audio_ext.archive import read_dataset_json
-    from audio_ext.geometry import StftGeometry
-    from audio_ext.slicing import SliceParams, slice_track
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.dataset.archive import read_dataset_json
+    from audio_ext.dataset.cut import SliceParams, slice_track
     meta = read_dataset_json(inputs["data"])
     g = StftGeometry.from_dict(meta["audio"])
     name = "loop-134bpm.wav"
@@ -222,8 +222,8 @@ def test_bad_input_cli(inputs, tmp_path):
 
 def test_write_pairs_for_the_demo_page(inputs, tmp_path):
     """roundtrip.write_pairs: per source its first clip, original and round trip, and page entries."""
-    from audio_ext.page import write_page
-    from audio_ext.roundtrip import write_pairs
+    from audio_ext.generation.page import write_page
+    from audio_ext.survey.roundtrip import write_pairs
     entries = write_pairs(inputs["data"], inputs["src"], tmp_path, per_source=1, log=lambda m: None)
     assert [e.audio for e in entries] == [f"full/loop-{t}bpm-{k}.wav" for t in SOURCE_TEMPI
                                           for k in ("original", "roundtrip")]
@@ -304,13 +304,13 @@ def test_survey_decodes_on_cuda_like_on_cpu(tmp_path):
 
 def _side_model(path, seed=1, resolution=128):
     """A tiny decoder model file for the inputs' geometry (R = 128, hop 128) with a random head."""
-    from audio_ext import interp
-    from audio_ext.geometry import StftGeometry
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.decoder import frame_model
     torch.manual_seed(seed)
-    net = interp.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
+    net = frame_model.FrameInterpNet(width=4, body_width=8, n_blocks=1, dilations=(1,), down=4)
     for p in net.head.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    interp.save_model(path, interp.model_payload(net, StftGeometry(resolution), {"mean": -6.0, "std": 3.0}))
+    frame_model.save_model(path, frame_model.model_payload(net, StftGeometry(resolution), {"mean": -6.0, "std": 3.0}))
     return path
 
 
@@ -318,9 +318,10 @@ def test_round_trips_decode_with_the_archives_own_model(inputs, tmp_path):
     """The survey's round-trip condition and the demo's pairs use stft.decoder.pt beside the archive, as
     `python -m audio_ext decode` does; a side file of another geometry is an error naming it."""
     import shutil
-    from audio_ext import interp
-    from audio_ext.roundtrip import write_pairs
+
+    from audio_ext.decoder import frame_model
     from audio_ext.survey.make import _archive_clips
+    from audio_ext.survey.roundtrip import write_pairs
     own = tmp_path / "own"
     own.mkdir()
     data = Path(shutil.copy(inputs["data"], own / "stft.zip"))
@@ -335,18 +336,18 @@ def test_round_trips_decode_with_the_archives_own_model(inputs, tmp_path):
     assert conds == ["roundtrip-learned+pghi+fgla"] * 2
     plain_conds, plain = roundtrips(inputs["data"])                   # no model fits R = 128: the classic one
     assert plain_conds == ["roundtrip-pghi+fgla"] * 2 and np.abs(a - plain).max() > 1e-3
-    interp.set_decoder_model(side)
+    frame_model.set_decoder_model(side)
     try:
         np.testing.assert_array_equal(roundtrips(inputs["data"])[1], a)   # the same model: the same clips
     finally:
-        interp.set_decoder_model(None)
+        frame_model.set_decoder_model(None)
 
     entries = write_pairs(data, inputs["src"], tmp_path / "pairs", log=lambda m: None)
     assert entries[1].kind.endswith("decoded with learned+pghi+fgla[archive: stft.decoder.pt]"), entries[1].kind
-    assert interp.model_label() is None or not interp.model_label().startswith("archive")
+    assert frame_model.model_label() is None or not frame_model.model_label().startswith("archive")
 
     _side_model(side, resolution=64)
     with pytest.raises(SurveyError, match=r"stft\.decoder\.pt: decoder model was trained for another geometry"):
         roundtrips(data)
-    with pytest.raises(interp.ModelError, match=r"stft\.decoder\.pt: decoder model was trained for another"):
+    with pytest.raises(frame_model.ModelError, match=r"stft\.decoder\.pt: decoder model was trained for another"):
         write_pairs(data, inputs["src"], tmp_path / "pairs2", log=lambda m: None)

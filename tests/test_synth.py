@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from audio_ext.synth import beat_grid, dj_set, techno_loop, tempo_change
+from audio_ext.core.synth import beat_grid, dj_set, techno_loop, tempo_change
 
 SR = 22050
 

@@ -6,12 +6,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_ext.build import BuildOptions, build_archive
-from audio_ext.geometry import StftGeometry
-from audio_ext.slicing import SliceParams, slice_segment, slice_track, track_tempo
-from audio_ext.synth import techno_loop
-from audio_ext.tempo import (AGREE_TOLERANCE, SegmentEvidence as E, agree, judge_segments, octave_distance,
-                             relative_of, track_tempo_consensus)
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset.beats import track_tempo
+from audio_ext.dataset.build import BuildOptions, build_archive
+from audio_ext.dataset.cut import SliceParams, slice_segment, slice_track
+from audio_ext.dataset.tempo_consistency import (
+    AGREE_TOLERANCE,
+    agree,
+    judge_segments,
+    octave_distance,
+    relative_of,
+    track_tempo_consensus,
+)
+from audio_ext.dataset.tempo_consistency import SegmentEvidence as E
 
 SR = 44100
 SEG = 12.0

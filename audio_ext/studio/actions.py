@@ -16,12 +16,13 @@ from typing import List, Optional
 
 import soundfile as sf
 
-from .. import generate as gen
-from ..latents import WALK_SPACES, Projected
-from .engine import gen_command, group_layers, project_command
-from .jobs import JobContext, JobError
-from .layers import layer_spec
-from .sessions import Clip, Session, new_token
+from audio_ext.generation import generate as gen
+from audio_ext.generation import synthesis as syn
+from audio_ext.generation.latents import WALK_SPACES, Projected
+from audio_ext.studio.engine import gen_command, group_layers, project_command
+from audio_ext.studio.jobs import JobContext, JobError
+from audio_ext.studio.layers import layer_spec
+from audio_ext.studio.sessions import Clip, Session, new_token
 
 MAX_SEEDS_PER_JOB = 64
 MAX_PICKED = 16
@@ -71,7 +72,7 @@ def common_fields(engine, body: dict) -> dict:
 
 
 def _bpm(body: dict) -> Optional[float]:
-    from ..retempo import MAX_BPM, MIN_BPM
+    from audio_ext.generation.retempo import MAX_BPM, MIN_BPM
     return None if body.get("bpm") is None else _num(body, "bpm", MIN_BPM, MAX_BPM)
 
 
@@ -100,7 +101,7 @@ def _job_errors():
     """GenerateError and ValueError raised while rendering: the job fails with their one-line message."""
     try:
         yield
-    except (gen.GenerateError, ValueError, OSError) as e:
+    except (syn.GenerateError, ValueError, OSError) as e:
         raise JobError(str(e)) from None
 
 
@@ -109,7 +110,7 @@ def _check(engine, fields: dict) -> None:
     try:
         with engine.decoding():
             engine.make_run(Path("unused"), **fields)
-    except gen.GenerateError as e:
+    except syn.GenerateError as e:
         raise RequestError(str(e)) from None
 
 
@@ -202,8 +203,8 @@ def _loop_from_audio(session: Session, clip: Clip, bars: int, bpm: Optional[floa
     """A loop of a clip no single gen_audio.py command loops: its WAV stretched from its tempo to ``bpm``
     (:func:`audio_ext.retempo.change_tempo`) and cut by :func:`audio_ext.loops.loop_clip`, with
     gen_audio.py's default crossfade; the name and tags say loop, bars and BPM as gen_audio.py's do."""
-    from .. import loops
-    from ..retempo import change_tempo, stretched_length
+    from audio_ext.generation import loops
+    from audio_ext.generation.retempo import change_tempo, stretched_length
     if clip.bpm is None:
         raise RequestError(f"{clip.title}: has no tempo, so it cannot be cut into bars")
     src_bpm = float(clip.bpm)
@@ -219,7 +220,7 @@ def _loop_from_audio(session: Session, clip: Clip, bars: int, bpm: Optional[floa
         raise RequestError(f"--loop {bars}: a {n / sr:.2f} s clip at {target:g} BPM holds at most {fit} whole "
                            f"bar(s) plus the {fade_s * 1000:g} ms crossfade")
     stem = re.sub(r"-[0-9.]+bpm$", "", Path(clip.filename).stem)
-    name = f"{stem}-loop{bars}bar-{gen._fmt_bpm(target)}bpm.wav"
+    name = f"{stem}-loop{bars}bar-{syn._fmt_bpm(target)}bpm.wav"
 
     def fn(ctx: JobContext):
         ctx.progress(0, 1, "stretching and looping")
@@ -231,9 +232,9 @@ def _loop_from_audio(session: Session, clip: Clip, bars: int, bpm: Optional[floa
             if abs(target - src_bpm) > 1e-9:
                 audio = change_tempo(audio, sr, src_bpm, target)
             audio = loops.loop_clip(audio, sr, target, bars, fade_s)
-            tags.update(title=f"{stem} loop {bars} bar(s) {gen._fmt_bpm(target)} BPM",
+            tags.update(title=f"{stem} loop {bars} bar(s) {syn._fmt_bpm(target)} BPM",
                         comment=f"{tags.get('comment', '')} loop={bars} bpm={target:g} (looped in the studio)".strip())
-            gen.write_audio(folder / name, audio, sr, "wav", tags)
+            syn.write_audio(folder / name, audio, sr, "wav", tags)
         out = Clip(id=new_token(), title=f"{clip.title}, loop of {bars} bar(s)", kind="loop", audio=folder / name,
                    image=clip.image, filename=name, seconds=len(audio) / sr, sample_rate=sr, bpm=target, seed=clip.seed,
                    command=f"{clip.command}   # then its first {bars} bar(s) at {target:g} BPM as a seamless loop "

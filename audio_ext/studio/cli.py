@@ -18,9 +18,9 @@ import click
               help="idle time after which a session's files are removed")
 def studio(network, host, port, device, max_upload_mb, session_hours) -> None:
     """Play with a trained network in the browser: seeds, loops at any BPM, mixing, walks, your own track, live."""
-    from ..generate import GenerateError
-    from .engine import Engine, default_network
-    from .server import serve
+    from audio_ext.generation.synthesis import GenerateError
+    from audio_ext.studio.engine import Engine, default_network
+    from audio_ext.studio.server import serve
     network = network or default_network()
     if network is None:
         raise click.ClickException("--network PKL is required (no network ships with this version)")

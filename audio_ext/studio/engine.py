@@ -18,9 +18,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import generate as gen
-from ..geometry import StftGeometry
-from .layers import layer_groups
+from audio_ext.generation import generate as gen
+from audio_ext.generation import synthesis as syn
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.studio.layers import layer_groups
 
 #: Where the project's scripts live (commands are shown relative to the repository root).
 GEN_AUDIO, PROJECT_AUDIO = "python gen_audio.py", "python project_audio.py"
@@ -48,8 +49,8 @@ class Engine:
     def __init__(self, network: str, device: str = "auto", shown: Optional[str] = None):
         self.network = str(network)
         self.shown = shown or self.network
-        self.device = gen.resolve_device(device)
-        self.G, self.block, self._payload = gen.load_generator(self.network, self.device, with_decoder=True)
+        self.device = syn.resolve_device(device)
+        self.G, self.block, self._payload = syn.load_generator(self.network, self.device, with_decoder=True)
         self.geometry = StftGeometry.from_dict(self.block)
         with self.decoding():     # a snapshot decoder model that does not fit: an error now, not at the first clip
             pass
@@ -59,7 +60,7 @@ class Engine:
     @contextlib.contextmanager
     def decoding(self):
         """Hold :data:`RENDER_LOCK` with this network's decoder model chosen."""
-        with RENDER_LOCK, gen.decoder_choice(self.network, self.geometry, self._payload, None):
+        with RENDER_LOCK, syn.decoder_choice(self.network, self.geometry, self._payload, None):
             yield
 
     def close(self) -> None:
@@ -118,8 +119,8 @@ class Engine:
 
     def max_bars(self, bpm: Optional[float], crossfade_s: float = 0.02) -> int:
         """Whole bars a clip holds at ``bpm`` (the network's own tempo when None) after the crossfade."""
-        from .. import loops
-        from ..retempo import stretched_length
+        from audio_ext.generation import loops
+        from audio_ext.generation.retempo import stretched_length
         n = self.geometry.clip_samples
         if self.bpm is None:
             return 0
@@ -138,7 +139,7 @@ class Engine:
         (raising there stops the search). Returns the :class:`audio_ext.projection.ProjectionSummary`.
         """
         from stylegan2.projector import project
-        from ..projection import ProjectionError, ProjectOptions, SpectralLoss, prepare_target, write_projection
+        from audio_ext.generation.audio_projection import ProjectionError, ProjectOptions, SpectralLoss, prepare_target, write_projection
         if self.c_dim:
             raise ProjectionError(f"{Path(self.shown).name}: conditional models are not supported by the projector")
         opts = ProjectOptions(network=self.network, target=display_name, outdir=str(folder / "proj"),
@@ -170,8 +171,8 @@ class Engine:
 
     def seed_w(self, seed: int, trunc: float, class_idx: Optional[int]) -> torch.Tensor:
         """The mapped ``[num_ws, w_dim]`` of a seed, as walks and mixing compute it (one seed at a time)."""
-        from ..latents import seed_z
-        c = gen.class_labels(self.G, class_idx, self.network, 1, self.device)
+        from audio_ext.generation.latents import seed_z
+        c = syn.class_labels(self.G, class_idx, self.network, 1, self.device)
         with torch.no_grad():
             return self.G.mapping(seed_z(seed, int(self.G.z_dim))[None].to(self.device), c, truncation_psi=trunc)[0]
 
@@ -188,7 +189,7 @@ def gen_command(network: str, fields: dict, fmt: str = "wav") -> str:
     if fields.get("seeds"):
         args += ["--seeds", _seed_list(fields["seeds"])]
     if fields.get("walk"):
-        from ..latents import Projected
+        from audio_ext.generation.latents import Projected
         items = [f"proj:{_proj_arg(i.path)}" if isinstance(i, Projected) else str(i) for i in fields["walk"]]
         args += ["--walk", ",".join(items), "--walk-space", fields.get("walk_space", "z"),
                  "--bars", str(fields.get("walk_bars", 4)), "--walk-steps", str(fields.get("walk_steps", 1))]

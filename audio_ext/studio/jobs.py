@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional
 
-from .sessions import new_token
+from audio_ext.studio.sessions import new_token
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 #: Finished jobs kept for the page to read, per queue (oldest dropped first).

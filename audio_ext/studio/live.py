@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import loops
-from ..latents import walk_path
-from ..mixing import mix_ws
-from .sessions import new_token
+from audio_ext.generation import loops
+from audio_ext.generation.latents import walk_path
+from audio_ext.generation.mixing import mix_ws
+from audio_ext.studio.sessions import new_token
 
 #: Chunks rendered beyond the newest one requested (latency of steering vs. safety against stalls).
 DEFAULT_AHEAD = 1

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from . import actions
-from .jobs import JobQueue
-from .live import LiveError, LiveStream
-from .sessions import DEFAULT_TTL_S, TOKEN_RE, SessionStore, Upload, new_token
+from audio_ext.studio import actions
+from audio_ext.studio.jobs import JobQueue
+from audio_ext.studio.live import LiveError, LiveStream
+from audio_ext.studio.sessions import DEFAULT_TTL_S, TOKEN_RE, SessionStore, Upload, new_token
 
 #: Largest upload accepted, bytes (a 5-minute WAV at 44.1 kHz stereo 16-bit is about 53 MB).
 MAX_UPLOAD = 64 * 1024 * 1024
@@ -326,7 +326,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
             return self._open_network(session, path, name)
         if name.lower().endswith(".npz"):
             return self._take_latent(session, uid, path, name)
-        from ..slicing import audio_duration
+        from audio_ext.core.audio_io import audio_duration
         seconds = audio_duration(path)
         if not seconds > 0:
             shutil.rmtree(folder, ignore_errors=True)
@@ -337,8 +337,8 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
 
     def _open_network(self, session, path: Path, name: str) -> None:
         """An uploaded snapshot becomes this session's network, when it loads (weights only) and makes audio."""
-        from ..generate import GenerateError
-        from .engine import Engine
+        from audio_ext.generation.synthesis import GenerateError
+        from audio_ext.studio.engine import Engine
         try:
             engine = Engine(str(path), device=self.app.engine.device.type, shown=name)
             engine.warm_up()
@@ -355,7 +355,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
 
     def _take_latent(self, session, uid: str, path: Path, name: str) -> None:
         """An uploaded projected_w.npz, checked against this session's network, kept as ``proj/projected_w.npz``."""
-        from ..latents import load_projected_w
+        from audio_ext.generation.latents import load_projected_w
         engine = self._engine(session)
         try:
             load_projected_w(path, int(engine.G.num_ws), int(engine.G.w_dim))

@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,9 +34,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import anchor as anchor_mod
-from ..roundtrip import OriginalError, decoder_name, original_clip
-from .loudness import PEAK_LIMIT, TARGET_DBFS, normalise_set
+from audio_ext.survey import anchor as anchor_mod
+from audio_ext.survey.loudness import PEAK_LIMIT, TARGET_DBFS, normalise_set
+from audio_ext.survey.roundtrip import OriginalError, decoder_name, original_clip
 
 ASSETS = Path(__file__).with_name("assets")
 PAGE_FILES = ("index.html", "survey.js", "survey.css")
@@ -42,6 +44,11 @@ MANIFEST = "manifest.json"
 DATA_JS = "survey-data.js"
 FORMAT = "electrogan-survey"
 VERSION = 1
+#: Accepted ``--level`` (RMS, dBFS): below -60 the clips are near silence, above 0 they cannot fit.
+LEVEL_RANGE = (-60.0, 0.0)
+#: Modes of the survey folder's folders and files, set explicitly (not left to the umask): the
+#: folder is meant to be copied to a web server, which must be able to read it.
+DIR_MODE, FILE_MODE = 0o755, 0o644
 
 
 class SurveyError(ValueError):
@@ -88,15 +95,17 @@ def _method_kwargs(method: Optional[str]) -> dict:
 def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
     """Original and round-trip clips of ``count`` archive clips drawn from ``rng`` (the last one of
     each condition is the training example). The round trip decodes with the archive's own model
-    (``stft.decoder.pt`` beside it, audio_ext.archive_decoder) when it has one, as generated clips
+    (``stft.decoder.pt`` beside it, audio_ext.decoder.archive_model) when it has one, as generated clips
     decode with the one their snapshot carries."""
     import contextlib
+
     import torch
-    from ..__main__ import ArchiveImages
-    from ..archive import ArchiveError, read_dataset_json
-    from ..archive_decoder import archive_decoder_models
-    from ..interp import ModelError
-    from ..phase import decode_audio
+
+    from audio_ext.__main__ import ArchiveImages
+    from audio_ext.dataset.archive import ArchiveError, read_dataset_json
+    from audio_ext.decoder.archive_model import archive_decoder_models
+    from audio_ext.decoder.frame_model import ModelError
+    from audio_ext.decoder.methods import decode_audio
     try:
         archive = ArchiveImages(opts.data)
         meta = read_dataset_json(opts.data)
@@ -166,10 +175,19 @@ def _snapshot_names(networks: Sequence[str]) -> List[str]:
 
 def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
     """``count`` clips of every network (latent seeds and, for conditional ones, classes from ``rng``)."""
-    import torch
     import contextlib
-    from ..generate import GenerateError, decode_images, decoder_choice, load_generator, seed_latents, synthesize
-    from ..geometry import StftGeometry
+
+    import torch
+
+    from audio_ext.core.geometry import StftGeometry
+    from audio_ext.generation.synthesis import (
+        GenerateError,
+        decode_images,
+        decoder_choice,
+        load_generator,
+        seed_latents,
+        synthesize,
+    )
     device = torch.device(opts.device)
     out: List[Clip] = []
     for path, name in zip(opts.networks, _snapshot_names(opts.networks)):
@@ -207,9 +225,25 @@ def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, 
 # Writing the folder.
 
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
-    """16-bit PCM mono WAV without any text chunk (a tag could name the condition)."""
-    import soundfile as sf
-    sf.write(str(path), np.clip(audio, -1.0, 32767 / 32768), sr, subtype="PCM_16", format="WAV")
+    """16-bit PCM mono WAV without any text chunk (a tag could name the condition); a failed write is an OSError."""
+    from audio_ext.core.wavfile import write_pcm16_wav
+    write_pcm16_wav(path, audio, sr)
+
+
+def _answer_files(outdir: Path) -> List[Path]:
+    """Every file in ``outdir/responses`` (hidden ones too: a sheet being saved is a hidden temp file)."""
+    folder = outdir / "responses"
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _set_modes(folder: Path) -> None:
+    """:data:`DIR_MODE` on ``folder`` and every folder in it, :data:`FILE_MODE` on every file."""
+    os.chmod(folder, DIR_MODE)
+    for parent, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(parent, d), DIR_MODE)
+        for f in files:
+            os.chmod(os.path.join(parent, f), FILE_MODE)
 
 
 def _data_js(payload: dict) -> str:
@@ -279,6 +313,10 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
         import torch
         if not torch.cuda.is_available():
             raise SurveyError(f"--device {opts.device}: no CUDA device is available (use --device cpu)")
+    level = opts.target_dbfs
+    if not (isinstance(level, (int, float)) and math.isfinite(level) and LEVEL_RANGE[0] <= level <= LEVEL_RANGE[1]):
+        raise SurveyError(f"--level {level!r}: the RMS level must be a number of dBFS in "
+                          f"{LEVEL_RANGE[0]:g}..{LEVEL_RANGE[1]:g} (default {TARGET_DBFS:g})")
     n_anchor = n if opts.anchors is None else int(opts.anchors)
     if not 0 <= n_anchor <= n:
         raise SurveyError(f"--anchors must lie between 0 and --clips-per-condition ({n}), got {n_anchor}")
@@ -341,8 +379,12 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
                  "page_seed": opts.page_seed, "training": {"id": training_id, "src": f"audio/{training_id}.wav"},
                  "clips": [{"id": i, "src": f"audio/{i}.wav"} for i, _ in entries]}
 
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
+    from stylegan2.cli_errors import describe_os_error
+    try:
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
+    except OSError as e:
+        raise SurveyError(f"--outdir {outdir}: cannot write there ({describe_os_error(e)})") from None
     try:
         (staging / "audio").mkdir()
         for i, c in entries + [(training_id, training)]:
@@ -356,15 +398,27 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
         (staging / DATA_JS).write_text(_data_js(page_data), encoding="utf-8")
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         (staging / "README.txt").write_text(_README, encoding="utf-8")
+        _set_modes(staging)         # mkdtemp made it 0700: a web server could not read the survey
         if outdir.exists():
             old = outdir.with_name(f".{outdir.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             outdir.rename(old)
+            # checked again now that the folder is out of a running server's way: a sheet saved
+            # while the clips were rendered must not go with the old folder
+            late = _answer_files(old)
+            if late:
+                old.rename(outdir)
+                raise SurveyError(f"--outdir {outdir}: {len(late)} answer sheet(s) arrived in responses/ while "
+                                  f"the survey was made; nothing was replaced (move them elsewhere first)")
             staging.rename(outdir)
             shutil.rmtree(old)
         else:
             staging.rename(outdir)
+    except OSError as e:  # a full or read-only disk: one line, nothing changed at outdir
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SurveyError(f"--outdir {outdir}: cannot write the survey ({describe_os_error(e)}); "
+                          f"nothing was changed there") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -28,14 +28,16 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from audio_ext.survey.chart import draw_mos_chart
+from audio_ext.survey.make import SurveyError, load_manifest
+from audio_ext.survey.request import parse_json
+from audio_ext.survey.serve import SheetError, validate_sheet
+from audio_ext.survey.significance import bootstrap_interval, holm, mann_whitney, t_interval, wilcoxon_signed_rank
 from stylegan2.misc import atomic_write_text
 
-from .chart import draw_mos_chart
-from .make import SurveyError, load_manifest
-from .serve import SheetError, validate_sheet
-from .stats import bootstrap_interval, holm, mann_whitney, t_interval, wilcoxon_signed_rank
-
 ANCHOR = "anchor"
+#: Largest answer file read, in bytes (a sheet of 500 clips with long comments is well under 1 MB).
+MAX_SHEET_FILE = 16 * 2**20
 
 
 @dataclasses.dataclass
@@ -60,13 +62,15 @@ def _read_csv_sheet(text: str) -> List[dict]:
         key = (row["survey_id"], row["listener"])
         seed = row.get("seed") or None
         s = sheets.setdefault(key, {"format": "electrogan-survey-answers", "survey_id": row["survey_id"],
-                                    "listener": row["listener"], "seed": int(seed) if seed and seed.isdigit() else None,
+                                    "listener": row["listener"],
+                                    "seed": int(seed) if isinstance(seed, str) and seed.isascii() and seed.isdigit()
+                                    else None,
                                     "answers": []})
         try:
             s["answers"].append({"clip": row["clip"], "rating": int(row["rating"]),
                                  "listened_s": float(row.get("listened_s") or 0), "plays": int(row.get("plays") or 0),
                                  "comment": row.get("comment") or ""})
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: a short row leaves the field None
             raise SheetError(f"row of clip {row.get('clip')!r}: rating, listened_s or plays is not a number") from None
     return list(sheets.values())
 
@@ -88,19 +92,24 @@ def sheet_files(paths: Sequence) -> List[Path]:
 def load_ratings(paths: Sequence, manifest: Dict, log: Callable[[str], None] = print) -> List[Rating]:
     """Every valid answer of the files under ``paths``, joined with the manifest's conditions.
 
-    A file that is not a valid sheet of this survey is reported and skipped. When one listener
-    rated a clip in several files, the file that sorts last wins (saved sheets are named by time).
+    A file that is not a valid sheet of this survey (unreadable, larger than :data:`MAX_SHEET_FILE`,
+    not UTF-8, malformed or too deeply nested JSON or CSV, wrong fields) is reported in one line and
+    skipped. When one listener rated a clip in several files, the file that sorts last wins (saved
+    sheets are named by time).
     """
     condition = {c["id"]: c["condition"] for c in manifest["clips"]}
     latest: Dict[Tuple[str, str], Rating] = {}
     files = sheet_files(paths)
     for f in files:
         try:
-            text = f.read_text(encoding="utf-8")
-            sheets = _read_csv_sheet(text) if f.suffix.lower() == ".csv" else [json.loads(text)]
+            if f.stat().st_size > MAX_SHEET_FILE:
+                raise SheetError(f"larger than {MAX_SHEET_FILE} bytes, not an answer sheet")
+            data = f.read_bytes()
+            sheets = _read_csv_sheet(data.decode("utf-8")) if f.suffix.lower() == ".csv" else [parse_json(data)]
             sheets = [validate_sheet(s, manifest) for s in sheets]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, SheetError) as e:
-            log(f"skipped {f}: {e}")
+        except (OSError, ValueError, TypeError, csv.Error, RecursionError) as e:  # ValueError: JSON, UTF-8, sheet
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            log(f"skipped {f}: {why}")
             continue
         for s in sheets:
             for a in s["answers"]:
@@ -293,11 +302,15 @@ def score_survey(responses: Sequence, manifest_path=None, outdir=None, exclude_f
                          + f"; loudness: {manifest.get('loudness', {}).get('measure', '?')} at "
                            f"{manifest.get('loudness', {}).get('level_dbfs', '?')} dBFS.")
     out = Path(outdir) if outdir is not None else mdir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    draw_mos_chart(out / "mos.png", result["conditions"],
-                   title=f"Mean opinion score, {int(result['confidence'] * 100)}% intervals ({kept} listeners)")
-    atomic_write_text(out / "scores.json", json.dumps(_no_nan(result), indent=1, sort_keys=True) + "\n")
-    atomic_write_text(out / "report.md", _markdown(result, "mos.png"))
-    atomic_write_text(out / "report.html", _html(result, "mos.png"))
+    try:  # a full, read-only or misplaced report folder is one line naming it
+        out.mkdir(parents=True, exist_ok=True)
+        draw_mos_chart(out / "mos.png", result["conditions"],
+                       title=f"Mean opinion score, {int(result['confidence'] * 100)}% intervals ({kept} listeners)")
+        atomic_write_text(out / "scores.json", json.dumps(_no_nan(result), indent=1, sort_keys=True) + "\n")
+        atomic_write_text(out / "report.md", _markdown(result, "mos.png"))
+        atomic_write_text(out / "report.html", _html(result, "mos.png"))
+    except OSError as e:
+        from stylegan2.cli_errors import describe_os_error
+        raise SurveyError(f"--outdir {out}: cannot write the report ({describe_os_error(e)})") from None
     result["report_dir"] = str(out)
     return result

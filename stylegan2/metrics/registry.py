@@ -21,7 +21,7 @@ import torch
 
 from .options import MetricOptions
 
-PLUGINS: List[str] = ["stylegan2.metrics.image_metrics", "audio_ext.metrics"]
+PLUGINS: List[str] = ["stylegan2.metrics.image_metrics", "audio_ext.generation.metrics"]
 
 
 @dataclasses.dataclass(frozen=True)
