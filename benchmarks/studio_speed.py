@@ -133,9 +133,10 @@ def first_sound_http(port):
 @click.option("--clips", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--write/--no-write", default=True, help="update docs/benchmarks.md")
 def main(network, size, clips, write):
+    from studio_helpers import running_studio
+
     from audio_ext.generation.generate import GenerateOptions, generate
     from audio_ext.studio.engine import Engine
-    from studio_helpers import running_studio
     work = Path(tempfile.mkdtemp(prefix="studio-bench-"))
     network_given = network is not None
     network = Path(network) if network else stand_in(work / f"{size}-standin.pkl", size)

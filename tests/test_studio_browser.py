@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from audio_ext.generation import loops
-from audio_ext.core.synth import techno_loop
 from studio_helpers import BPM, SAMPLE_RATE, running_studio, studio_snapshot
+
+from audio_ext.core.synth import techno_loop
+from audio_ext.generation import loops
 
 CHROMIUM = os.environ.get("ELECTROGAN_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ELECTROGAN_CHROMEDRIVER", "/usr/bin/chromedriver")

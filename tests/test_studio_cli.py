@@ -10,10 +10,10 @@ import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
+from studio_helpers import studio_snapshot
 
 from audio_ext.__main__ import main
 from audio_ext.core.geometry import StftGeometry
-from studio_helpers import studio_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from studio_helpers import BPM, SAMPLE_RATE, Client, running_studio, studio_snapshot
 
 import gen_audio
-from audio_ext.generation import loops
 from audio_ext.core.synth import techno_loop
-from studio_helpers import BPM, SAMPLE_RATE, Client, running_studio, studio_snapshot
+from audio_ext.generation import loops
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +279,7 @@ def test_live_stream_is_gen_audios_walk_chunk_by_chunk(studio, snap, tmp_path):
 
 def test_uploaded_network_opens_for_its_session_only_and_bad_ones_are_clear_errors(studio, tmp_path):
     import os
+
     from audio_ext.core.geometry import StftGeometry
     from stylegan2 import networks, snapshot
     _, port = studio

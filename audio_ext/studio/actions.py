@@ -201,7 +201,7 @@ def loop_job(engine, session: Session, body: dict):
 
 def _loop_from_audio(session: Session, clip: Clip, bars: int, bpm: Optional[float]):
     """A loop of a clip no single gen_audio.py command loops: its WAV stretched from its tempo to ``bpm``
-    (:func:`audio_ext.retempo.change_tempo`) and cut by :func:`audio_ext.loops.loop_clip`, with
+    (:func:`audio_ext.generation.retempo.change_tempo`) and cut by :func:`audio_ext.generation.loops.loop_clip`, with
     gen_audio.py's default crossfade; the name and tags say loop, bars and BPM as gen_audio.py's do."""
     from audio_ext.generation import loops
     from audio_ext.generation.retempo import change_tempo, stretched_length

@@ -1,11 +1,11 @@
 """The studio's one loaded network and everything it renders, through the same code as gen_audio.py.
 
-Each request becomes a :class:`audio_ext.generate.GenerateOptions` and a run made by
-:func:`audio_ext.generate.make_run` on the generator loaded once at start, rendered by
-:func:`audio_ext.generate.render` into a fresh folder of the session: so a clip's file, its name
+Each request becomes a :class:`audio_ext.generation.generate.GenerateOptions` and a run made by
+:func:`audio_ext.generation.generate.make_run` on the generator loaded once at start, rendered by
+:func:`audio_ext.generation.generate.render` into a fresh folder of the session: so a clip's file, its name
 (seed and BPM in it) and its tags are what ``gen_audio.py`` writes for the command shown beside
-it. Projection calls :func:`audio_ext.projection.prepare_target`, :func:`stylegan2.projector.project`
-and :func:`audio_ext.projection.write_projection` the same way ``project_audio.py`` does.
+it. Projection calls :func:`audio_ext.generation.audio_projection.prepare_target`, :func:`stylegan2.projector.project`
+and :func:`audio_ext.generation.audio_projection.write_projection` the same way ``project_audio.py`` does.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from audio_ext.core.geometry import StftGeometry
 from audio_ext.generation import generate as gen
 from audio_ext.generation import synthesis as syn
-from audio_ext.core.geometry import StftGeometry
 from audio_ext.studio.layers import layer_groups
 
 #: Where the project's scripts live (commands are shown relative to the repository root).
@@ -34,13 +34,13 @@ def default_network() -> Optional[str]:
 
 #: Serialises every generator pass and decode of every engine: noise in ``random`` mode is seeded
 #: through torch's global generator, and the decoder model in use is process-wide state
-#: (:func:`audio_ext.generate.decoder_choice`), so two passes at once would mix seeds or models.
+#: (:func:`audio_ext.generation.synthesis.decoder_choice`), so two passes at once would mix seeds or models.
 RENDER_LOCK = threading.RLock()
 
 
 class Engine:
     """A loaded generator (G_ema) with its audio block; each render decodes with the snapshot's own
-    decoder choice (:func:`audio_ext.generate.decoder_choice`), under :data:`RENDER_LOCK`.
+    decoder choice (:func:`audio_ext.generation.synthesis.decoder_choice`), under :data:`RENDER_LOCK`.
 
     ``shown``: the network's name in commands and on the page (an uploaded network's own file name
     instead of its path in the session folder).
@@ -136,10 +136,16 @@ class Engine:
         """Project the clip of ``target`` from ``start_s`` with ``steps`` steps; files into ``folder/proj``.
 
         ``progress(done, total, message)`` is called after preparing the target and after every step
-        (raising there stops the search). Returns the :class:`audio_ext.projection.ProjectionSummary`.
+        (raising there stops the search). Returns the :class:`audio_ext.generation.audio_projection.ProjectionSummary`.
         """
+        from audio_ext.generation.audio_projection import (
+            ProjectionError,
+            ProjectOptions,
+            SpectralLoss,
+            prepare_target,
+            write_projection,
+        )
         from stylegan2.projector import project
-        from audio_ext.generation.audio_projection import ProjectionError, ProjectOptions, SpectralLoss, prepare_target, write_projection
         if self.c_dim:
             raise ProjectionError(f"{Path(self.shown).name}: conditional models are not supported by the projector")
         opts = ProjectOptions(network=self.network, target=display_name, outdir=str(folder / "proj"),

@@ -2,7 +2,7 @@
 
 Karras et al. (2019, section 3.1) call the styles of the 4²-8² resolutions coarse, 16²-32² middle
 and 64² up fine. Layer ``i`` of ``ws`` drives resolution ``4 * 2 ** (i // 2)`` (two layers per
-resolution from 4x4 up, the convention of audio_ext.mixing), so for an 18-layer network (R = 1024)
+resolution from 4x4 up, the convention of audio_ext.generation.mixing), so for an 18-layer network (R = 1024)
 coarse is 0-3, middle 4-7 and fine 8-17. A small network may have no fine layers; that group is left out.
 On a spectrogram the coarse styles carry the overall layout of the clip (where the energy sits in
 time and frequency), the fine ones texture and timbre detail.

@@ -2,7 +2,7 @@
 
 A thread renders clip after clip along a walk (through the seeds the user picked, cycled, or through
 random seeds) and cuts each into one chunk of ``bars`` bars, joined to the previous clip on the bar
-line with an equal-power crossfade (:func:`audio_ext.loops.join_on_beats` on the pair: the chunk is
+line with an equal-power crossfade (:func:`audio_ext.generation.loops.join_on_beats` on the pair: the chunk is
 the second clip's part of it). The page fetches chunk after chunk and schedules them back to back
 with the Web Audio API. Steering replaces the coarse, middle or fine layers (:mod:`.layers`) of
 every clip not yet rendered with a chosen seed's, so a change is heard within ``ahead`` chunks.

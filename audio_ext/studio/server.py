@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 from audio_ext.studio import actions
 from audio_ext.studio.jobs import JobQueue
 from audio_ext.studio.live import LiveError, LiveStream
-from audio_ext.studio.sessions import DEFAULT_TTL_S, TOKEN_RE, SessionStore, Upload, new_token
+from audio_ext.studio.sessions import DEFAULT_TTL_S, SessionStore, Upload, new_token
 
 #: Largest upload accepted, bytes (a 5-minute WAV at 44.1 kHz stereo 16-bit is about 53 MB).
 MAX_UPLOAD = 64 * 1024 * 1024
