@@ -7,6 +7,7 @@ Skips, with the reason, where Chromium, chromedriver or Selenium are missing.
 ``ELECTROGAN_SCREENSHOTS=DIR`` keeps a screenshot of each screen (docs/img/studio-*.png come from it).
 """
 import os
+import re
 import time
 from pathlib import Path
 
@@ -218,11 +219,11 @@ def test_upload_project_and_the_errors(studio, browser, track, tmp_path):
     browser.find_element("id", "file").send_keys(str(track))
     _set(browser, "steps", 2000)
     browser.find_element("id", "doproject").click()
-    try:
-        _wait(lambda: "step 3/" in browser.find_element("css selector", ".job").text, "projection progress", 300)
-    except AssertionError:
-        raise AssertionError(f"no projection progress; page error: {_error(browser)!r}; jobs: "
-                             f"{browser.find_element('id', 'jobs').text!r}") from None
+
+    def step():  # the page shows every step; a fast machine passes step 3 between two looks
+        m = re.search(r"step (\d+)/", browser.find_element("css selector", ".job").text)
+        return int(m.group(1)) if m else 0
+    _wait(lambda: step() >= 3, "projection progress")
     _shot(browser, "project-progress")
     browser.find_element("css selector", ".job button.cancel").click()
     assert "cancelled" in _wait(lambda: _error(browser), "the cancel message")

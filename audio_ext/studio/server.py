@@ -129,6 +129,8 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         if self._cookie:
             self.send_header("Set-Cookie", f"{COOKIE}={self._cookie}; Path=/; HttpOnly; SameSite=Strict")
+        if self.close_connection:   # say so, or a browser may send its next request into the closed socket
+            self.send_header("Connection", "close")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -150,6 +152,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             raise actions.RequestError(f"request body larger than {MAX_JSON} bytes", 413)
         raw = self.rfile.read(n) if n else b"{}"
+        self._body_read = True
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -160,6 +163,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self, routes) -> None:
         self._cookie = None
+        self._body_read = False
         try:
             url = urlsplit(self.path)
             self.query = parse_qs(url.query)
@@ -175,8 +179,8 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True  # an unread body would be taken for the next request
             return self._error(404, f"no such address: {url.path[:80]}")
         except actions.RequestError as e:
-            if self.command == "POST":
-                self.close_connection = True
+            if self.command == "POST" and not self._body_read:
+                self.close_connection = True   # the unread body would be taken for the next request
             return self._error(e.status, str(e))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -322,6 +326,7 @@ class StudioHandler(http.server.BaseHTTPRequestHandler):
             shutil.rmtree(folder, ignore_errors=True)
             self.close_connection = True
             raise actions.RequestError(f"the upload ended after {n - left} of {n} bytes")
+        self._body_read = True
         if name.lower().endswith(".pkl"):
             return self._open_network(session, path, name)
         if name.lower().endswith(".npz"):
