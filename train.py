@@ -18,6 +18,7 @@ import sys
 import click
 import torch
 
+from audio_ext.plugins import METRIC_MODULES
 from stylegan2 import distributed
 from stylegan2.presets import PRESETS, ConfigError, describe, resolve_config
 
@@ -95,6 +96,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
 
     if opts["metrics"]:
         from stylegan2.metrics import registry
+        registry.load_plugins(METRIC_MODULES)
         unknown = [m for m in opts["metrics"] if not registry.is_valid_metric(m)]
         if unknown:
             raise click.ClickException(f"unknown metric(s) {', '.join(unknown)}; valid: "
@@ -132,6 +134,7 @@ def main(outdir, data, cfg, gpus, desc, dry_run, resume, no_progress, metrics, m
         return
     probe.close()
     kwargs = dict(opts, outdir=outdir, run_name=name, data=data, resume=resume, progress=not no_progress,
+                  metric_plugins=METRIC_MODULES,
                   snapshot_hook=_audio_preview(probe.audio, preview_clips, decoder_payload),
                   snapshot_extra={"decoder_model": decoder_payload} if decoder_payload is not None else None)
     from stylegan2.training_loop import SnapshotWriteError, TrainingDiverged, TrainingInterrupted
@@ -181,55 +184,14 @@ def _check_audio_block(data, block) -> None:
 
 
 def _decoder_model(data, block, choice, carried=None):
-    """(description, plain-data dict) of the decoder model the snapshots will carry; the dict is None
-    when they carry none (the description then says why, or is None when there is nothing to say).
-
-    ``choice`` (``--decoder-model``) ``'none'``: no model; a file: that model. ``choice`` None: when
-    resuming (``carried`` = (snapshot path, its ``decoder_model`` or None)) the model that snapshot
-    carries, or none if it carries none, so a resumed run never switches decoders because the file
-    beside the archive changed; else ``<archive stem>.decoder.pt`` beside ``data``
-    (audio_ext.decoder.archive_model, what ``dataset_tool_audio.py --train-decoder`` writes) when it exists.
-    A file is read with ``weights_only=True``; every model must fit the archive's audio block: a
-    mismatch is a one-line error now, not a snapshot that generation cannot use.
-    """
-    if choice is not None and choice.strip().lower() == "none":
-        return None, None
-    from audio_ext.core.geometry import StftGeometry
-    from audio_ext.decoder import archive_model, frame_model
-    if choice is None and carried is not None:
-        resume, payload = carried
-        side = archive_model.side_model_path(data)
-        switch = (f"; {side} beside --data is not read: --decoder-model {side} switches to it"
-                  if side is not None and side.exists() else "")
-        if payload is None:
-            return (f"none: {resume} carries none and the resumed run keeps that{switch}" if switch else None), None
-        where = f"{resume}: decoder_model"
-        if not block:
-            raise click.ClickException(f"{where}: {data} has no audio block, so a decoder model has nothing to decode")
-        try:
-            archive_model.check_model_for(payload, StftGeometry.from_dict(block), where)
-        except (frame_model.ModelError, ValueError) as e:
-            raise click.ClickException(str(e)) from None
-        return f"the resumed snapshot's (kept on resume{switch})", payload
-    if choice is None:
-        side = archive_model.side_model_path(data)
-        if side is None or not (side.exists() or side.is_symlink()):
-            return None, None
-        if not block:
-            raise click.ClickException(f"{side} (found beside --data): {data} has no audio block, so a decoder "
-                                       f"model has nothing to decode")
-        try:
-            found = archive_model.find_side_model(data, StftGeometry.from_dict(block))
-        except (frame_model.ModelError, ValueError) as e:
-            raise click.ClickException(str(e)) from None
-        return str(found[0]), found[1]
-    if not block:
-        raise click.ClickException(f"--decoder-model {choice}: {data} has no audio block, so a decoder model has "
-                                   f"nothing to decode")
+    """(description, plain-data dict) of the decoder model the snapshots will carry
+    (:func:`audio_ext.decoder.archive_model.run_decoder_model`); a one-line error when it cannot be used."""
+    from audio_ext.decoder.archive_model import run_decoder_model
+    from audio_ext.decoder.frame_model import ModelError
     try:
-        return str(choice), archive_model.read_model_for(choice, StftGeometry.from_dict(block))
-    except (frame_model.ModelError, ValueError) as e:
-        raise click.ClickException(f"--decoder-model {choice}: {e}") from None
+        return run_decoder_model(data, block, choice, carried)
+    except (ModelError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _audio_preview(audio_block, clips: int, decoder_payload=None):

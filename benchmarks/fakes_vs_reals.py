@@ -110,7 +110,7 @@ def grid(top: np.ndarray, bottom: np.ndarray, cols: int = 8) -> np.ndarray:
 
 
 @click.command()
-@click.option("--network", required=True, help="Snapshot with an audio block.")
+@click.option("--network", required=True, help="Snapshot with an audio block, or pretrained:NAME.")
 @click.option("--data", required=True, help="The archive it was trained on.")
 @click.option("--num", type=click.IntRange(min=16), default=1000, show_default=True, help="Images per set.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -125,7 +125,8 @@ def main(network, data, num, seed, grid_path: Optional[str], note, no_write):
     from stylegan2.networks import Generator
     from stylegan2.snapshot import build_networks, load_snapshot
     torch.set_num_threads(1)
-    snap = load_snapshot(network)
+    from audio_ext.generation.pretrained import resolve_network
+    snap = load_snapshot(resolve_network(network))   # a path or pretrained:NAME
     G = build_networks(snap, names=["G_ema"])["G_ema"].eval()
     torch.manual_seed(0)
     G0 = Generator(**G.init_kwargs).eval().requires_grad_(False)

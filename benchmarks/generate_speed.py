@@ -4,7 +4,7 @@ A randomly initialised generator of the ``audio1024`` preset's size (1024 x 1024
 channel base 32768) is timed end to end as ``gen_audio.py`` runs it: synthesis (fp32 on the CPU,
 fp16 in the top blocks on CUDA), clamping, and decoding with the audio layer's default phase
 reconstruction. Each clip is 1024 x 1024 samples = 23.78 s at 44.1 kHz. Reference row: the thesis
-(paper-notes.md) measured 1.01 s per 23.77 s clip on an RTX 3090 with 10 Griffin-Lim iterations.
+(docs/references.md, Thesis) measured 1.01 s per 23.77 s clip on an RTX 3090 with 10 Griffin-Lim iterations.
 
     python benchmarks/generate_speed.py                      # CPU here: batch 1, 2 clips per mode
     python benchmarks/generate_speed.py --device cuda        # GPU: sweeps the batch size, reports the best
@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audio_ext.core.geometry import StftGeometry  # noqa: E402
-from audio_ext.generation.synthesis import decode_images, describe_phase, resolve_device, seed_latents, synthesize  # noqa: E402
+from audio_ext.generation.synthesis import decode_images, describe_phase, generation_device, seed_latents, synthesize  # noqa: E402
 from benchmarks.report import DOC, markdown_table, write_section  # noqa: E402
 
 THESIS_ROW = ["RTX 3090 (thesis)", "-", 1, "-", "-", 1.01, "-", 1 / 1.01, 23.77 / 1.01, "Griffin-Lim, 10 iterations"]
@@ -136,7 +136,7 @@ def main(device, resolution, batches, clips, method, n_iter, threads, modes, doc
     """Time generation + decoding per clip and print (and record) a table."""
     if threads:
         torch.set_num_threads(threads)
-    dev = resolve_device(device)
+    dev = generation_device(device)
     sizes = [int(s) for s in batches.split(",")] if batches else ([1] if dev.type == "cpu" else [1, 2, 4, 8, 16, 32])
     geometry = StftGeometry(resolution)
     block = geometry.audio_block(mean=-6.0, std=3.0, target_bpm=130.0)

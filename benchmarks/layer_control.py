@@ -142,7 +142,7 @@ def rows_for(label: str, G, result):
 
 
 @click.command()
-@click.option("--network", required=True, help="A trained snapshot with an audio block.")
+@click.option("--network", required=True, help="A trained snapshot with an audio block, or pretrained:NAME.")
 @click.option("--pairs", type=click.IntRange(min=1), default=64, show_default=True, help="Seed pairs (A, B).")
 @click.option("--note", default="", help="What network this is (printed above the table).")
 @click.option("--no-write", is_flag=True, help="Print only; leave docs/generation.md alone.")
@@ -150,7 +150,8 @@ def main(network, pairs, note, no_write):
     from stylegan2.networks import Generator
     from stylegan2.snapshot import build_networks, load_snapshot
     torch.set_num_threads(1)
-    snap = load_snapshot(network)
+    from audio_ext.generation.pretrained import resolve_network
+    snap = load_snapshot(resolve_network(network))   # a path or pretrained:NAME
     G = build_networks(snap, names=["G_ema"])["G_ema"]
     torch.manual_seed(0)
     G0 = Generator(**G.init_kwargs).eval().requires_grad_(False)   # the same architecture, untrained

@@ -41,6 +41,7 @@ def _time_ms(fn, repeats: int) -> float:
 def _cases(resolution: int, batch: int):
     """(op label, shape, callable factory(impl)) for the layers of a StyleGAN2 generator/discriminator."""
     import torch
+
     from stylegan2.ops.bias_act import bias_act
     from stylegan2.ops.upfirdn2d import downsample2d, setup_filter, upsample2d
 
@@ -68,7 +69,9 @@ def training_sec_per_kimg(cfg: str, resolution: int, device, mode: str, steps: i
     steps and data loading are left out: they do not depend on the ops.
     """
     import time
+
     import torch
+
     from stylegan2 import networks
     from stylegan2.loss import StyleGAN2Loss
     from stylegan2.ops import backend

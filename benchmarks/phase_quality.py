@@ -16,9 +16,9 @@ Baseline row: ``librosa.griffinlim(n_iter=10, momentum=0.99)`` on the same magni
 the thesis used). A "true phase" row shows the codec's own loss: 8-bit magnitudes with the original phase.
 
 Real music: pass ``--source DIR`` (alias ``--audio-dir``; any format librosa reads, searched
-recursively); without it the ElectroGAN devset (``../shared/devset`` or ``../devset`` beside the
-checkout, or ``$ELECTROGAN_DEVSET``) is used when present. Files the decoder model was trained or
-validated on (its ``training.sources``) are skipped, so the learned decoder is measured on music it
+recursively); without it the ElectroGAN devset (``$ELECTROGAN_DEVSET``, or ``devset/`` beside the
+checkout; docs/references.md, "Development set") is used when present. Files the decoder model was
+trained or validated on (its ``training.sources``) are skipped, so the learned decoder is measured on music it
 never saw. Every row reports the mean and the spread (standard deviation) over clips. A free source
 is the Free Music Archive's ``fma_small`` set (8,000 30-s CC-licensed clips incl. the Electronic
 genre; https://github.com/mdeff/fma) or ccMixter (https://ccmixter.org, CC-licensed full tracks);
@@ -43,7 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif", ".opus")
+from audio_ext.core.audio_io import AUDIO_EXTENSIONS  # noqa: E402
+
 REF_NFFT, REF_HOP = 2048, 256
 
 
@@ -68,11 +69,10 @@ def devset_folder() -> Path:
     """The devset's audio folder when one is present (``$ELECTROGAN_DEVSET`` or beside the checkout), else None."""
     root = Path(__file__).resolve().parent.parent
     env = os.environ.get("ELECTROGAN_DEVSET")
-    candidates = ([Path(env)] if env else []) + [root.parent / "shared" / "devset", root.parent / "devset",
-                                                  root.parent.parent / "devset", root.parent.parent / "shared" / "devset"]
+    candidates = ([Path(env)] if env else []) + [root.parent / "devset", root.parent.parent / "devset"]
     for c in candidates:
         for folder in (c / "flac", c):
-            if folder.is_dir() and any(p.suffix.lower() in AUDIO_EXT for p in folder.iterdir()):
+            if folder.is_dir() and any(p.suffix.lower() in AUDIO_EXTENSIONS for p in folder.iterdir()):
                 return folder
     return None
 
@@ -81,8 +81,9 @@ def model_sources(resolution: int, hop: int) -> set:
     """File names the decoder model for this geometry was trained or validated on (empty without a model)."""
     from audio_ext.core.geometry import StftGeometry
     from audio_ext.decoder import frame_model
+    from audio_ext.decoder.model_choice import choose_decoder_model
     try:
-        t = frame_model.model_for(StftGeometry(resolution, hop)).training
+        t = choose_decoder_model().model_for(StftGeometry(resolution, hop)).training
     except frame_model.ModelError:
         return set()
     return set(t.get("sources", [])) | set(t.get("validation_sources", []))
@@ -92,7 +93,7 @@ def music_clips(folder: Path, n: int, samples: int, sr: int, exclude: set = froz
     """Up to ``n`` clips, one from the middle of each file that is long enough and not in ``exclude``
     (file names); (clips, skipped reasons)."""
     import librosa
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXT)
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
     clips, skipped = [], []
     for f in files:
         if len(clips) >= n:

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from audio_ext.generation.audio_projection import SpectralLoss  # noqa: E402
-from audio_ext.generation.synthesis import resolve_device  # noqa: E402
+from audio_ext.generation.synthesis import generation_device  # noqa: E402
 from benchmarks.generate_speed import build_generator  # noqa: E402
 from benchmarks.report import markdown_table, write_section  # noqa: E402
 from stylegan2.projector import project  # noqa: E402
@@ -59,7 +59,7 @@ def time_projection(G, resolution: int, steps: int, w_plus: bool, device):
               help="torch CPU threads (1: a shared machine thrashes with more).")
 @click.option("--no-write", is_flag=True, help="Print the table only; leave docs/benchmarks.md alone.")
 def main(resolutions, device, steps, threads, no_write):
-    device = resolve_device(device)
+    device = generation_device(device)
     torch.set_num_threads(threads)
     resolutions = resolutions or ((1024,) if device.type == "cuda" else (64, 256))
     rows = []

@@ -7,7 +7,7 @@ loading, lazy regularisation, EMA and tick bookkeeping, like upstream's publishe
 
 On a CPU it measures the ``tiny`` preset at 16/32/64; with a GPU it measures the audio presets
 (and ``auto``) at 256/512/1024 and prints upstream's V100/A100 figures beside them
-(upstream-notes §10: StyleGAN2-ADA README and StyleGAN3 docs/configs.md, ``--cfg auto``, 1 GPU).
+(StyleGAN3 ``docs/configs.md``, ``--cfg auto``, 1 GPU; docs/references.md).
 
     python benchmarks/train_speed.py                 # CPU defaults, writes docs/benchmarks.md
     python benchmarks/train_speed.py --cfg audio1024 --res 1024 --kimg 0.4
@@ -32,7 +32,7 @@ from benchmarks.report import markdown_table, write_section  # noqa: E402
 from stylegan2.presets import resolve_config  # noqa: E402
 from stylegan2.training_loop import training_loop  # noqa: E402
 
-# Published 1-GPU seconds per kimg for --cfg auto (upstream-notes §10).
+# Published 1-GPU seconds per kimg for --cfg auto (StyleGAN3 docs/configs.md; thesis for the RTX 3090).
 UPSTREAM = {
     256: "V100 20.84 / A100 12.53 (auto, batch 16)",
     512: "V100 71.59 / A100 41.06 (auto, batch 8)",

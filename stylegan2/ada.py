@@ -1,12 +1,11 @@
 """The ADA probability controller: raise p when D is overconfident on reals, lower it otherwise.
 
-Karras et al. 2020 (arXiv 2006.06676, section 3) measure overfitting with
-``r_t = E[sign(D(x_real))]``: near 0 when D cannot tell reals from fakes, near 1 when it has
-memorised the training set. Every ``interval`` iterations p moves by
-``sign(r_t - target) * batch_size * interval / (ada_kimg * 1000)`` -- so p can change by at most 1
-per ``ada_kimg`` thousand real images -- and is clamped at 0 (upstream-notes section 4.2; target 0.6,
-interval 4, ada_kimg 500, or 100 when resuming). p has no upper clamp: the firing probability of each
-transform saturates at 1 on its own.
+Karras et al. 2020 (arXiv 2006.06676, section 3) measure overfitting with ``r_t = E[sign(D(x_real))]``:
+near 0 when D cannot tell reals from fakes, near 1 when it has memorised the training set. Every
+``interval`` iterations p moves by ``sign(r_t - target) * batch_size * interval / (ada_kimg * 1000)`` --
+so p can change by at most 1 per ``ada_kimg`` thousand real images -- and is clamped at 0
+(docs/references.md, StyleGAN2-ADA; target 0.6, interval 4, ada_kimg 500, or 100 when resuming). p has
+no upper clamp: the firing probability of each transform saturates at 1 on its own.
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ Upstream ADA (Karras et al. 2020, arXiv 2006.06676) flips, rotates, scales and t
 On an STFT image (x = time, y = frequency, row 0 = highest frequency, value ~ log power) those
 would reverse time, swap time and frequency or shift every partial by a constant number of Hz,
 which is not how music varies. This pipeline keeps only transforms with an audio meaning
-(upstream-notes section 4.4), each an element-wise or indexing op, so it is exact and twice
-differentiable (R1 is taken through it):
+(our choice; docs/references.md, StyleGAN2-ADA), each an element-wise or indexing op, so it is
+exact and twice differentiable (R1 is taken through it):
 
 ============  =============================================================================
 ``xint``      circular time shift by a whole number of columns, up to ``xint_max`` of the width

@@ -11,7 +11,8 @@ Two ways in:
 Backend: NCCL when the process owns a CUDA device, gloo otherwise (CPU runs, tests). Parameters
 are broadcast from rank 0 at start (:func:`broadcast_module`); gradients are summed with one
 flattened all-reduce per phase and divided by the world size (:func:`all_reduce_grads`), the
-StyleGAN3 scheme (upstream-notes §6). Only rank 0 writes files (:func:`is_main`).
+StyleGAN3 scheme (its ``training/training_loop.py``; docs/references.md, StyleGAN3). Only rank 0
+writes files (:func:`is_main`).
 """
 from __future__ import annotations
 

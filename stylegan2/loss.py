@@ -1,7 +1,7 @@
 """The StyleGAN2 loss: non-saturating logistic GAN loss, lazy R1, path-length regularisation, style mixing.
 
 Formulas (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN", and
-upstream-notes §3):
+StyleGAN2-ADA's ``training/loss.py``; docs/references.md, StyleGAN2):
 
 - G main: ``softplus(-D(aug(G(z))))``; D main: ``softplus(D(aug(G(z)))) + softplus(-D(aug(x)))``.
 - R1: ``(gamma / 2) * sum_{C,H,W} (d sum D(aug(x)) / d x)^2`` per real image, the gradient taken

@@ -1,4 +1,5 @@
-"""StyleGAN2 generator and discriminator (Karras et al. 2020, config F), written from upstream-notes §2.
+"""StyleGAN2 generator and discriminator (Karras et al. 2020, config F), written from the paper and
+StyleGAN2-ADA's ``training/networks.py`` (docs/references.md).
 
 Generator = mapping network (z -> w, 8 or 2 FC layers with lr multiplier 0.01) + synthesis network
 (learned 4x4 constant, modulated/demodulated 3x3 convs, per-layer noise, skip ToRGB outputs summed
@@ -13,11 +14,9 @@ snapshot can rebuild it without pickled code.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .ops import fused_inference
 from .ops.bias_act import activation_funcs, bias_act

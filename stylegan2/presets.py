@@ -1,7 +1,7 @@
 """``--cfg`` presets and their resolution into one validated, JSON-serialisable option dict.
 
-Upstream values (StyleGAN2-ADA ``train.py``, upstream-notes §2.7) for ``auto``, ``stylegan2`` and
-``paper256/512/1024``; audio presets after the thesis (paper-notes.md: 1 channel, lr 0.001,
+Upstream values (StyleGAN2-ADA ``train.py``; docs/references.md) for ``auto``, ``stylegan2`` and
+``paper256/512/1024``; audio presets after the thesis (docs/references.md, Thesis: 1 channel, lr 0.001,
 gamma 10, no augmentation, no mirroring, fmaps 1, 8 mapping layers, EMA 10 kimg, batch 32);
 and ``tiny``, a few-thousand-parameter model for CPU demos and tests.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 # Per-preset values; None means "derive" (the auto formulas, or derive_batch_gpu for batch_gpu).
 # ref_gpus: the GPU count the preset was tuned for; batch_gpu is at most batch // ref_gpus by default (but at
@@ -42,9 +42,13 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(ref_gpus=2, kimg=20, batch=8, mbstd_group=4, cbase=1024, cmax=64, z_dim=64, w_dim=64,
                  lr=0.002, gamma=None, ema_kimg=None, ema_rampup=0.05, map=2, aug="noaug", tick=1, snap=5,
                  fp32=True, workers=0, grid_limit=32),
+    # The shipped network electro128 (docs/pretrained.md): tiny widened to ~1 M G parameters at R = 128.
+    "cpu128": dict(ref_gpus=1, kimg=1000, batch=8, mbstd_group=4, cbase=2048, cmax=128, z_dim=64, w_dim=64,
+                   lr=0.002, gamma=None, ema_kimg=None, ema_rampup=0.05, map=2, aug="noaug", tick=0.5, snap=5,
+                   fp32=True, workers=0, grid_limit=32),
 }
 
-# Defaults common to every preset (upstream-notes §2.7, §3, §4.2, §6).
+# Defaults common to every preset (StyleGAN2-ADA train.py and training_loop.py; docs/references.md).
 COMMON: Dict[str, Any] = dict(
     z_dim=512, w_dim=512, cmax=512, num_fp16_res=4, conv_clamp=256, fp32=False,
     betas=(0.0, 0.99), eps=1e-8, glr=None, dlr=None, batch_gpu=None,
@@ -64,7 +68,7 @@ class ConfigError(ValueError):
 
 
 def auto_values(resolution: int, gpus: int) -> Dict[str, Any]:
-    """The ``--cfg auto`` formulas of StyleGAN2-ADA (upstream-notes §2.7) for a resolution and GPU count.
+    """The ``--cfg auto`` formulas of StyleGAN2-ADA (its ``train.py``) for a resolution and GPU count.
 
     ``batch = max(min(gpus * min(4096 // res, 32), 64), gpus)``, ``mbstd = min(batch // gpus, 4)``,
     channel base ``32768 if res >= 512 else 16384``, ``lr = 0.002 if res >= 1024 else 0.0025``,

@@ -4,7 +4,7 @@ In a terminal a tqdm bar redraws itself up to ten times a second in place. Redir
 (``python train.py ... > train.log 2>&1``, any cluster job) every redraw is appended instead: a
 tick of several minutes at 1024 would add thousands of carriage-return lines, gigabytes over a
 long run. There the bars redraw once every :data:`LOG_INTERVAL` seconds, which still shows that a
-long tick is alive (upstream-notes §9: a silent first tick looks hung) without flooding the log.
+long tick is alive (a silent first tick looks hung: StyleGAN3 issue #70) without flooding the log.
 """
 from __future__ import annotations
 

@@ -226,15 +226,24 @@ def _refusal_detail(message: str) -> str:
     return f" ({m.group(0)})" if m else ""
 
 
-def load_snapshot(path: PathLike) -> dict:
+def load_snapshot(path: PathLike, keys: Optional[Iterable[str]] = None) -> dict:
     """Read a snapshot written by :func:`save_snapshot`; never executes code from the file.
+
+    ``keys``: None reads everything (resuming needs it all). Otherwise only those top-level keys are
+    read, e.g. ``("G_ema", "audio", "decoder_model")`` for generation: the file is memory-mapped
+    (``torch.load(mmap=True, weights_only=True)``) and the tensors of other keys (G, D, the optimizer
+    states: most of a training snapshot) are never read from disk. The result then holds
+    ``format_version`` and the requested keys the file has; asking for ``G_ema`` in a snapshot
+    without one gives ``G`` instead.
 
     Every failure becomes ``SnapshotError("<path>: <problem>")``: missing file, not a regular file
     (a FIFO is refused without blocking), not a snapshot, truncated or corrupt data, a zip that
     would unpack to far more than its size, an unsupported ``format_version``, a pickle that would
     run code, anything else that is not plain data (:func:`check_plain_data`, applied to every key,
-    including the ones a caller added such as ``decoder_model``), or values no training run writes
-    (:func:`check_snapshot_values`).
+    including the ones a caller added such as ``decoder_model``, and with ``keys`` too: it reads the
+    structure, not the tensors), or values no training run writes (:func:`check_snapshot_values`,
+    on every key for the counters and scalars, and with ``keys`` the finite-weight checks only on the
+    keys returned).
     """
     path = Path(path)
     with open_regular_file(path) as f:
@@ -247,7 +256,10 @@ def load_snapshot(path: PathLike) -> dict:
         if magic.startswith(b"PK\x03\x04"):
             check_unpacked_size(path, f)
         f.seek(0)
-        data = _torch_load(path, f)
+        if keys is not None and magic.startswith(b"PK\x03\x04"):
+            data = _torch_load(path, _mapped_source(path, f), mmap=True)
+        else:       # a legacy pickle cannot be mapped: it is read whole, then narrowed like a zip
+            data = _torch_load(path, f)
     if not isinstance(data, dict) or "format_version" not in data:
         raise SnapshotError(f"{path}: not an ElectroGAN network snapshot (no format_version key)")
     version = data["format_version"]
@@ -259,8 +271,39 @@ def load_snapshot(path: PathLike) -> dict:
         check_plain_data(data)
     except TypeError as e:
         raise SnapshotError(f"{path}: refused to load: {e}") from None
-    check_snapshot_values(data, path)
+    if keys is None:
+        check_snapshot_values(data, path)
+        return data
+    _check_scalar_values(data, path)        # counters, pl_mean, p: a few bytes, so checked for every key
+    data = _only_keys(data, keys)
+    _check_tensor_values(data, path)        # finite weights and moments: only of what was asked for
     return data
+
+
+def _only_keys(data: dict, keys: Iterable[str]) -> dict:
+    """``format_version`` and the requested ``keys`` that ``data`` has (``G`` for a missing ``G_ema``)."""
+    if isinstance(keys, str):
+        keys = [keys]
+    wanted = set(keys)
+    if "G_ema" in wanted and data.get("G_ema") is None:
+        wanted.add("G")     # the generator to use: G_ema, or G in a snapshot written without one
+    return {k: v for k, v in data.items() if k == "format_version" or k in wanted}
+
+
+def _mapped_source(path: Path, f) -> str:
+    """A name for the already-checked open file ``f`` that ``torch.load(mmap=True)`` can map.
+
+    mmap needs a file name, not a file object. ``/proc/self/fd/N`` names exactly the file that was
+    opened and checked (a regular file); where it does not exist, the path is used only if it still
+    names the same file (device and inode), so nothing swapped in after the check is mapped.
+    """
+    by_fd = f"/proc/self/fd/{f.fileno()}"
+    if os.path.exists(by_fd):
+        return by_fd
+    opened, now = os.fstat(f.fileno()), os.stat(path)
+    if (opened.st_dev, opened.st_ino) != (now.st_dev, now.st_ino):
+        raise SnapshotError(f"{path}: the file was replaced while it was being opened; try again")
+    return str(path)
 
 
 @contextlib.contextmanager
@@ -322,12 +365,13 @@ def check_unpacked_size(path: Path, f, what: str = "snapshot") -> None:
                             f"{what}s are stored uncompressed, so this is not one (a zip bomb?)")
 
 
-def _torch_load(path: Path, f) -> Any:
-    """``torch.load(weights_only=True)`` of an open file; every failure becomes a one-line SnapshotError."""
+def _torch_load(path: Path, f, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` of an open file (or, with ``mmap``, a file name to map);
+    every failure becomes a one-line SnapshotError naming ``path``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(f, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg:
@@ -393,16 +437,12 @@ def check_snapshot_values(data: dict, path: PathLike = "snapshot") -> None:
       inf weights generate silence or noise, and a resumed run would never recover);
     * ``pl_mean``: finite and >= 0; ``augment.p`` and ``ada_stats.p``: finite and >= 0 (ADA's p has no upper clamp).
     """
-    for key in _COUNTERS:
-        value = data.get(key)
-        if value is None:
-            continue
-        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SnapshotError(f"{path}: {key} {value!r} is not an integer")
-        if not 0 <= value <= MAX_NIMG:
-            raise SnapshotError(f"{path}: {key} {value} is outside 0..{MAX_NIMG:.0e}; the counter is damaged")
+    _check_scalar_values(data, path)
+    _check_tensor_values(data, path)
+
+
+def _check_tensor_values(data: dict, path: PathLike) -> None:
+    """The network weights and optimizer moments among ``data``'s keys hold no NaN or inf."""
     for key in NETWORK_KEYS:
         record = data.get(key)
         state = record.get("state_dict") if isinstance(record, dict) else None
@@ -417,6 +457,20 @@ def check_snapshot_values(data: dict, path: PathLike = "snapshot") -> None:
             bad = first_non_finite({str(k): v for k, v in state["state"].items()})
             if bad:
                 raise SnapshotError(f"{path}: {key} optimizer state {bad} holds NaN or inf; cannot resume from it")
+
+
+def _check_scalar_values(data: dict, path: PathLike) -> None:
+    """The counters, ``pl_mean`` and the augmentation strengths are in their ranges."""
+    for key in _COUNTERS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SnapshotError(f"{path}: {key} {value!r} is not an integer")
+        if not 0 <= value <= MAX_NIMG:
+            raise SnapshotError(f"{path}: {key} {value} is outside 0..{MAX_NIMG:.0e}; the counter is damaged")
     pl_mean = data.get("pl_mean")
     if pl_mean is not None:
         try:

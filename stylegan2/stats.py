@@ -15,7 +15,8 @@ reports the mean IEEE arithmetic would give (NaN, or +-inf) and a NaN std; the n
 clean again. ``num`` counts every value, finite or not.
 
 The tick line of the training loop is written to ``stats.jsonl`` as
-``{"Loss/G/loss": {"num": .., "mean": .., "std": ..}, ..., "timestamp": ..}`` (upstream-notes §6).
+``{"Loss/G/loss": {"num": .., "mean": .., "std": ..}, ..., "timestamp": ..}`` (StyleGAN2-ADA's field
+names; docs/references.md).
 """
 from __future__ import annotations
 

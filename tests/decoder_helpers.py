@@ -20,10 +20,8 @@ def tiny_model_file(path, geometry, seed=0, training=None):
 
 def shipped_stand_in(tmp_path, monkeypatch, geometry):
     """Generator for a fixture: a tiny model fitting ``geometry`` stands in for the shipped one, with no
-    $ELECTROGAN_DECODER_MODEL and no model chosen; the choice is reset afterwards."""
+    $ELECTROGAN_DECODER_MODEL set."""
     path = tiny_model_file(tmp_path / f"shipped_r{geometry.resolution}.pt", geometry, seed=7)
     monkeypatch.setattr(frame_model, "DEFAULT_MODEL_PATH", path)
     monkeypatch.delenv(frame_model.MODEL_ENV, raising=False)
-    frame_model.set_decoder_model(None)
     yield path
-    frame_model.set_decoder_model(None)

@@ -3,8 +3,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from archive_helpers import write_encoded_archive
+from snapshot_helpers import tiny_audio_snapshot
 
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
@@ -21,13 +21,7 @@ def tiny_archive(path: Path, resolution: int = 128, n: int = 6) -> Path:
 
 def tiny_snapshot(path: Path, resolution: int = 32, seed: int = 0) -> Path:
     """A randomly initialised 32 x 32 generator with an audio block (1024-sample clips)."""
-    from stylegan2 import networks, snapshot
-    torch.manual_seed(seed)
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=1,
-                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
-    block = StftGeometry(resolution, sample_rate=44100).audio_block(mean=-6.0, std=3.0, target_bpm=130.0)
-    snapshot.save_snapshot(path, {"G_ema": snapshot.network_record(G), "audio": block, "cur_nimg": 0})
-    return path
+    return tiny_audio_snapshot(path, resolution, seed=seed, cur_nimg=0)
 
 
 def sheet(manifest: dict, listener: str, ratings: dict, seed: int = 1) -> dict:

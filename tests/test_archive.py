@@ -1,4 +1,4 @@
-"""The archive format (DESIGN.md): PNG layout, dataset.json, atomic publication, sources, shards, labels."""
+"""The archive format (docs/contract.md): PNG layout, dataset.json, atomic publication, sources, shards, labels."""
 import json
 import os
 import zipfile
@@ -10,8 +10,8 @@ from PIL import Image
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.running_stats import RunningStats
 from audio_ext.dataset.archive import ArchiveError, ArchiveWriter, clip_name, read_audio_block, read_dataset_json
-from audio_ext.dataset.build import load_stats
 from audio_ext.dataset.sources import Source, gather_sources, in_shard, read_labels
+from audio_ext.dataset.statistics import load_stats
 
 R = 16
 

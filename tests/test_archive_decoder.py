@@ -15,11 +15,13 @@ from archive_helpers import write_encoded_archive
 from click.testing import CliRunner
 from decoder_helpers import shipped_stand_in, tiny_model_file
 
-from audio_ext.__main__ import decode_clips, main
+from audio_ext.__main__ import main
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
 from audio_ext.decoder import archive_model, frame_model
+from audio_ext.decoder.decode_archive import decode_clips
 from audio_ext.decoder.frame_training import decoder_path_for_archive
+from audio_ext.decoder.model_choice import choose_decoder_model
 
 G = StftGeometry(32, hop_length=16)
 
@@ -102,7 +104,7 @@ def test_decode_uses_the_archives_own_model_and_says_so(archive, tmp_path, shipp
     folder, out = decode(tmp_path / "folder", tmp_path / "from-folder")
     assert "decoder: learned+pghi+fgla[archive: folder.decoder.pt]" in out
     np.testing.assert_array_equal(folder, own)
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"          # nothing left behind in the process
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"          # nothing left behind in the process
 
 
 def test_decode_precedence_named_file_then_archive_then_env_then_shipped(archive, tmp_path, shipped, monkeypatch):
@@ -118,7 +120,7 @@ def test_decode_precedence_named_file_then_archive_then_env_then_shipped(archive
     over, out = decode(archive, tmp_path / "over", "--decoder-model", shipped)   # a named file beats both
     assert "[file: shipped_r32.pt]" in out
     np.testing.assert_array_equal(over, plain)
-    assert frame_model.model_label() == "file: env.pt"
+    assert choose_decoder_model().label == "file: env.pt"
 
 
 def test_decoder_model_none_turns_the_learned_decoder_off_even_with_a_file_beside(archive, tmp_path, shipped):
@@ -129,7 +131,7 @@ def test_decoder_model_none_turns_the_learned_decoder_off_even_with_a_file_besid
     np.testing.assert_array_equal(off, classic)
     line = failure(archive, tmp_path / "asked", "--decoder-model", "none", "--method", "learned+pghi+fgla")
     assert "learned decoder is turned off" in line
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"
 
 
 @pytest.mark.parametrize("kind", ["geometry", "garbage", "folder"])
@@ -152,7 +154,7 @@ def test_a_side_file_that_cannot_decode_the_archive_is_one_line_naming_it(archiv
     # a model named on the command line replaces it
     _, out = decode(archive, tmp_path / "named", "--decoder-model", shipped)
     assert "[file: shipped_r32.pt]" in out
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"
 
 
 def test_a_named_model_of_another_geometry_is_refused_not_passed_over(archive, tmp_path, shipped):

@@ -3,8 +3,17 @@ masks are silence, and every transform is twice differentiable (R1 is taken thro
 import pytest
 import torch
 
-from stylegan2.augment import (AUGMENT_PRESETS, AugmentPipe, build_augment_pipe, freq_mask,
-                               scale_dynamic_range, spectral_tilt, tilt_profile, time_mask, time_shift)
+from stylegan2.augment import (
+    AUGMENT_PRESETS,
+    AugmentPipe,
+    build_augment_pipe,
+    freq_mask,
+    scale_dynamic_range,
+    spectral_tilt,
+    tilt_profile,
+    time_mask,
+    time_shift,
+)
 
 TRANSFORMS = ["xint", "gain", "contrast", "tilt", "noise", "time_mask", "freq_mask"]
 NOISE_FREE = ["xint", "gain", "contrast", "tilt", "time_mask", "freq_mask"]

@@ -1,4 +1,4 @@
-"""The STFT image codec follows DESIGN.md: geometry, librosa-equal STFT, orientation, 8-bit inverse."""
+"""The STFT image codec follows docs/contract.md: geometry, librosa-equal STFT, orientation, 8-bit inverse."""
 import json
 
 import librosa
@@ -70,7 +70,7 @@ def test_geometry_refuses_blocks_it_cannot_reproduce(change, fragment):
 def test_log_power_equals_librosa_stft_with_reflect_padding(resolution, hop):
     g = StftGeometry(resolution, hop_length=hop)
     y = music_like(g.clip_samples)
-    # DESIGN.md's definition: reflect-pad the whole clip by n_fft/2, then frame without centring
+    # docs/contract.md's definition: reflect-pad the whole clip by n_fft/2, then frame without centring
     # (librosa >= 0.10 pads only the edge frames when centring, which differs in the very last frame)
     full = librosa.stft(np.pad(y, g.n_fft // 2, mode="reflect"), n_fft=g.n_fft, hop_length=hop, window="hann",
                         center=False)

@@ -21,6 +21,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from audio_ext.core.synth import techno_loop
+from audio_ext.dataset import build
 from audio_ext.dataset.archive import (
     ArchiveError,
     ArchiveFiles,
@@ -29,7 +30,6 @@ from audio_ext.dataset.archive import (
     read_dataset_json,
     remove_stale_temps,
 )
-from audio_ext.dataset import build
 from audio_ext.dataset.worklock import WorkLock
 from dataset_tool_audio import main
 
@@ -343,8 +343,8 @@ def test_decode_range_parsing_is_bounded_by_the_archive_and_bad_outdir_or_device
     from archive_helpers import write_encoded_archive
 
     from audio_ext.__main__ import main as tools
-    from audio_ext.__main__ import parse_clip_range
     from audio_ext.core.geometry import StftGeometry
+    from audio_ext.core.seeds import parse_clip_range
     g = StftGeometry(32, hop_length=16)
     arch = tmp_path / "a.zip"
     write_encoded_archive(arch, [techno_loop(124, g.clip_seconds + 0.1, seed=s)[:g.clip_samples] for s in range(3)], g)

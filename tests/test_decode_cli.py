@@ -10,9 +10,10 @@ import soundfile as sf
 from click.testing import CliRunner
 from PIL import Image
 
-from audio_ext.__main__ import main, parse_clip_range
+from audio_ext.__main__ import main
 from audio_ext.core.codec import encode
 from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.seeds import parse_clip_range
 from audio_ext.core.synth import techno_loop
 from audio_ext.decoder.quality import spectral_convergence_db
 
@@ -32,7 +33,7 @@ def png_bytes(img):
 
 
 def build_archive(path, audio, corrupt=()):
-    """A tiny stft.zip laid out as DESIGN.md says; names listed out of order to test the sorting."""
+    """A tiny stft.zip laid out as docs/contract.md says; names listed out of order to test the sorting."""
     meta = {"labels": None, "audio": G.audio_block(MEAN, STD, target_bpm=130), "clips": []}
     with zipfile.ZipFile(path, "w") as z:
         for i in reversed(range(len(audio))):
@@ -118,10 +119,10 @@ def test_missing_or_foreign_archives_are_named_in_the_error(tmp_path):
 
 
 def test_loud_reconstructions_are_scaled_down_not_clipped(tmp_path):
-    from audio_ext.__main__ import write_wav
+    from audio_ext.core.audio_io import FULL_SCALE, write_audio
     t = np.arange(4410) / 44100
     loud = 1.6 * np.sin(2 * np.pi * 441 * t)
-    write_wav(tmp_path / "loud.wav", loud, 44100)
+    write_audio(tmp_path / "loud.wav", loud, 44100, peak=FULL_SCALE)
     y, sr = sf.read(tmp_path / "loud.wav")
     assert sr == 44100 and np.abs(y).max() <= 1.0
     # the shape survives: a scaled sine, no flattened tops

@@ -11,21 +11,16 @@ import zipfile
 import pytest
 import torch
 from click.testing import CliRunner
+from decoder_helpers import tiny_model_payload
 
 import gen_audio
-from audio_ext.decoder import frame_model
-from audio_ext.decoder.archive_model import check_model_for
 from audio_ext.core.geometry import StftGeometry
-from decoder_helpers import tiny_model_payload
+from audio_ext.decoder import frame_model, model_file
+from audio_ext.decoder.archive_model import check_model_for
+from audio_ext.decoder.model_choice import choose_decoder_model
 from stylegan2 import networks, snapshot
 
 GEOM = StftGeometry(32)
-
-
-@pytest.fixture(autouse=True)
-def _no_model_leak():
-    yield
-    frame_model.set_decoder_model(None)
 
 
 def nan_payload():
@@ -43,17 +38,17 @@ def write_raw(path, payload):
 def test_nan_weights_are_refused_at_every_door(tmp_path):
     path = write_raw(tmp_path / "nan.pt", nan_payload())
     with pytest.raises(frame_model.ModelError, match=r"nan.pt: state_dict.blocks.0.conv1.weight holds NaN"):
-        frame_model.read_payload(path)
+        model_file.read_model_file(path)
     with pytest.raises(frame_model.ModelError, match="NaN"):
-        frame_model.set_decoder_model(path)                       # --decoder-model / $ELECTROGAN_DECODER_MODEL
+        choose_decoder_model(flag=path)                           # --decoder-model / $ELECTROGAN_DECODER_MODEL
     with pytest.raises(frame_model.ModelError, match="snap.pkl:decoder_model: state_dict"):
-        frame_model.set_snapshot_model(nan_payload(), "snap.pkl")  # a snapshot's own model
+        choose_decoder_model(carried=nan_payload(), where="snap.pkl")  # a snapshot's own model
     with pytest.raises(frame_model.ModelError, match="NaN"):
         check_model_for(nan_payload(), GEOM, "stft.decoder.pt")  # the file beside an archive
     inf_adam = tiny_model_payload(GEOM)
     inf_adam["optimizer"] = {"state": {0: {"exp_avg": torch.tensor([float("inf")])}}, "param_groups": []}
     with pytest.raises(frame_model.ModelError, match=r"optimizer.state.0.exp_avg holds NaN or infinite"):
-        frame_model.check_payload(inf_adam, "ckpt.pt")
+        model_file.check_model_payload(inf_adam, "ckpt.pt")
 
 
 def test_generation_with_a_nan_model_in_the_snapshot_fails_in_one_line(tmp_path):
@@ -84,7 +79,7 @@ def test_config_is_checked_against_a_schema_and_bounds(tmp_path, config, why):
     p["config"] = dict(p["config"], **config)
     path = write_raw(tmp_path / "m.pt", p)
     with pytest.raises(frame_model.ModelError, match=why):
-        frame_model.read_payload(path)
+        model_file.read_model_file(path)
 
 
 def test_a_large_declared_network_is_refused_before_anything_is_built(tmp_path, monkeypatch):
@@ -100,7 +95,7 @@ def test_a_large_declared_network_is_refused_before_anything_is_built(tmp_path, 
     monkeypatch.setattr(frame_model.FrameInterpNet, "__init__", spy)
     with pytest.raises(frame_model.ModelError, match=r"down.weight is stored as \[8, 4, 4, 1\], the config "
                                                 r"declares \[256, 4, 4, 1\]"):
-        frame_model.check_payload(p, "m.pt")
+        model_file.check_model_payload(p, "m.pt")
     assert built == ["meta"]          # the only network made was the shape-only one
 
 
@@ -116,20 +111,20 @@ def test_a_deflated_bomb_and_an_oversized_file_are_refused_before_torch_reads_th
     assert bomb.stat().st_size < 2**20
     with pytest.raises(frame_model.ModelError, match=r"bomb.pt: its members unpack to .* decoder models are stored "
                                                 r"uncompressed"):
-        frame_model.read_payload(bomb)
+        model_file.read_model_file(bomb)
     big = tmp_path / "big.pt"
     with open(big, "wb") as f:                 # sparse: costs no disk
         f.write(b"PK\x03\x04")
         f.truncate(65 * 2**20)
     with pytest.raises(frame_model.ModelError, match="big.pt: 68,157,440 bytes, larger than any decoder model"):
-        frame_model.read_payload(big)
+        model_file.read_model_file(big)
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "m.pt"
     os.mkfifo(fifo)
     result = []
-    t = threading.Thread(target=lambda: result.append(pytest.raises(frame_model.ModelError, frame_model.read_payload, fifo)),
+    t = threading.Thread(target=lambda: result.append(pytest.raises(frame_model.ModelError, model_file.read_model_file, fifo)),
                          daemon=True)
     t.start()
     t.join(timeout=10)
@@ -138,6 +133,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 
 def _train_args(tmp_path):
     import soundfile as sf
+
     from audio_ext.decoder.frame_training import synthetic_sources
     src = tmp_path / "music"
     src.mkdir()

@@ -17,9 +17,10 @@ networks = pytest.importorskip("stylegan2.networks", reason="stylegan2.networks 
 snapshot = pytest.importorskip("stylegan2.snapshot")
 
 from click.testing import CliRunner  # noqa: E402
+from snapshot_helpers import tiny_audio_snapshot  # noqa: E402
 
 import gen_audio  # noqa: E402
-from audio_ext.core.geometry import StftGeometry  # noqa: E402
+from audio_ext.core import audio_io  # noqa: E402
 from audio_ext.decoder import methods  # noqa: E402
 from audio_ext.generation import generate, synthesis  # noqa: E402
 
@@ -27,12 +28,8 @@ Z_DIM = 16
 
 
 def make_snapshot(path: Path, resolution: int, sample_rate: int, bpm: float, c_dim: int = 0, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    G = networks.Generator(z_dim=Z_DIM, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=1,
-                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
-    block = StftGeometry(resolution, sample_rate=sample_rate).audio_block(mean=-6.0, std=3.0, target_bpm=bpm)
-    snapshot.save_snapshot(path, {"G_ema": snapshot.network_record(G), "audio": block, "cur_nimg": 0})
-    return path
+    return tiny_audio_snapshot(path, resolution, width=Z_DIM, c_dim=c_dim, seed=seed, sample_rate=sample_rate,
+                               target_bpm=bpm, cur_nimg=0)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +110,8 @@ def test_audio_is_the_phase_layer_decoding_of_the_generated_image(snaps, tmp_pat
     g = torch.Generator().manual_seed(3)
     expected = methods.decode_audio(img, block, generator=g)[0].numpy().astype(np.float64)
     peak = np.max(np.abs(expected))
-    if peak > synthesis.PEAK_LIMIT:
-        expected *= synthesis.PEAK_LIMIT / peak
+    if peak > audio_io.PEAK_LIMIT:
+        expected *= audio_io.PEAK_LIMIT / peak
     audio, sr = sf.read(str(out / "seed0003-130bpm.wav"))
     assert sr == 44100
     np.testing.assert_allclose(audio, expected, atol=2 / 32768)
@@ -173,7 +170,7 @@ def test_random_phase_follows_each_seed_whatever_the_batch(snaps, tmp_path):
     other = synthesis.decode_images(img, block, "fgla", 4, torch.device("cpu"), seed=[0])
     assert np.abs(own - other).max() * 32768 > 100
     audio = pcm(tmp_path / "three" / "seed0001-130bpm.wav") / 32768
-    np.testing.assert_allclose(audio, synthesis.limit_peak(own[0].astype(np.float64)), atol=3 / 32768)
+    np.testing.assert_allclose(audio, audio_io.limit_peak(own[0].astype(np.float64)), atol=3 / 32768)
 
 
 def test_truncation_zero_gives_the_average_clip_for_every_seed(snaps, tmp_path):

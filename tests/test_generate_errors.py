@@ -10,24 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
+from snapshot_helpers import tiny_audio_snapshot
 
 import gen_audio
 from audio_ext.core.geometry import StftGeometry
-from stylegan2 import networks, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_snapshot(path, **audio_changes):
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=8, w_dim=8, img_resolution=32, img_channels=1, mapping_kwargs=dict(num_layers=1),
-                           channel_base=256, channel_max=8)
     block = StftGeometry(32).audio_block(mean=-6.0, std=3.0, target_bpm=130.0)
     block.update(audio_changes)
-    snapshot.save_snapshot(path, {"G_ema": snapshot.network_record(G), "audio": block})
-    return path
+    return tiny_audio_snapshot(path, 32, width=8, mapping_layers=1, block=block)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 import gen_audio
+from audio_ext.core.geometry import StftGeometry
 from audio_ext.generation import generate as gen
 from audio_ext.generation import latents
-from audio_ext.core.geometry import StftGeometry
 from stylegan2 import networks, snapshot
 
 

@@ -10,9 +10,8 @@ golden.json in the same commit (rerun the recorder) and says why.
 import json
 from pathlib import Path
 
-import pytest
-
 import golden_record
+import pytest
 
 GOLDEN = json.loads((Path(__file__).parent / "golden.json").read_text())
 

@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from stylegan2.dataset import ImageFolderDataset
-from stylegan2.grid import (make_image_grid, near_square_grid, save_image_grid, setup_snapshot_image_grid,
-                           snapshot_grid_size)
+from stylegan2.grid import (
+    make_image_grid,
+    near_square_grid,
+    save_image_grid,
+    setup_snapshot_image_grid,
+    snapshot_grid_size,
+)
 
 
 def _naive_grid(images, gw, gh):

@@ -9,17 +9,12 @@ from click.testing import CliRunner
 
 from audio_ext.core.codec import audio_to_logpower, decode_magnitude, encode, image_to_logpower, logpower_to_image
 from audio_ext.core.geometry import StftGeometry
-from audio_ext.decoder import frame_model, griffin_lim, methods
+from audio_ext.decoder import frame_model, griffin_lim, methods, model_file
 from audio_ext.decoder.frame_training import TrainConfig, synthetic_sources, train_decoder
+from audio_ext.decoder.model_choice import choose_decoder_model
 
 G = StftGeometry(32)
 MEAN, STD = -6.0, 4.0
-
-
-@pytest.fixture(autouse=True)
-def _no_model_leak():
-    yield
-    frame_model.set_decoder_model(None)
 
 
 def naive_frames(y, n_fft, hop, count):
@@ -97,9 +92,8 @@ def tiny_model_file(tmp_path, geometry=G, name="m.pt"):
 
 def test_stored_frames_stay_bit_exact(tmp_path):
     path, _ = tiny_model_file(tmp_path)
-    frame_model.set_decoder_model(path)
     S = torch.rand(2, G.n_bins, G.n_frames) + 0.01
-    fine = frame_model.upsample_magnitude(S, G, frame_model.model_for(G))
+    fine = frame_model.upsample_magnitude(S, G, choose_decoder_model(path).model_for(G))
     assert fine.shape == (2, G.n_bins, 2 * G.n_frames - 1)
     assert torch.equal(fine[..., 0::2], S)
     assert not torch.equal(fine[..., 1::2], 0.5 * (S[..., :-1] + S[..., 1:]))  # the model did something
@@ -114,29 +108,28 @@ def test_stored_frames_stay_bit_exact(tmp_path):
 
 def test_learned_method_decodes_whole_clips(tmp_path):
     path, _ = tiny_model_file(tmp_path)
-    frame_model.set_decoder_model(path)
-    assert methods.default_method(G) == methods.LEARNED_METHOD
-    assert methods.default_method(StftGeometry(64)) == methods.DEFAULT_METHOD  # the model does not fit R=64
-    assert methods.describe_method(methods.LEARNED_METHOD, G) == f"{methods.LEARNED_METHOD}[file: m.pt]"
+    mine = choose_decoder_model(path)
+    assert methods.default_method(G, mine) == methods.LEARNED_METHOD
+    assert methods.default_method(StftGeometry(64), mine) == methods.DEFAULT_METHOD  # the model does not fit R=64
+    assert methods.describe_method(methods.LEARNED_METHOD, G, mine) == f"{methods.LEARNED_METHOD}[file: m.pt]"
     y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
     img = encode(np.stack([y, y * 0.5]), G, MEAN, STD)
-    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), generator=[1, 2])
+    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), generator=[1, 2], decoder=mine)
     assert audio.shape == (2, G.clip_samples) and np.isfinite(audio).all()
-    one = methods.decode_audio(img[1:], G.audio_block(MEAN, STD), generator=[2])
+    one = methods.decode_audio(img[1:], G.audio_block(MEAN, STD), generator=[2], decoder=mine)
     np.testing.assert_allclose(one[0], audio[1], atol=1e-5)  # a clip does not depend on its batch
 
 
 def test_model_file_round_trip_and_geometry_mismatch(tmp_path):
     path, net = tiny_model_file(tmp_path)
-    model = frame_model.DecoderModel.load(path)
+    model = model_file.load_decoder_model(path)
     v = torch.randn(1, G.n_bins, 9)
     with torch.no_grad():
         torch.testing.assert_close(model.predict(v), net.eval()(v), rtol=1e-5, atol=1e-5)  # NHWC vs NCHW order
     with pytest.raises(frame_model.ModelError, match="trained for another geometry: resolution 32 .model. vs 64"):
         model.check(StftGeometry(64))
-    frame_model.set_decoder_model(path)
     with pytest.raises(frame_model.ModelError, match="hop_length 32 .model. vs 16"):
-        frame_model.model_for(StftGeometry(32, 16))
+        choose_decoder_model(path).model_for(StftGeometry(32, 16))
 
 
 class _Exploit:
@@ -154,18 +147,18 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": frame_model.MODEL_FORMAT, "payload": _Exploit(marker)}, evil)
     with pytest.raises(frame_model.ModelError, match="evil.pt: not a loadable decoder model"):
-        frame_model.read_payload(evil)
+        model_file.read_model_file(evil)
     assert not os.path.exists(marker)
     with pytest.raises(frame_model.ModelError, match="not found"):
-        frame_model.set_decoder_model(tmp_path / "missing.pt")
+        choose_decoder_model(tmp_path / "missing.pt")
     other = tmp_path / "other.pt"
     torch.save({"format": "something else"}, other)
     with pytest.raises(frame_model.ModelError, match="not an ElectroGAN frame-interpolation model"):
-        frame_model.read_payload(other)
+        model_file.read_model_file(other)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(pickle.dumps([1, 2, 3])[:5])
     with pytest.raises(frame_model.ModelError, match="junk.pt"):
-        frame_model.read_payload(junk)
+        model_file.read_model_file(junk)
 
 
 @pytest.mark.parametrize("loss,steps", [("wl1", 120), ("sc", 600)])
@@ -180,7 +173,7 @@ def test_tiny_model_beats_interpolation_on_held_out_loops(tmp_path, loss, steps)
     summary = train_decoder(train, out, G, cfg, validation=held, log=lambda s: None, progress=False)
     assert summary["held_out"] and summary["loss"] == loss
     assert summary["val_loss"] < 0.95 * summary["val_loss_baseline"]
-    payload = frame_model.read_payload(out)
+    payload = model_file.read_model_file(out)
     assert payload["training"]["step"] == steps and payload["geometry"]["resolution"] == 32
     assert payload["training"]["config"]["loss"] == loss
 
@@ -200,18 +193,18 @@ def test_train_decoder_cli_resumes_and_is_deterministic(tmp_path):
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a.pt"), "--steps", "6"])
     assert "already trained for 6 steps" in r.output
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b.pt"), "--steps", "6"])
-    a = frame_model.read_payload(tmp_path / "a.pt")["state_dict"]
-    b = frame_model.read_payload(tmp_path / "b.pt")["state_dict"]
+    a = model_file.read_model_file(tmp_path / "a.pt")["state_dict"]
+    b = model_file.read_model_file(tmp_path / "b.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a.pt"), "--steps", "9"])
     assert r.exit_code == 0 and "resuming" in r.output and "at step 6 of 9" in r.output
-    assert frame_model.read_payload(tmp_path / "a.pt")["training"]["step"] == 9
+    assert model_file.read_model_file(tmp_path / "a.pt")["training"]["step"] == 9
     bad = args[:args.index("--resolution")] + ["--resolution", "64"] + args[args.index("--resolution") + 2:]
     r = CliRunner().invoke(main, bad + ["--out", str(tmp_path / "a.pt"), "--steps", "9"])
     assert r.exit_code != 0 and "trained for another geometry" in r.output
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "d.pt"), "--steps", "2", "--holdout", "loop1.wav"])
     assert r.exit_code == 0, r.output
-    t = frame_model.read_payload(tmp_path / "d.pt")["training"]
+    t = model_file.read_model_file(tmp_path / "d.pt")["training"]
     assert t["sources"] == ["loop0.wav"] and t["validation_sources"] == ["loop1.wav"]
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c.pt"), "--holdout", "nope.wav"])
     assert r.exit_code != 0 and "--holdout: nope.wav not found" in r.output
@@ -224,11 +217,11 @@ def test_fine_tuning_starts_from_the_init_model_and_keeps_the_best_checkpoint(tm
     base = tmp_path / "base.pt"
     train_decoder(train, base, G, TrainConfig(steps=4, batch=2, patch_frames=8, arch="tiny", seed=1),
                   log=lambda s: None, progress=False)
-    start = frame_model.read_payload(base)["state_dict"]
+    start = model_file.read_model_file(base)["state_dict"]
     # zero steps of fine-tuning is impossible (steps >= 1); one step at lr 0 must keep the init weights exactly
     cfg = TrainConfig(steps=1, batch=2, patch_frames=8, arch="tiny", seed=2, lr=0.0, init=str(base))
     train_decoder(train, tmp_path / "ft0.pt", G, cfg, log=lambda s: None, progress=False)
-    kept = frame_model.read_payload(tmp_path / "ft0.pt")["state_dict"]
+    kept = model_file.read_model_file(tmp_path / "ft0.pt")["state_dict"]
     assert all(torch.equal(start[k], kept[k]) for k in start)
     # a real fine-tuning run moves away from them, validates at every checkpoint, keeps the best
     logs = []
@@ -236,11 +229,11 @@ def test_fine_tuning_starts_from_the_init_model_and_keeps_the_best_checkpoint(tm
                       checkpoint_every=2)
     out = tmp_path / "ft.pt"
     train_decoder(train, out, G, cfg, validation=held, log=logs.append, progress=False)
-    tuned = frame_model.read_payload(out)
+    tuned = model_file.read_model_file(out)
     assert not all(torch.equal(start[k], tuned["state_dict"][k]) for k in start)
     history = tuned["training"]["val_history"]
     assert [h[0] for h in history] == [2, 4, 6] and sum("validation error" in m for m in logs) == 3
-    best = frame_model.read_payload(best_path(out))
+    best = model_file.read_model_file(best_path(out))
     assert best_path(out).name == "ft.best.pt" and "optimizer" not in best
     step, err = min(((h[0], h[1]) for h in history), key=lambda h: h[1])
     assert best["training"]["step"] == step
@@ -290,13 +283,13 @@ def test_models_trained_before_the_loss_setting_still_resume(tmp_path):
     out = tmp_path / "old.pt"
     cfg = TrainConfig(steps=2, batch=2, patch_frames=8, arch="tiny", seed=1, loss="wl1")
     train_decoder(train, out, G, cfg, log=lambda s: None, progress=False)
-    payload = frame_model.read_payload(out)
+    payload = model_file.read_model_file(out)
     del payload["training"]["config"]["loss"]
     frame_model.save_model(out, payload)
     logs = []
     train_decoder(train, out, G, TrainConfig(steps=3, batch=2, patch_frames=8, arch="tiny", seed=1, loss="wl1"),
                   log=logs.append, progress=False)
-    assert any("resuming" in m for m in logs) and frame_model.read_payload(out)["training"]["step"] == 3
+    assert any("resuming" in m for m in logs) and model_file.read_model_file(out)["training"]["step"] == 3
     with pytest.raises(ValueError, match="other settings"):
         train_decoder(train, out, G, TrainConfig(steps=4, batch=2, patch_frames=8, arch="tiny", seed=1),
                       log=lambda s: None, progress=False)
@@ -308,10 +301,10 @@ def test_models_trained_before_the_loss_setting_still_resume(tmp_path):
 def test_shipped_model_loads_for_the_thesis_geometry():
     if not frame_model.DEFAULT_MODEL_PATH.is_file():
         pytest.skip("no shipped model")
-    model = frame_model.DecoderModel.load(frame_model.DEFAULT_MODEL_PATH)
+    model = model_file.load_decoder_model(frame_model.DEFAULT_MODEL_PATH)
     model.check(StftGeometry(1024))
     assert frame_model.DEFAULT_MODEL_PATH.stat().st_size < 3_000_000
-    assert "optimizer" not in frame_model.read_payload(frame_model.DEFAULT_MODEL_PATH)
+    assert "optimizer" not in model_file.read_model_file(frame_model.DEFAULT_MODEL_PATH)
     with torch.no_grad():
         v = torch.full((1, 1025, 6), -5.0)
         out = model.predict(v)
@@ -331,7 +324,7 @@ def test_dataset_tool_trains_a_decoder_beside_the_archive(tmp_path):
                                           "--segment-seconds", "6", "--stride-beats", "4", "--no-progress",
                                           "--train-decoder", "3"])
     assert r.exit_code == 0, r.output
-    model = frame_model.DecoderModel.load(tmp_path / "stft.decoder.pt")
+    model = model_file.load_decoder_model(tmp_path / "stft.decoder.pt")
     model.check(StftGeometry(64))
     assert model.training["step"] == 3 and model.training["sources"] == ["a.wav"]
 
@@ -340,16 +333,16 @@ def test_dataset_tool_trains_a_decoder_beside_the_archive(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_learned_decoder_on_the_gpu_matches_the_cpu(tmp_path):
     path, _ = tiny_model_file(tmp_path)
-    model = frame_model.DecoderModel.load(path)
+    model = model_file.load_decoder_model(path)
     v = torch.randn(3, G.n_bins, 17) - 5
     cpu = model.predict(v)
     gpu = model.predict(v.cuda())
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
-    frame_model.set_decoder_model(path)
     y = synthetic_sources(1, 1.0, 44100, seed=3)[0][:G.clip_samples]
     img = torch.from_numpy(encode(np.stack([y, y]), G, MEAN, STD)).cuda()
-    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), method=methods.LEARNED_METHOD, generator=[1, 1])
+    audio = methods.decode_audio(img, G.audio_block(MEAN, STD), method=methods.LEARNED_METHOD, generator=[1, 1],
+                                 decoder=choose_decoder_model(path))
     assert audio.device.type == "cuda" and audio.shape == (2, G.clip_samples)
     assert torch.isfinite(audio).all()
     torch.testing.assert_close(audio[0], audio[1])
@@ -358,13 +351,12 @@ def test_learned_decoder_on_the_gpu_matches_the_cpu(tmp_path):
 def test_generation_labels_name_the_decoder_and_its_model(tmp_path):
     from audio_ext.generation.synthesis import describe_phase
     path, _ = tiny_model_file(tmp_path)
-    frame_model.set_decoder_model(path)
-    assert describe_phase(None, None, G) == (f"{methods.LEARNED_METHOD}[file: m.pt]", 10)
-    assert describe_phase("pghi+fgla", 5, G) == ("pghi+fgla", 5)
-    assert describe_phase(None, None, StftGeometry(64)) == ("pghi+fgla", 10)
+    mine = choose_decoder_model(path)
+    assert describe_phase(None, None, G, mine) == (f"{methods.LEARNED_METHOD}[file: m.pt]", 10)
+    assert describe_phase("pghi+fgla", 5, G, mine) == ("pghi+fgla", 5)
+    assert describe_phase(None, None, StftGeometry(64), mine) == ("pghi+fgla", 10)
     os.environ[frame_model.MODEL_ENV] = "none"
     try:
-        frame_model.set_decoder_model(None)
         assert methods.default_method(G) == methods.DEFAULT_METHOD  # the environment turned the model off
     finally:
         del os.environ[frame_model.MODEL_ENV]
@@ -377,7 +369,6 @@ def test_a_broken_model_setting_is_an_error_not_a_silent_fallback(tmp_path):
             methods.default_method(G)
     finally:
         del os.environ[frame_model.MODEL_ENV]
-    frame_model.set_decoder_model(None)
     with pytest.raises(frame_model.ModelError, match="trained for another geometry|no decoder model available"):
         methods.reconstruct(torch.rand(1, 33, 9), G, methods.LEARNED_METHOD)  # the shipped model is for R=1024
 
@@ -395,7 +386,7 @@ def test_every_music_source_of_the_shipped_model_is_fetchable_and_in_the_notice(
     rows = {m.group(1): m.groups()[1:] for m in
             re.finditer(r"^([\w.-]+\.ogg)\|([\w.-]+)\|(usr/\S+?)\|([0-9a-f]{64})\|", script, re.M)}
     copyright_of = dict(re.findall(r"^([\w.-]+-data)\|[\w.+~-]+\|(.+)$", script, re.M))
-    sources = frame_model.read_payload(frame_model.DEFAULT_MODEL_PATH)["training"]["sources"]
+    sources = model_file.read_model_file(frame_model.DEFAULT_MODEL_PATH)["training"]["sources"]
     oggs = [s for s in sources if s.endswith(".ogg")]
     assert len(oggs) == 20
     for name in oggs:

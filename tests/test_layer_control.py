@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from snapshot_helpers import tiny_generator
 
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.generation.audio_projection import SpectralLoss
 from benchmarks.layer_control import frames_per_step, layer_groups, measure, onset_pattern, step_pattern
-from stylegan2 import networks
 
 R = 64
 
@@ -55,9 +55,7 @@ def test_small_resolutions_have_the_groups_their_blocks_allow(resolution, groups
 
 
 def test_measure_gives_a_share_per_group_and_pair_and_swapping_everything_is_one():
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=R, img_channels=1,
-                           mapping_kwargs=dict(num_layers=1), channel_base=256, channel_max=8).eval()
+    G = tiny_generator(R, width=8, mapping_layers=1).eval()
     out = measure(G, pairs=3)
     assert list(out) == list(layer_groups(R))
     for onset, band, step in out.values():

@@ -240,7 +240,7 @@ def test_style_mixing_keeps_ws_before_the_cutoff_and_takes_the_rest_from_new_lat
 def test_lazy_regularization_adam_correction():
     lr, betas = lazy_regularization_adam(0.002, (0.0, 0.99), 4)
     assert lr == pytest.approx(0.0016)
-    assert betas[0] == 0.0 and betas[1] == pytest.approx(0.99199, abs=1e-5)   # upstream-notes §3
+    assert betas[0] == 0.0 and betas[1] == pytest.approx(0.99199, abs=1e-5)   # StyleGAN2-ADA training/loss.py
     lr, betas = lazy_regularization_adam(0.002, (0.0, 0.99), 16)
     assert lr / 0.002 == pytest.approx(0.9412, abs=1e-4) and betas[1] == pytest.approx(0.99059, abs=1e-5)
     assert lazy_regularization_adam(0.001, (0.5, 0.9), None) == (0.001, (0.5, 0.9))

@@ -3,9 +3,9 @@ import json
 import zipfile
 
 import pytest
+from archive_helpers import toy_audio_block, write_toy_archive
 from click.testing import CliRunner
 
-from archive_helpers import toy_audio_block, write_toy_archive
 from dataset_tool_audio import main
 
 

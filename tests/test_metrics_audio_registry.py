@@ -10,7 +10,13 @@ from archive_helpers import write_encoded_archive
 
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
+from audio_ext.plugins import METRIC_MODULES
 from stylegan2.metrics import registry
+
+
+@pytest.fixture(autouse=True)
+def audio_metrics():
+    registry.load_plugins(METRIC_MODULES)     # the audio layer's metrics join the registry, as the CLIs do
 
 
 def write_archive(path, geometry, tempi):

@@ -4,14 +4,14 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from archive_helpers import write_encoded_archive
 from click.testing import CliRunner
+from snapshot_helpers import tiny_generator
 
 import calc_metrics
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
-from stylegan2 import networks, snapshot
+from stylegan2 import snapshot
 from stylegan2.metrics.toy_detector import write_toy_detector
 
 RES = 32
@@ -28,9 +28,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("calc")
     data = root / "stft.zip"
     block = write_archive(data)
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=8, w_dim=8, img_resolution=RES, img_channels=1, mapping_kwargs=dict(num_layers=1),
-                           channel_base=256, channel_max=8)
+    G = tiny_generator(RES, width=8, mapping_layers=1)
     run = root / "run"
     snap = run / "network-snapshot-000000.pkl"
     snapshot.save_snapshot(snap, {"G_ema": snapshot.network_record(G), "audio": block,

@@ -7,8 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan2.networks import (Conv2dLayer, Discriminator, FullyConnectedLayer, Generator, MappingNetwork,
-                                MinibatchStdLayer, SynthesisNetwork)
+from stylegan2.networks import (
+    Conv2dLayer,
+    Discriminator,
+    FullyConnectedLayer,
+    Generator,
+    MappingNetwork,
+    MinibatchStdLayer,
+    SynthesisNetwork,
+)
 
 SMALL = dict(channel_base=1024, channel_max=32)
 
@@ -283,7 +290,7 @@ def test_init_kwargs_are_plain_data_and_rebuild_identical_networks():
     assert torch.equal(G.eval()(z, c, noise_mode="const"), G2.eval()(z, c, noise_mode="const"))
 
 
-# Upstream parameter counts, measured by instantiating the upstream classes (upstream-notes §2.6).
+# Upstream parameter counts, measured by instantiating the upstream classes (docs/references.md, StyleGAN2-ADA).
 @pytest.mark.parametrize("res, cbase, mapping_layers, g_params, d_params", [
     (1024, 32768, 8, 30.36e6, 29.01e6),
     (1024, 32768, 2, 28.79e6, 29.01e6),

@@ -344,6 +344,7 @@ def _rank_builds(root: str, log: str, start_at: float) -> str:
     records each compilation in ``log`` and takes a moment."""
     import os
     import time
+
     from torch.utils import cpp_extension
 
     def slow_compiler(**kwargs):

@@ -5,7 +5,7 @@ import pytest
 
 from stylegan2.presets import PRESETS, ConfigError, discriminator_kwargs, resolve_config
 
-# upstream-notes §2.7, "Derived values" (these match StyleGAN3 docs/configs.md):
+# StyleGAN2-ADA's --cfg auto formulas; the values match StyleGAN3 docs/configs.md:
 # (res, gpus, batch, gamma, ema kimg, channel_base, lr)
 AUTO_TABLE = [
     (1024, 1, 4, 52.4288, 1.25, 32768, 0.002),
@@ -116,3 +116,15 @@ def test_backend_and_freeze_d_options_default_off_and_reach_the_discriminator_kw
     o = resolve_config("audio1024", 1024, 1, allow_tf32=True, nobench=True, freezed=10)
     assert (o["allow_tf32"], o["nobench"], o["freezed"]) == (True, True, 10)
     assert discriminator_kwargs(o, 0, 1)["block_kwargs"] == {"freeze_layers": 10}
+
+
+def test_cpu128_preset_is_the_shipped_networks_command_line():
+    """--cfg cpu128 = --cfg tiny --cbase 2048 --cmax 128 --batch-gpu 8 --kimg 1000 --tick 0.5 (electro128)."""
+    o = resolve_config("cpu128", 128, 1)
+    flags = resolve_config("tiny", 128, 1, cbase=2048, cmax=128, batch_gpu=8, kimg=1000, tick=0.5)
+    same = lambda d: {k: v for k, v in d.items() if k not in ("cfg", "ref_gpus")}   # noqa: E731
+    assert same(o) == same(flags)
+    from stylegan2.networks import Generator
+    from stylegan2.presets import generator_kwargs
+    G = Generator(**generator_kwargs(o, 0, 1))
+    assert sum(p.numel() for p in G.parameters()) == 989_857

@@ -12,13 +12,13 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from snapshot_helpers import tiny_audio_snapshot
 
 from audio_ext.core import codec
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
 from audio_ext.dataset.cut import SliceParams, slice_track
 from audio_ext.generation.audio_projection import ProjectionError, SpectralLoss, band_matrix, prepare_target
-from stylegan2 import networks, snapshot
 
 SR = 44100
 BPM = 126.0
@@ -33,13 +33,9 @@ def track(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def snap(tmp_path_factory):
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=1,
-                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
     block = StftGeometry(32, sample_rate=SR).audio_block(mean=-7.5, std=6.3, target_bpm=130.0)
     path = tmp_path_factory.mktemp("snap") / "network-snapshot-000000.pkl"
-    snapshot.save_snapshot(path, {"G_ema": snapshot.network_record(G), "audio": block, "cur_nimg": 0})
-    return path, block
+    return tiny_audio_snapshot(path, 32, block=block, cur_nimg=0), block
 
 
 def test_target_is_the_dataset_tools_clip_on_the_first_beat_after_start(track, snap):

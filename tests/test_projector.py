@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from stylegan2 import networks
-from stylegan2.projector import (learning_rate, multi_scale_distance, noise_buffers, noise_regularization, project,
-                                 w_statistics)
+from stylegan2.projector import (
+    learning_rate,
+    multi_scale_distance,
+    noise_buffers,
+    noise_regularization,
+    project,
+    w_statistics,
+)
 
 
 def tiny_generator(seed=0, resolution=32):

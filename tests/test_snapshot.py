@@ -7,10 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan2.snapshot import (FORMAT_VERSION, SnapshotError, build_networks, capture_rng_state,
-                                find_latest_snapshot, load_snapshot, network_record,
-                                register_network_class, restore_rng_state, save_snapshot,
-                                unregister_network_class)
+from stylegan2.snapshot import (
+    FORMAT_VERSION,
+    SnapshotError,
+    build_networks,
+    capture_rng_state,
+    find_latest_snapshot,
+    load_snapshot,
+    network_record,
+    register_network_class,
+    restore_rng_state,
+    save_snapshot,
+    unregister_network_class,
+)
 
 
 class TinyNet(torch.nn.Module):

@@ -13,12 +13,14 @@ import torch
 from archive_helpers import toy_audio_block, write_toy_archive
 from click.testing import CliRunner
 from decoder_helpers import shipped_stand_in, tiny_model_payload
+from snapshot_helpers import tiny_audio_snapshot
 
 import gen_audio
 import train
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.decoder import frame_model
-from stylegan2 import networks, snapshot
+from audio_ext.decoder.model_choice import choose_decoder_model
+from stylegan2 import snapshot
 from stylegan2.training_loop import check_snapshot_extra
 
 RES = 32
@@ -222,15 +224,8 @@ def shipped(tmp_path, monkeypatch):
 
 
 def write_snapshot(path, decoder_model=None):
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=RES, img_channels=1,
-                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
-    data = {"G_ema": snapshot.network_record(G), "audio": GEOM.audio_block(mean=-6.0, std=3.0, target_bpm=130.0),
-            "cur_nimg": 0}
-    if decoder_model is not None:
-        data["decoder_model"] = decoder_model
-    snapshot.save_snapshot(path, data)
-    return path
+    extra = {} if decoder_model is None else {"decoder_model": decoder_model}
+    return tiny_audio_snapshot(path, RES, cur_nimg=0, **extra)
 
 
 def generate(network, outdir, *extra):
@@ -268,7 +263,7 @@ def test_generation_decodes_with_the_snapshots_model_unless_a_file_is_named(tmp_
     assert "learned+pghi+fgla[file: env.pt]" in page and np.abs(a_env.astype(int) - a_old).max() > 100
     monkeypatch.delenv(frame_model.MODEL_ENV)
     # a run leaves no model behind for the next caller in the process
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"
 
 
 def test_generation_with_decoder_model_none_uses_the_classic_decoder(tmp_path, shipped):
@@ -286,7 +281,7 @@ def test_generation_with_decoder_model_none_uses_the_classic_decoder(tmp_path, s
                                               "--method", "learned+pghi+fgla"])
     assert res.exit_code != 0 and "learned decoder is turned off" in res.output, res.output
     assert not (tmp_path / "asked").exists()
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"
 
 
 @pytest.mark.parametrize("where", ["snapshot", "file"])
@@ -304,7 +299,7 @@ def test_generation_refuses_a_model_of_another_geometry(tmp_path, shipped, where
     assert len(lines) == 1 and "another geometry" in lines[0] and "resolution 64 (model) vs 32 (audio)" in lines[0]
     assert ("snap.pkl: decoder_model" if where == "snapshot" else "--decoder-model") in lines[0]
     assert not (tmp_path / "out").exists()
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"
 
 
 def test_training_previews_decode_with_the_model_the_snapshots_carry(shipped):
@@ -315,17 +310,17 @@ def test_training_previews_decode_with_the_model_the_snapshots_carry(shipped):
     torch.manual_seed(0)
     images = torch.rand(2, 1, RES, RES) * 2 - 1
     got = AudioPreview(block, clips=2, decoder_model=payload).decode(images)
-    with frame_model.decoder_models(snapshot=payload):
-        want = decode_images(images[:, 0], block, None, None, torch.device("cpu"), seed=[0, 1])
+    want = decode_images(images[:, 0], block, None, None, torch.device("cpu"), seed=[0, 1],
+                         decoder=choose_decoder_model(carried=payload))
     np.testing.assert_array_equal(got, want)
     plain = AudioPreview(block, clips=2).decode(images)            # the shipped stand-in
     assert np.abs(plain - got).max() > 1e-3
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"
     with pytest.raises(frame_model.ModelError, match="audio preview decoder_model: model file has no 'config' entry"):
         AudioPreview(block, decoder_model={k: v for k, v in payload.items() if k != "config"})
 
 
-def test_survey_clips_of_a_snapshot_decode_with_its_model(tmp_path, shipped):
+def test_survey_clips_of_a_snapshot_decode_with_its_model(tmp_path, shipped, monkeypatch):
     from audio_ext.survey.make import SurveyOptions, _generated_clips
     mine = model_file(tmp_path / "mine.pt", seed=1)
     with_model = write_snapshot(tmp_path / "a" / "network-snapshot-000000.pkl",
@@ -338,10 +333,10 @@ def test_survey_clips_of_a_snapshot_decode_with_its_model(tmp_path, shipped):
 
     a, b = clips(with_model), clips(old)
     assert np.abs(a - b).max() > 1e-3                      # old snapshot: the shipped stand-in
-    frame_model.set_decoder_model(mine)
+    monkeypatch.setenv(frame_model.MODEL_ENV, str(mine))
     np.testing.assert_array_equal(clips(old), a)           # the same model from a file: the same clips
-    frame_model.set_decoder_model(None)
-    assert frame_model.model_label() == "shipped: shipped_r32.pt"
+    monkeypatch.delenv(frame_model.MODEL_ENV)
+    assert choose_decoder_model().label == "shipped: shipped_r32.pt"
 
 
 def test_projection_decodes_with_the_snapshots_model(tmp_path, shipped, monkeypatch):

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from survey_helpers import tiny_archive
 
 from audio_ext.survey import order
 from audio_ext.survey.make import SurveyOptions, load_manifest, make_survey
 from audio_ext.survey.score import score_survey
-from survey_helpers import tiny_archive
 
 CHROMIUM = os.environ.get("ELECTROGAN_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ELECTROGAN_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -15,6 +15,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from survey_helpers import sheet, tiny_archive, write_sheet
 
 from audio_ext.__main__ import main as cli
 from audio_ext.survey import make as make_mod
@@ -22,7 +23,6 @@ from audio_ext.survey import serve as serve_mod
 from audio_ext.survey.make import SurveyError, SurveyOptions, load_manifest, make_survey
 from audio_ext.survey.score import load_ratings
 from stylegan2 import misc
-from survey_helpers import sheet, tiny_archive, write_sheet
 
 
 @pytest.fixture(scope="module")

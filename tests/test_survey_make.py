@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from survey_helpers import tiny_archive, tiny_snapshot
 
 from audio_ext.__main__ import main as cli
+from audio_ext.decoder import frame_model
+from audio_ext.decoder.model_choice import choose_decoder_model
 from audio_ext.survey import anchor, loudness, order
 from audio_ext.survey.make import SurveyError, SurveyOptions, load_manifest, make_survey
 from audio_ext.survey.roundtrip import original_clip
@@ -314,12 +316,11 @@ def _side_model(path, seed=1, resolution=128):
     return path
 
 
-def test_round_trips_decode_with_the_archives_own_model(inputs, tmp_path):
+def test_round_trips_decode_with_the_archives_own_model(inputs, tmp_path, monkeypatch):
     """The survey's round-trip condition and the demo's pairs use stft.decoder.pt beside the archive, as
     `python -m audio_ext decode` does; a side file of another geometry is an error naming it."""
     import shutil
 
-    from audio_ext.decoder import frame_model
     from audio_ext.survey.make import _archive_clips
     from audio_ext.survey.roundtrip import write_pairs
     own = tmp_path / "own"
@@ -336,15 +337,13 @@ def test_round_trips_decode_with_the_archives_own_model(inputs, tmp_path):
     assert conds == ["roundtrip-learned+pghi+fgla"] * 2
     plain_conds, plain = roundtrips(inputs["data"])                   # no model fits R = 128: the classic one
     assert plain_conds == ["roundtrip-pghi+fgla"] * 2 and np.abs(a - plain).max() > 1e-3
-    frame_model.set_decoder_model(side)
-    try:
-        np.testing.assert_array_equal(roundtrips(inputs["data"])[1], a)   # the same model: the same clips
-    finally:
-        frame_model.set_decoder_model(None)
+    monkeypatch.setenv(frame_model.MODEL_ENV, str(side))
+    np.testing.assert_array_equal(roundtrips(inputs["data"])[1], a)   # the same model: the same clips
+    monkeypatch.delenv(frame_model.MODEL_ENV)
 
     entries = write_pairs(data, inputs["src"], tmp_path / "pairs", log=lambda m: None)
     assert entries[1].kind.endswith("decoded with learned+pghi+fgla[archive: stft.decoder.pt]"), entries[1].kind
-    assert frame_model.model_label() is None or not frame_model.model_label().startswith("archive")
+    assert not str(choose_decoder_model().label).startswith("archive")       # nothing left behind
 
     _side_model(side, resolution=64)
     with pytest.raises(SurveyError, match=r"stft\.decoder\.pt: decoder model was trained for another geometry"):

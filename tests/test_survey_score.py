@@ -8,10 +8,10 @@ import pytest
 import scipy.stats as st
 from click.testing import CliRunner
 from PIL import Image
+from survey_helpers import sheet, write_sheet
 
 from audio_ext.__main__ import main as cli
 from audio_ext.survey.score import score_survey
-from survey_helpers import sheet, write_sheet
 
 CONDS = {"original": 4, "roundtrip-gla": 4, "generated-net": 4, "anchor": 2}
 MEANS = {"original": 4.2, "roundtrip-gla": 3.4, "generated-net": 2.5, "anchor": 1.2}

@@ -4,10 +4,10 @@ import json
 import threading
 
 import pytest
+from survey_helpers import sheet, tiny_archive
 
 from audio_ext.survey import serve as serve_mod
 from audio_ext.survey.make import SurveyOptions, load_manifest, make_survey
-from survey_helpers import sheet, tiny_archive
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ from pathlib import Path
 import PIL.Image
 import pytest
 import torch
+from archive_helpers import stat_lines, toy_audio_block, write_toy_archive
 from click.testing import CliRunner
 
 from stylegan2 import distributed, stats
+from stylegan2 import training_loop as tl
 from stylegan2.presets import resolve_config
 from stylegan2.snapshot import find_latest_snapshot, load_snapshot
-from stylegan2 import training_loop as tl
-from archive_helpers import write_toy_archive, toy_audio_block, stat_lines
 
 RES = 16
 AUDIO = toy_audio_block(RES)

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from archive_helpers import stat_lines, toy_audio_block, write_toy_archive
 from click.testing import CliRunner
 
 from stylegan2 import snapshot as snap_io
 from stylegan2 import stats
 from stylegan2 import training_loop as tl
 from stylegan2.presets import ConfigError, resolve_config
-from archive_helpers import write_toy_archive, toy_audio_block, stat_lines
 
 RES = 32
 AUDIO = toy_audio_block(RES)

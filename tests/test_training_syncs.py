@@ -138,9 +138,10 @@ def test_path_length_mean_and_gradient_averaging_stay_on_the_device():
 def test_steady_state_training_has_at_most_one_sync_per_ada_interval(tmp_path, monkeypatch):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
+    from test_training_hardening import RES, write_archive
+
     from stylegan2 import training_loop as tl
     from stylegan2.presets import resolve_config
-    from test_training_hardening import RES, write_archive
 
     # Calibrate: each synchronizing call must produce one recorded warning, else counting is meaningless.
     with warnings.catch_warnings(record=True) as calib:
@@ -209,9 +210,11 @@ def test_steady_state_loop_reads_only_at_its_check_points(tmp_path, monkeypatch)
     """
     import sys
     from pathlib import Path
+
+    from test_training_hardening import RES, write_archive
+
     from stylegan2 import training_loop as tl
     from stylegan2.presets import resolve_config
-    from test_training_hardening import RES, write_archive
 
     package = str(Path(tl.__file__).parent)
     START, WINDOW, INTERVAL, BATCH = 4, 16, 4, 4

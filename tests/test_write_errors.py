@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from survey_helpers import tiny_archive
 
 from audio_ext.__main__ import main as cli
 from stylegan2 import misc
 from stylegan2 import snapshot as snap_io
-from survey_helpers import tiny_archive
 
 
 def test_a_snapshot_on_a_full_disk_is_an_oserror_naming_the_file(full_disk):
@@ -94,11 +94,12 @@ def test_decode_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
 
 def test_wav_bytes_round_trip_and_a_full_disk(full_disk, tmp_path):
     import soundfile as sf
-    from audio_ext.core.wavfile import write_pcm16_wav
+
+    from audio_ext.core.audio_io import FULL_SCALE, write_audio
     y = np.sin(np.arange(4410) / 10.0).astype(np.float32) * 0.5
-    write_pcm16_wav(tmp_path / "a.wav", y, 44100)
+    write_audio(tmp_path / "a.wav", y, 44100, peak=FULL_SCALE)
     back, sr = sf.read(tmp_path / "a.wav", dtype="float32")
     assert sr == 44100 and np.max(np.abs(back - y)) <= 1 / 32768
     with pytest.raises(OSError) as e:
-        write_pcm16_wav(full_disk / "a.wav", np.zeros(400_000), 44100)
+        write_audio(full_disk / "a.wav", np.zeros(400_000), 44100)
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(full_disk / "a.wav")

@@ -5,14 +5,26 @@ file the same way (:class:`AudioError`, one line naming the file). Rates in Hz, 
 """
 from __future__ import annotations
 
+import errno
+import io
 import math
 import os
+import stat
+import warnings
 from pathlib import Path
-from typing import Container, Iterator, Optional, Tuple
+from typing import Container, Dict, Iterator, Optional, Tuple
 
 import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from stylegan2.misc import atomic_write_bytes
 
 SEGMENT_SECONDS = 60.0
+#: Peak level (full scale = 1) that louder generated audio is scaled down to before 16-bit conversion.
+PEAK_LIMIT = 0.99
+#: The largest 16-bit sample as a fraction of full scale: the peak of a decoded archive clip.
+FULL_SCALE = 32767 / 32768
 
 
 #: Extensions read as audio when a folder is scanned (case-insensitive).
@@ -38,11 +50,10 @@ def resample(audio: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
     if orig_sr == sr or audio.size == 0:
         return audio.astype(np.float32, copy=False)
     try:
-        import librosa
+        import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
         import soxr  # noqa: F401
         return librosa.resample(audio, orig_sr=orig_sr, target_sr=sr, res_type="soxr_hq").astype(np.float32)
     except ImportError:
-        from scipy.signal import resample_poly
         g = math.gcd(orig_sr, sr)
         return resample_poly(audio, sr // g, orig_sr // g, window=("kaiser", 8.6)).astype(np.float32)
 
@@ -67,8 +78,6 @@ def audio_file_problem(path) -> Optional[str]:
     a symlink loop) or block: opening a FIFO for reading waits for a writer forever. Only regular
     files (after following symlinks) are accepted; the open test is non-blocking.
     """
-    import errno
-    import stat
     try:
         st = os.stat(path)
     except OSError as e:
@@ -109,14 +118,11 @@ def audio_duration(path) -> float:
     if audio_file_problem(path) is not None:
         return 0.0
     try:
-        import soundfile as sf
         info = sf.info(str(path))
         return float(info.frames) / info.samplerate if info.samplerate else 0.0
     except Exception:
         try:
-            import warnings
-
-            import librosa
+            import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return float(librosa.get_duration(path=str(path)))
@@ -133,9 +139,7 @@ def _librosa_load(path, sr: int, first_error: Optional[BaseException] = None) ->
     if Path(path).stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     try:
-        import warnings
-
-        import librosa
+        import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             y, _ = librosa.load(str(path), sr=sr, mono=True, res_type="soxr_hq" if _has_soxr() else "polyphase")
@@ -168,7 +172,6 @@ def load_audio(path, sr: int = 44100) -> np.ndarray:
     path = Path(path)
     _check_file(path)
     try:
-        import soundfile as sf
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
         audio = resample(_to_mono(data), file_sr, sr)
     except AudioError:
@@ -192,7 +195,6 @@ def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECOND
     if segment_seconds <= 0:
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds!r}")
     try:
-        import soundfile as sf
         f, first_error = sf.SoundFile(str(path)), None
     except Exception as e:
         f, first_error = None, e
@@ -231,3 +233,30 @@ def iter_segments(path, sr: int = 44100, segment_seconds: float = SEGMENT_SECOND
                 break
         if not any_samples:
             raise AudioError(f"{path}: contains no audio samples")
+
+
+def limit_peak(audio: np.ndarray, peak: float = PEAK_LIMIT) -> np.ndarray:
+    """Scale down as a whole (never up, never clipped) so that ``max |audio| <= peak``: 16-bit files
+    must not clip, and clipping would add distortion that is not in the reconstruction."""
+    m = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio * (peak / m) if m > peak else audio
+
+
+def write_audio(path, audio: np.ndarray, sample_rate: int, fmt: str = "wav", tags: Optional[Dict[str, str]] = None,
+                peak: float = PEAK_LIMIT) -> None:
+    """Mono 16-bit PCM WAV or FLAC with text tags (RIFF INFO / Vorbis comments via libsndfile).
+
+    The one audio writer of the project: peaks above ``peak`` are scaled down (:func:`limit_peak`, in
+    float64); the file is encoded in memory and written atomically, so a full disk is an OSError naming
+    the file and never leaves half a file behind.
+    """
+    pcm = limit_peak(np.asarray(audio, np.float64), peak).astype(np.float32)
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=int(sample_rate), channels=1, subtype="PCM_16", format=fmt.upper()) as f:
+        for key, value in (tags or {}).items():
+            setattr(f, key, value)
+        f.write(pcm)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:        # name the file asked for, not the temporary one beside it
+        raise OSError(e.errno, e.strerror, str(path)) from None

@@ -1,4 +1,4 @@
-"""Audio clip <-> uint8 STFT image, exactly as DESIGN.md fixes it, batched in torch (CPU or CUDA).
+"""Audio clip <-> uint8 STFT image, exactly as docs/contract.md fixes it, batched in torch (CPU or CUDA).
 
 Forward (``encode``): Hann STFT with ``n_fft = 2R``, hop R or R/2, centred frames with reflect
 padding; keep bins 0..R-1 and frames 0..R-1; ``v = ln(|X|^2 + eps)``; ``z = (v - mean) / std``
@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from audio_ext.core import stft as transforms
 from audio_ext.core.geometry import StftGeometry, check_stats, validate_audio_block
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -72,9 +73,7 @@ def stft(audio: ArrayLike, geometry: StftGeometry) -> ArrayLike:
         t = t.to(torch.float32)
     lead = t.shape[:-1]
     flat = t.reshape(-1, t.shape[-1])
-    window = torch.hann_window(geometry.n_fft, periodic=True, dtype=t.dtype, device=t.device)
-    spec = torch.stft(flat, n_fft=geometry.n_fft, hop_length=geometry.hop_length, win_length=geometry.n_fft,
-                      window=window, center=True, pad_mode=geometry.pad_mode, return_complex=True)
+    spec = transforms.stft(flat, geometry.n_fft, geometry.hop_length, pad_mode=geometry.pad_mode)
     return _back(spec.reshape(*lead, *spec.shape[-2:]), was_numpy)
 
 
@@ -196,7 +195,7 @@ class AudioCodec:
         return cls(block)
 
     def audio_block(self) -> dict:
-        """The complete ``audio`` block (DESIGN.md) of this codec."""
+        """The complete ``audio`` block (docs/contract.md) of this codec."""
         return self.geometry.audio_block(self.mean, self.std, self.target_bpm)
 
     def audio_to_logpower(self, audio: ArrayLike) -> ArrayLike:

@@ -1,4 +1,4 @@
-"""The STFT geometry of an ElectroGAN archive (DESIGN.md, "STFT geometry") as one immutable value.
+"""The STFT geometry of an ElectroGAN archive (docs/contract.md, "STFT geometry") as one immutable value.
 
 Resolution R fixes everything else: an R x R image holds R frequency bins (0..R-1, the Nyquist bin
 dropped) and R frames of a Hann-windowed STFT with ``n_fft = 2R`` and ``center=True`` (reflect
@@ -19,7 +19,7 @@ FORMAT_VERSION = 1
 #: target_bpm and format_version, which belong to the dataset, not to the STFT).
 GEOMETRY_KEYS = ("sample_rate", "resolution", "n_fft", "hop_length", "window", "center", "eps", "clip_sigma")
 
-#: Every key of a complete ``audio`` block, in the order DESIGN.md lists them.
+#: Every key of a complete ``audio`` block, in the order docs/contract.md lists them.
 AUDIO_BLOCK_KEYS = ("sample_rate", "resolution", "n_fft", "hop_length", "window", "center", "eps",
                     "mean", "std", "clip_sigma", "target_bpm", "format_version")
 
@@ -38,7 +38,7 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 MAX_RESOLUTION = 8192
 #: eps is added to |X|^2 before the log: positive, and at most 1 (beyond that it hides the music).
 MAX_EPS = 1.0
-#: clip_sigma: the +- range kept in standard deviations (3 in DESIGN.md).
+#: clip_sigma: the +- range kept in standard deviations (3 in docs/contract.md).
 MAX_CLIP_SIGMA = 100.0
 #: Tempi in beats per minute that a target_bpm may have (ambient at 20 to extratone at 1000).
 MIN_BPM, MAX_BPM = 20.0, 1000.0
@@ -143,7 +143,7 @@ class StftGeometry:
 
     @property
     def pad_mode(self) -> str:
-        """Padding used for ``center=True`` ('reflect', the DESIGN.md choice)."""
+        """Padding used for ``center=True`` ('reflect', the docs/contract.md choice)."""
         return PAD_MODE
 
     @property
@@ -196,7 +196,7 @@ class StftGeometry:
         }
 
     def audio_block(self, mean: float, std: float, target_bpm: Optional[float] = None) -> dict:
-        """A complete ``audio`` block (DESIGN.md) with the dataset statistics of ln power."""
+        """A complete ``audio`` block (docs/contract.md) with the dataset statistics of ln power."""
         mean, std = check_stats(mean, std, "audio block")
         d = self.to_dict()
         block = {k: d[k] for k in ("sample_rate", "resolution", "n_fft", "hop_length", "window", "center", "eps")}

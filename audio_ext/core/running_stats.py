@@ -11,6 +11,7 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 
 
 def _chunk_moments(x) -> tuple:
@@ -19,7 +20,6 @@ def _chunk_moments(x) -> tuple:
     A tensor stays in torch (on its device) and anything else goes through numpy; both run the
     same steps, so the numbers do not depend on which library holds the values.
     """
-    import torch
     if isinstance(x, torch.Tensor):
         a, isfinite = x.detach().to(torch.float64).reshape(-1), torch.isfinite
     else:

@@ -1,4 +1,9 @@
-"""``librosa.stft`` with a Hann window, bit for bit, in the layout that makes it fast (issue 13).
+"""The short-time Fourier transforms of the project, each spelled out once.
+
+:func:`stft` is the torch STFT with a periodic Hann window that the codec, the decoders, the frame
+model and the quality measures share (batched, on the input's device, in its precision).
+
+:func:`stft_hann` is ``librosa.stft`` with a Hann window, bit for bit, in the layout that makes it fast (issue 13).
 
 The beat tracker takes two STFTs of every one-minute segment (n_fft 2048 at hops of 512 and 256
 samples: thousands of frames). librosa computes each frame's FFT along the strided axis of an
@@ -14,6 +19,25 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import torch
+
+
+def hann_window(n_fft: int, like: torch.Tensor) -> torch.Tensor:
+    """Periodic Hann window of ``n_fft`` samples on ``like``'s device: float64 for float64 or complex128
+    input, else float32."""
+    dtype = torch.float64 if like.dtype in (torch.float64, torch.complex128) else torch.float32
+    return torch.hann_window(n_fft, periodic=True, dtype=dtype, device=like.device)
+
+
+def stft(x: torch.Tensor, n_fft: int, hop_length: int, center: bool = True, pad_mode: str = "reflect",
+         window: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Complex STFT ``[.., n_fft // 2 + 1, frames]`` of ``x`` ``[.., T]`` (a periodic Hann window of
+    ``n_fft`` samples, :func:`hann_window`, unless ``window`` is given). ``center=True`` pads ``n_fft // 2``
+    samples on both sides with ``pad_mode`` (reflect: the codec's choice, docs/contract.md)."""
+    if window is None:
+        window = hann_window(n_fft, x)
+    return torch.stft(x, n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window, center=center,
+                      pad_mode=pad_mode, return_complex=True)
 
 
 def stft_hann(audio: np.ndarray, n_fft: int = 2048, hop_length: int = 512,
@@ -24,7 +48,7 @@ def stft_hann(audio: np.ndarray, n_fft: int = 2048, hop_length: int = 512,
     ``n_bins`` defaults to all ``n_fft // 2 + 1``. The result is a transposed view of a C-ordered
     array, so its strides match librosa's Fortran-ordered output (later BLAS calls see the same layout).
     """
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     y = np.asarray(audio, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"stft_hann: expected mono audio (1-D), got shape {y.shape}")

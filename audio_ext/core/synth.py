@@ -14,6 +14,7 @@ import math
 from typing import NamedTuple, Sequence, Tuple
 
 import numpy as np
+from scipy.signal import lfilter
 
 #: Parts :func:`techno_loop` knows; pass a subset as ``parts``.
 PARTS = ("kick", "hat", "bass", "chord", "noise", "offbass")
@@ -68,7 +69,6 @@ def _saw(freq: float, n: int, sr: int) -> np.ndarray:
 
 def _onepole_lowpass(x: np.ndarray, cutoff: float, sr: int) -> np.ndarray:
     """One-pole low-pass at ``cutoff`` Hz (scipy's lfilter, so it is fast on long notes)."""
-    from scipy.signal import lfilter
     a = math.exp(-2 * math.pi * cutoff / sr)
     return lfilter([1 - a], [1, -a], x)
 

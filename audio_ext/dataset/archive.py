@@ -1,4 +1,4 @@
-"""The training archive ``stft.zip`` (DESIGN.md, "Dataset archive"): its format, written and read.
+"""The training archive ``stft.zip`` (docs/contract.md, "Dataset archive"): its format, written and read.
 
 * :class:`ArchiveWriter` writes greyscale PNGs (``00000/img00000000.png``, at most 1000 per
   folder) and ``dataset.json`` into a zip or a folder. It works on a temporary name beside the
@@ -33,7 +33,7 @@ from stylegan2.misc import atomic_path
 
 PathLike = Union[str, os.PathLike]
 
-#: PNGs per subfolder (DESIGN.md).
+#: PNGs per subfolder (docs/contract.md).
 FILES_PER_FOLDER = 1000
 #: Timestamp of every zip entry, so archives are byte-identical across runs.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)

@@ -16,8 +16,13 @@ import math
 from typing import Optional, Tuple
 
 import numpy as np
+from scipy.ndimage import maximum_filter1d
+from scipy.signal import butter, hilbert, sosfiltfilt
 
-#: Thesis defaults (paper-notes.md, "Dataset").
+from audio_ext.core.stft import stft_hann
+from audio_ext.dataset.medfilt import median_filter_axis
+
+#: Thesis defaults (docs/references.md, the thesis's dataset).
 TARGET_BPM = 130.0
 MIN_BPM = 120.0
 MAX_BPM = 145.0
@@ -54,7 +59,7 @@ def fold_tempo(bpm: float, min_bpm: float = MIN_BPM, max_bpm: float = MAX_BPM) -
 
 
 def _onset_envelope(audio: np.ndarray, sr: int, hop: int) -> np.ndarray:
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     return librosa.onset.onset_strength(y=audio, sr=sr, hop_length=hop)
 
 
@@ -89,7 +94,6 @@ def _kick_onsets(audio: np.ndarray, sr: int, decim: int = 32) -> Tuple[np.ndarra
     a step of the envelope gives its largest slope at the step, so the peak marks the onset
     within about a millisecond, unlike spectral-flux envelopes that lag by half a window.
     """
-    from scipy.signal import butter, hilbert, sosfiltfilt
     nyq = sr / 2
     sos = butter(4, [30 / nyq, min(150 / nyq, 0.99)], btype="band", output="sos")
     low = sosfiltfilt(sos, audio.astype(np.float64))[::decim]
@@ -202,8 +206,6 @@ def _kick_salience(audio: np.ndarray, sr: int, hop: int = 256) -> Tuple[np.ndarr
     onset strength. On synthetic material whose off-beat bass carries several times the kick's
     energy in the 30..150 Hz band this measure still scores the kicks about twice as high.
     """
-    from audio_ext.core.stft import stft_hann
-    from audio_ext.dataset.medfilt import median_filter_axis
     n_fft = 2048
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
     keep = freqs <= 800.0  # room above the band so the frequency median is not edge-dominated
@@ -228,7 +230,6 @@ def _grid_salience(salience: np.ndarray, rate: float, period: float, first: floa
     The tolerance absorbs the spectral envelope's coarser timing (46 ms windows); it is far below
     a sixteenth note (103 ms at 145 BPM), so shifted grids never share a maximum.
     """
-    from scipy.ndimage import maximum_filter1d
     width = 2 * int(round(tolerance * rate)) + 1
     peak = maximum_filter1d(salience, size=width, mode="nearest")
     duration = salience.size / rate
@@ -285,7 +286,6 @@ def _comb_fit(salience: np.ndarray, rate: float, period: float, rel_range: float
     and an off-beat between, and its weakest sub-comb holds only the off-beats, which may carry a
     bass note but not the kick; at the beat period every sub-comb holds kicks.
     """
-    from scipy.ndimage import maximum_filter1d
     peak = maximum_filter1d(salience, size=2 * int(round(tolerance * rate)) + 1, mode="nearest")
     duration = salience.size / rate
     best = 0.0
@@ -366,7 +366,7 @@ def track_tempo(segment: np.ndarray, sr: int = 44100, centre_bpm: float = TARGET
     is in the octave around ``centre_bpm``; use :func:`fold_tempo` to move it into a range.
     Returns ``Tempo(nan, [], 0)`` when the segment has no steady beat.
     """
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     audio = np.asarray(segment, dtype=np.float32)
     duration = audio.size / sr
     nothing = Tempo(float("nan"), np.zeros(0), 0.0)

@@ -16,18 +16,16 @@ import errno
 import hashlib
 import json
 import math
-import multiprocessing
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from audio_ext.core.audio_io import AudioError, audio_duration, audio_file_problem
+from audio_ext.core.audio_io import AudioError, audio_file_problem
+from audio_ext.core.codec import encode
 from audio_ext.core.geometry import StftGeometry
-from audio_ext.core.running_stats import RunningStats
 from audio_ext.dataset.archive import (
     ArchiveError,
     ArchiveWriter,
@@ -39,7 +37,9 @@ from audio_ext.dataset.archive import (
     remove_stale_temps,
 )
 from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips
+from audio_ext.dataset.pool import Progress, ordered_map
 from audio_ext.dataset.sources import Source, _name_bytes, gather_sources, in_shard, read_labels
+from audio_ext.dataset.statistics import check_stats_destination, load_stats, sampled_stats
 from audio_ext.dataset.worklock import WorkLock
 from stylegan2.misc import atomic_path, atomic_write_text
 
@@ -47,65 +47,6 @@ from stylegan2.misc import atomic_path, atomic_write_text
 #: written by audio_ext.core.png -- same pixels, other bytes, so a resumed build is not a mix of both).
 CACHE_VERSION = 4
 
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------------
-
-def load_stats(path: PathLike) -> Tuple[float, float, dict]:
-    """(mean, std, the JSON) from a stats file (RunningStats.to_dict(), or any object with mean and std)."""
-    path = Path(path)
-    problem = audio_file_problem(path)
-    if problem not in (None, "no such file"):
-        raise ArchiveError(f"{path}: cannot read the statistics ({problem})")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArchiveError(f"{path}: no such statistics file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArchiveError(f"{path}: not a statistics JSON file ({e})") from None
-    if isinstance(d, dict) and isinstance(d.get("audio"), dict):
-        d = d["audio"]  # a dataset.json or a saved audio block: reuse its statistics
-    try:
-        mean, std = float(d["mean"]), float(d["std"])
-    except (TypeError, KeyError, ValueError):
-        raise ArchiveError(f"{path}: statistics need numeric 'mean' and 'std'") from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise ArchiveError(f"{path}: statistics must have a finite mean and a positive std (got {mean}, {std})")
-    return mean, std, d
-
-
-def _sample_segments(path: Path, segment_seconds: float, per_file: int) -> Optional[List[int]]:
-    """Up to ``per_file`` segment indices spread evenly over the file (None: all of them)."""
-    n = int(math.ceil(audio_duration(path) / segment_seconds)) if segment_seconds > 0 else 0
-    if n <= per_file or n == 0:
-        return None
-    return sorted(set(np.linspace(0, n - 1, per_file).round().astype(int).tolist()))
-
-
-def _stats_worker(task) -> dict:
-    """Statistics of ln power over the sampled clips of one file (runs in a pool worker)."""
-    path, name, geom_dict, params_dict, per_file = task
-    from audio_ext.core.codec import audio_to_logpower
-    geometry = StftGeometry.from_dict(geom_dict)
-    params = SliceParams(**params_dict)
-    stats = RunningStats()
-    clips = 0
-    try:
-        segs = _sample_segments(Path(path), params.segment_seconds, per_file)
-        for clip, _ in iter_track_clips(path, geometry, params, name, segments=segs):
-            stats.update(audio_to_logpower(clip, geometry))
-            clips += 1
-            if clips >= per_file:
-                break
-    except Exception:  # a bad file simply contributes nothing to the sample; the main pass reports it
-        pass
-    return {"count": stats.count, "mean": stats.mean if stats.count else 0.0, "m2": stats.m2, "clips": clips}
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-file work (resumable)
-# ---------------------------------------------------------------------------------------------
 
 def _stamp(path: Path) -> list:
     """(size, mtime in ns) of a file, so a cached result is not reused after the file changed."""
@@ -133,7 +74,6 @@ def _file_worker(task) -> dict:
     file is written last and atomically: its presence marks the file as finished.
     """
     path, name, work, geom_dict, mean, std, params_dict = task
-    from audio_ext.core.codec import encode
     geometry = StftGeometry.from_dict(geom_dict)
     params = SliceParams(**params_dict)
     key = _cache_key(name)
@@ -168,58 +108,6 @@ def _file_worker(task) -> dict:
                 seconds_wall=round(time.perf_counter() - t0, 3))
     atomic_write_text(work / f"{key}.json", json.dumps(meta))
     return meta
-
-
-def _init_worker() -> None:
-    """Pool workers use one thread each: the parallelism is across files."""
-    with contextlib.suppress(Exception):
-        import torch
-        torch.set_num_threads(1)
-
-
-_WARM = False
-
-
-def _warm_up() -> None:
-    """Run the slicing chain once on a short loop so that forked workers inherit librosa's loaded
-    numba functions instead of each loading them again (about 10 s per process)."""
-    global _WARM
-    if _WARM:
-        return
-    _WARM = True
-    with contextlib.suppress(Exception):
-        from audio_ext.core.synth import techno_loop
-        from audio_ext.dataset.cut import slice_segment
-        slice_segment(techno_loop(128.0, 3.0, parts=("kick", "hat")), 44100, 256)
-
-
-def _pool(workers: int):
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    if fork:
-        _warm_up()
-    ctx = multiprocessing.get_context("fork" if fork else "spawn")
-    return ctx.Pool(workers, initializer=_init_worker)
-
-
-def _ordered_map(fn: Callable, tasks: Sequence, workers: int) -> Iterable:
-    """``map(fn, tasks)`` in task order, in-process for one worker, else across a process pool."""
-    if workers <= 1 or len(tasks) <= 1:
-        # Same thread count as a pool worker, so that results cannot depend on --workers.
-        import torch
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            for t in tasks:
-                yield fn(t)
-        finally:
-            torch.set_num_threads(threads)
-        return
-    pool = _pool(min(workers, len(tasks)))
-    try:
-        yield from pool.imap(fn, tasks, chunksize=1)
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,27 +174,6 @@ class BuildSummary:
         d = dataclasses.asdict(self)
         d["counts"] = self.counts.to_dict()
         return d
-
-
-class _Progress:
-    """tqdm over source bytes (a fair proxy for audio duration, cheap to know up front), or nothing."""
-
-    def __init__(self, enabled: bool, total: int, desc: str, unit: str = "B") -> None:
-        self.bar = None
-        if enabled:
-            from stylegan2.progress import progress_bar
-            self.bar = progress_bar(total=total, unit=unit, unit_scale=unit == "B", desc=desc, file=sys.stderr,
-                                    dynamic_ncols=True)
-
-    def update(self, n: int, clips: Optional[int] = None) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if clips is not None:
-                self.bar.set_postfix(clips=clips, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _file_size(p: Path) -> int:
@@ -387,7 +254,8 @@ def _build_locked(dest: Path, work: Path, sources: List[Source], all_sources: Li
         mean, std, _ = load_stats(opts.stats_path)
         summary.stats_source = f"from {opts.stats_path}"
     else:
-        mean, std = _sampled_stats(all_sources, geometry, params, opts, work, log)
+        mean, std = sampled_stats(all_sources, geometry, params, opts.stats_sample, opts.workers, opts.progress,
+                                  work, log)
         summary.stats_source = f"sampled from up to {opts.stats_sample} clips"
         with contextlib.suppress(OSError):
             atomic_write_text(dest.with_name(dest.name + ".stats.json"),
@@ -432,13 +300,13 @@ def _build_locked(dest: Path, work: Path, sources: List[Source], all_sources: Li
     if summary.files_resumed:
         log(f"resuming: {summary.files_resumed} file(s) already done in {work}")
 
-    progress = _Progress(opts.progress, sum(_file_size(s.path) for s in todo), "slicing")
+    progress = Progress(opts.progress, sum(_file_size(s.path) for s in todo), "slicing")
     tasks = [(str(s.path), s.name, str(work), geometry.to_dict(), mean, std, params.to_dict()) for s in todo]
     by_name = {s.name: s for s in todo}
     order = {s.name: i for i, s in enumerate(sources)}
     usable = [s for s in sources if s.name not in unusable]
     try:
-        for meta in _ordered_map(_file_worker, tasks, opts.workers):
+        for meta in ordered_map(_file_worker, tasks, opts.workers):
             metas[meta["name"]] = meta
             progress.update(_file_size(by_name[meta["name"]].path), sum(len(m["records"]) for m in metas.values()))
             if opts.max_clips is not None and _prefix_clips(usable, metas, label_of, opts) >= opts.max_clips:
@@ -492,30 +360,6 @@ def _build_locked(dest: Path, work: Path, sources: List[Source], all_sources: Li
     return summary
 
 
-def check_stats_destination(dest: PathLike, overwrite: bool, source: PathLike) -> Path:
-    """Like :func:`~audio_ext.dataset.archive.check_destination` for the JSON file of ``--stats-only``:
-    an existing file is replaced only with ``overwrite`` and only when it is a statistics file."""
-    dest = Path(dest)
-    check_not_overlapping(dest, [source])
-    if dest.exists() or dest.is_symlink():
-        if not overwrite:
-            raise ArchiveError(f"{dest}: already exists; pass --overwrite to replace it")
-        try:
-            with open(dest, "rb") as f:
-                d = json.loads(f.read(1 << 20))
-            ours = isinstance(d, dict) and "mean" in d and "std" in d and dest.is_file() and not dest.is_symlink()
-        except (OSError, ValueError):
-            ours = False
-        if not ours:
-            raise ArchiveError(f"{dest}: is not a statistics file written by this tool; refusing to replace it")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ArchiveError(f"{dest}: cannot create the parent folder ({e.strerror or e})") from None
-    return dest
-
-
 def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Callable[[str], None]) -> BuildSummary:
     """Sample the statistics of ``source`` (all shards alike) and write them to the JSON file ``dest``.
 
@@ -531,7 +375,8 @@ def _stats_only(source: PathLike, dest: PathLike, opts: BuildOptions, log: Calla
     with WorkLock(work, log), destination_errors(dest, work):
         remove_stale_temps(dest, log)
         _remove_work_temps(work)
-        mean, std = _sampled_stats(sources, geometry, opts.slicing, opts, work, log)
+        mean, std = sampled_stats(sources, geometry, opts.slicing, opts.stats_sample, opts.workers, opts.progress,
+                                  work, log)
         summary = BuildSummary(dest=str(dest), files_found=len(sources), ignored=ignored, mean=mean, std=std,
                                stats_source=f"sampled from up to {opts.stats_sample} clips")
         atomic_write_text(dest, json.dumps({"mean": mean, "std": std, "source": summary.stats_source,
@@ -578,52 +423,6 @@ def _prefix_clips(sources: Sequence[Source], metas: Dict[str, dict], label_of: d
             break
         total += len(m["records"])
     return total
-
-
-def _sampled_stats(sources: Sequence[Source], geometry: StftGeometry, params: SliceParams, opts: BuildOptions,
-                   work: Path, log: Callable[[str], None]) -> Tuple[float, float]:
-    """Mean/std of ln power over a deterministic sample of about ``stats_sample`` clips.
-
-    Files are visited in a fixed pseudo-random order of the whole (unsharded) source list, so
-    every shard computes the same numbers; each contributes clips from segments spread over its
-    length, ``ceil(N / min(files, 64))`` at most. The result is cached in the work folder and
-    written beside the destination as ``<dest>.stats.json`` for reuse with ``--stats``.
-    """
-    n = max(1, int(opts.stats_sample))
-    key = {"sample": n, "audio": geometry.to_dict(), "slicing": params.to_dict(),
-           "sources": hashlib.sha1(_name_bytes("\n".join(s.name for s in sources))).hexdigest()}
-    cache = work / "stats.json"
-    if cache.exists():
-        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
-            d = json.loads(cache.read_text())
-            if d["key"] == key:
-                return float(d["mean"]), float(d["std"])
-    per_file = max(1, math.ceil(n / min(len(sources), 64)))
-    perm = np.random.default_rng(0).permutation(len(sources))
-    total = RunningStats()
-    clips = 0
-    log(f"statistics: sampling up to {n} clips ({per_file} per file)")
-    tasks = [(str(sources[i].path), sources[i].name, geometry.to_dict(), params.to_dict(), per_file) for i in perm]
-    # Results are merged in the fixed file order and the pass stops at the same file whatever the
-    # worker count, so the statistics (and the archive bytes) do not depend on --workers.
-    progress = _Progress(opts.progress, n, "statistics", unit="clip")
-    try:
-        for r in _ordered_map(_stats_worker, tasks, opts.workers):
-            if r["count"]:
-                total.merge(RunningStats(r["count"], r["mean"], r["m2"]))
-                clips += r["clips"]
-                progress.update(min(r["clips"], max(0, n - clips + r["clips"])))
-            if clips >= n:
-                break
-    finally:
-        progress.close()
-    if total.count == 0:
-        raise ArchiveError("nothing usable: no clip could be cut from any source for the statistics "
-                           "(all files unreadable, silent, too short or outside the tempo range)")
-    mean, std = total.mean, total.std
-    record = {"key": key, "mean": mean, "std": std, "clips": clips, **total.to_dict()}
-    atomic_write_text(cache, json.dumps(record))
-    return mean, std
 
 
 def _log_path(dest: Path) -> Path:

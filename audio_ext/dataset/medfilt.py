@@ -13,6 +13,7 @@ rows, ~2x along columns on the devset's spectrograms).
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import median_filter
 
 
 def median_filter_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -21,7 +22,6 @@ def median_filter_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
     ``size``: the window length (odd, >= 1) along ``axis`` (0 or 1). Lines shorter than half the
     window, where reflecting once does not cover the padding, go through scipy itself.
     """
-    from scipy.ndimage import median_filter
     x = np.asarray(x)
     if x.ndim != 2 or axis not in (0, 1):
         raise ValueError(f"median_filter_axis: expected a 2-D array and axis 0 or 1, got shape {x.shape}, axis {axis}")

@@ -17,6 +17,9 @@ import tempfile
 from typing import Sequence, Tuple
 
 import numpy as np
+import scipy.fft
+import soundfile as sf
+import torch
 
 #: Stretchers :func:`time_stretch` knows, best first, and the choices a user has ('auto' = best installed).
 STRETCHERS = ("rubberband", "phase-vocoder", "librosa")
@@ -35,7 +38,6 @@ def available_stretcher() -> str:
 
 
 def _rubberband_cli(audio: np.ndarray, sr: int, ratio: float) -> np.ndarray:
-    import soundfile as sf
     with tempfile.TemporaryDirectory(prefix="electrogan-rb-") as tmp:
         src, dst = os.path.join(tmp, "in.wav"), os.path.join(tmp, "out.wav")
         sf.write(src, audio, sr, subtype="FLOAT")
@@ -47,7 +49,7 @@ def _rubberband_cli(audio: np.ndarray, sr: int, ratio: float) -> np.ndarray:
 
 def _librosa_phase_vocoder(audio: np.ndarray, sr: int, ratio: float) -> np.ndarray:
     """librosa's phase vocoder (n_fft 2048, hop 512); works with librosa 0.10 .. 1.x."""
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     rate = 1.0 / ratio
     n_out = int(round(audio.size * ratio))
     try:
@@ -75,7 +77,6 @@ def beat_locked_phase_vocoder(audio: np.ndarray, ratio: float, reset_samples: Se
     up to the STFT round trip. Periodic Hann window, centred frames, float32 output of
     ``round(len(audio) * ratio)`` samples.
     """
-    import scipy.fft
     # float32 throughout except the running phase sum: half the memory traffic of float64, and
     # 1e-4 rad of rounding is far below what anyone hears. Every step below computes the same
     # numbers, bit for bit, as the straightforward array expressions in the comments (issue 13
@@ -154,7 +155,6 @@ def _polar(mag: np.ndarray, phase: np.ndarray) -> np.ndarray:
     ``(mag * cos(phase), mag * sin(phase))`` with the same scalar libm functions (tests/test_stretch.py
     checks the equality on real phase ranges).
     """
-    import torch
     return torch.polar(torch.from_numpy(mag), torch.from_numpy(phase)).numpy()
 
 
@@ -186,7 +186,7 @@ def _istft_hann(coeffs: np.ndarray, hop_length: int, n_fft: int, length: int) ->
     in four vectorised passes instead of a loop over thousands of frames. Falls back to librosa
     when the hop does not divide ``n_fft``.
     """
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     if n_fft % hop_length:
         out = librosa.istft(coeffs.T, hop_length=hop_length, n_fft=n_fft, window="hann", center=True, length=length)
         return np.asarray(out, dtype=np.float32)
@@ -229,11 +229,11 @@ def time_stretch(audio: np.ndarray, sr: int, ratio: float, stretcher: str = "aut
         return audio.astype(np.float32, copy=True), name
     if name == "rubberband":
         try:
-            import pyrubberband
+            import pyrubberband  # lazy: optional: Rubber Band stretcher when installed
             out = pyrubberband.time_stretch(audio, sr, 1.0 / ratio)
         except ImportError:
             out = _rubberband_cli(audio, sr, ratio)
-        import librosa
+        import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
         return librosa.util.fix_length(np.asarray(out, dtype=np.float32), size=n_out), name
     if name == "librosa":
         return _librosa_phase_vocoder(audio, sr, ratio), name

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -67,7 +68,6 @@ class WorkLock:
             return {}
 
     def acquire(self) -> "WorkLock":
-        import fcntl
         for _ in range(20):
             try:
                 self.work.mkdir(parents=True, exist_ok=True)

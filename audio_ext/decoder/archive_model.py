@@ -1,7 +1,7 @@
 """The decoder model that belongs to an archive: ``<archive stem>.decoder.pt`` beside it.
 
 ``dataset_tool_audio.py --train-decoder`` writes it (``stft.zip`` -> ``stft.decoder.pt``; an archive
-folder ``stft/`` -> ``stft.decoder.pt`` beside the folder; :func:`audio_ext.decoder.frame_training.decoder_path_for_archive`
+folder ``stft/`` -> ``stft.decoder.pt`` beside the folder; :func:`decoder_path_for_archive`
 is the one naming rule). Two readers find it through :func:`side_model_path`:
 
 * ``train.py --data stft.zip`` stores it in every snapshot (the snapshot key ``decoder_model``; a
@@ -18,15 +18,23 @@ it is never passed over for another model.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.decoder import frame_model
+from audio_ext.decoder.model_choice import SOURCE_ARCHIVE, DecoderChoice, choose_decoder_model, is_no_model
+from audio_ext.decoder.model_file import check_model_payload, read_model_file
 
 PathLike = Union[str, Path]
+
+
+def decoder_path_for_archive(dest: PathLike) -> Path:
+    """Where the dataset tool stores an archive's own decoder model: ``stft.zip`` -> ``stft.decoder.pt``."""
+    dest = Path(dest)
+    stem = dest.name[:-4] if dest.name.lower().endswith(".zip") else dest.name
+    return dest.with_name(f"{stem}.decoder.pt")
 
 
 def side_model_path(data: PathLike) -> Optional[Path]:
@@ -36,7 +44,6 @@ def side_model_path(data: PathLike) -> Optional[Path]:
     ``.`` and ``..`` are made absolute first, so the folder's own name gives the stem; None for a
     path without a name (the file-system root), which has no place beside it.
     """
-    from audio_ext.decoder.frame_training import decoder_path_for_archive
     path = Path(data)
     if path.name in ("", ".", ".."):
         path = Path(os.path.abspath(path))
@@ -49,7 +56,7 @@ def check_model_for(payload: Any, geometry: StftGeometry, where: PathLike) -> di
     """``payload`` once it is a frame-interpolation model dict trained for ``geometry`` whose weights fit
     the configuration it declares; ModelError (one line, naming ``where``) otherwise. For a model read
     from a file and for the one a snapshot carries (``where`` = ``'<snapshot>: decoder_model'``)."""
-    payload = frame_model.check_payload(payload, where)
+    payload = check_model_payload(payload, where)
     frame_model.check_geometry(frame_model.model_geometry(payload, where), geometry, where)
     frame_model.build_model(payload, where)
     return payload
@@ -58,7 +65,7 @@ def check_model_for(payload: Any, geometry: StftGeometry, where: PathLike) -> di
 def read_model_for(path: PathLike, geometry: StftGeometry) -> dict:
     """The plain-data dict of model file ``path`` (read with ``weights_only=True``) once it is known to
     decode ``geometry`` (:func:`check_model_for`); ModelError (one line, naming ``path``) otherwise."""
-    return check_model_for(frame_model.read_payload(path), geometry, path)
+    return check_model_for(read_model_file(path), geometry, path)
 
 
 def find_side_model(data: PathLike, geometry: StftGeometry) -> Optional[Tuple[Path, dict]]:
@@ -80,30 +87,71 @@ def find_side_model(data: PathLike, geometry: StftGeometry) -> Optional[Tuple[Pa
         raise frame_model.ModelError(f"{e} ({hint})") from None
 
 
-@contextlib.contextmanager
-def archive_decoder_models(data: PathLike, geometry: StftGeometry,
-                           decoder_model: Optional[PathLike] = None) -> Iterator[Optional[str]]:
-    """Within the block, ``learned+pghi+fgla`` decodes the clips of archive ``data`` (of ``geometry``)
-    with ``decoder_model`` when given (a file; ``'none'``: no learned decoder), else the model beside
-    the archive (:func:`find_side_model`) when there is one, else the env/shipped choice; the previous
-    choice comes back afterwards. Yields the label of the model in use (``'archive: stft.decoder.pt'``)
-    or None when there is none.
+def archive_decoder_choice(data: PathLike, geometry: StftGeometry,
+                           decoder_model: Optional[PathLike] = None) -> DecoderChoice:
+    """The decoder model for the clips of archive ``data`` (of ``geometry``): ``decoder_model`` when given
+    (a file; ``'none'``: no learned decoder), else the model beside the archive (:func:`find_side_model`)
+    when there is one, else the environment's or the shipped one (:func:`choose_decoder_model`). Its
+    ``label`` reads ``'archive: stft.decoder.pt'`` for the side file.
 
-    A named or side file that cannot be used for ``geometry`` is a one-line ModelError on entering
-    (a named one prefixed ``--decoder-model:``). An env or shipped model of another geometry is not
-    an error: the classic decoder is the default then, as everywhere else.
+    A named or side file that cannot be used for ``geometry`` is a one-line ModelError (a named one
+    prefixed ``--decoder-model:``). An env or shipped model of another geometry is not an error: the
+    classic decoder is the default then, as everywhere else.
     """
     if decoder_model is None:
         found = find_side_model(data, geometry)
-        ctx = (frame_model.decoder_models(snapshot=found[1], where=str(found[0]), source=frame_model.SOURCE_ARCHIVE)
-               if found else frame_model.decoder_models())
-    elif frame_model.is_no_model(decoder_model):
-        ctx = frame_model.decoder_models(path=frame_model.NO_MODEL)
-    else:
+        if found is None:
+            return choose_decoder_model()
+        return choose_decoder_model(carried=found[1], where=str(found[0]), source=SOURCE_ARCHIVE)
+    if not is_no_model(decoder_model):
         try:
             read_model_for(decoder_model, geometry)
         except frame_model.ModelError as e:
             raise frame_model.ModelError(f"--decoder-model: {e}") from None
-        ctx = frame_model.decoder_models(path=decoder_model)
-    with ctx:
-        yield frame_model.model_label()
+    return choose_decoder_model(flag=decoder_model)
+
+
+def run_decoder_model(data: PathLike, block: Optional[dict], flag: Optional[PathLike] = None,
+                      resumed: Optional[Tuple[str, Optional[dict]]] = None) -> Tuple[Optional[str], Optional[dict]]:
+    """(description, plain-data dict) of the decoder model that the snapshots of a training run on
+    archive ``data`` (its audio ``block``) carry; the dict is None when they carry none (the description
+    then says why, or is None when there is nothing to say).
+
+    The precedence of :func:`~audio_ext.decoder.model_choice.choose_decoder_model` without its fallbacks
+    (a snapshot never carries the environment's or the shipped model): ``flag`` (``--decoder-model``;
+    ``'none'``: no model) > the carried model, which is the resumed snapshot's (``resumed`` = (snapshot
+    path, its ``decoder_model`` or None): a resumed run never switches decoders because the file beside
+    the archive changed) or else :func:`find_side_model`'s. Every model must fit ``block``: a mismatch
+    is a one-line ModelError now, not a snapshot that generation cannot use.
+    """
+    if flag is not None and is_no_model(flag):
+        return None, None
+    geometry = StftGeometry.from_dict(block) if block else None
+    if flag is None and resumed is not None:
+        path, payload = resumed
+        side = side_model_path(data)
+        switch = (f"; {side} beside --data is not read: --decoder-model {side} switches to it"
+                  if side is not None and side.exists() else "")
+        if payload is None:
+            return (f"none: {path} carries none and the resumed run keeps that{switch}" if switch else None), None
+        where = f"{path}: decoder_model"
+        if geometry is None:
+            raise frame_model.ModelError(f"{where}: {data} has no audio block, so a decoder model has nothing to decode")
+        check_model_for(payload, geometry, where)
+        return f"the resumed snapshot's (kept on resume{switch})", payload
+    if flag is None:
+        side = side_model_path(data)
+        if side is None or not (side.exists() or side.is_symlink()):
+            return None, None
+        if geometry is None:
+            raise frame_model.ModelError(f"{side} (found beside --data): {data} has no audio block, so a decoder "
+                                         f"model has nothing to decode")
+        found = find_side_model(data, geometry)
+        return str(found[0]), found[1]
+    if geometry is None:
+        raise frame_model.ModelError(f"--decoder-model {flag}: {data} has no audio block, so a decoder model has "
+                                     f"nothing to decode")
+    try:
+        return str(flag), read_model_for(flag, geometry)
+    except (frame_model.ModelError, ValueError) as e:
+        raise frame_model.ModelError(f"--decoder-model {flag}: {e}") from None

@@ -27,21 +27,21 @@ All convolutions are translation invariant, so one network runs on any number of
 (any R); it is only *trained* for one geometry, which the model file records.
 
 Model files are plain data (``torch.save`` of dicts, lists, numbers, strings and tensors) and are
-read with ``torch.load(weights_only=True)``: loading never runs code from the file.
+read with ``torch.load(weights_only=True)``: loading never runs code from the file. Reading and
+checking them is :mod:`audio_ext.decoder.model_file`, the one validator for every door.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from audio_ext.core.geometry import StftGeometry, check_stats
+from audio_ext.core.stft import stft
+from stylegan2.misc import atomic_torch_save
 
 #: ``format`` entry of every model file.
 MODEL_FORMAT = "electrogan-frame-interp"
@@ -137,10 +137,6 @@ class FrameInterpNet(nn.Module):
         return self.head(h)[:, 0, :F]
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 # --- codec-exact quantisation and training pairs -----------------------------------------------------
 
 def quantise_logpower(v: torch.Tensor, geometry: StftGeometry, mean: float, std: float) -> torch.Tensor:
@@ -183,9 +179,7 @@ def fine_stft_logpower(audio: torch.Tensor, geometry: StftGeometry) -> torch.Ten
     n_fft, hop = geometry.n_fft, geometry.hop_length
     if hop % 2:
         raise ValueError(f"hop_length {hop} is odd; the in-between frames need hop/2 samples")
-    w = torch.hann_window(n_fft, periodic=True, dtype=torch.float32, device=audio.device)
-    X = torch.stft(audio.to(torch.float32), n_fft=n_fft, hop_length=hop // 2, win_length=n_fft, window=w,
-                   center=False, return_complex=True)
+    X = stft(audio.to(torch.float32), n_fft, hop // 2, center=False)
     return (X.real.square() + X.imag.square() + geometry.eps).log()
 
 
@@ -277,26 +271,7 @@ def model_payload(model: FrameInterpNet, geometry: StftGeometry, stats: Mapping[
 
 def save_model(path: Union[str, Path], payload: Mapping[str, Any]) -> None:
     """Write a model payload atomically (temp file + rename); an existing file survives a failure."""
-    from stylegan2.misc import atomic_torch_save
     atomic_torch_save(path, dict(payload))
-
-
-def read_payload(path: Union[str, Path]) -> dict:
-    """The dict of a model file, read with ``weights_only=True`` and checked (size, zip, config, shapes,
-    finite weights: :func:`audio_ext.decoder.model_file.read_model_file`); ModelError with one line if unusable."""
-    from audio_ext.decoder.model_file import read_model_file
-    return read_model_file(path)
-
-
-def check_payload(payload: Any, path: Union[str, Path] = "model") -> dict:
-    """``payload`` itself when it is a model file's dict (format, version, entries); ModelError otherwise.
-
-    Used for model files and for the copy a training snapshot carries (its ``decoder_model`` key);
-    the checks (config bounds, shapes on the meta device, finite weights) are
-    :func:`audio_ext.decoder.model_file.check_model_payload`.
-    """
-    from audio_ext.decoder.model_file import check_model_payload
-    return check_model_payload(payload, path)
 
 
 def model_geometry(payload: Mapping[str, Any], path: Union[str, Path] = "model") -> StftGeometry:
@@ -326,7 +301,8 @@ def build_model(payload: Mapping[str, Any], path: Union[str, Path] = "model") ->
 
 
 class DecoderModel:
-    """A loaded frame-interpolation model with the geometry it was trained for and where it came from."""
+    """A loaded frame-interpolation model with the geometry it was trained for and where it came from;
+    ``payload`` is one that :mod:`audio_ext.decoder.model_file` has checked."""
 
     def __init__(self, payload: Mapping[str, Any], path: Union[str, Path] = "model") -> None:
         self.path = str(path)
@@ -335,10 +311,6 @@ class DecoderModel:
         self.training = dict(payload.get("training") or {})
         # channels-last weights select oneDNN's faster NHWC convolutions: ~1.8x less CPU time per image
         self.net = build_model(payload, path).to(memory_format=torch.channels_last)
-
-    @classmethod
-    def load(cls, path: Union[str, Path]) -> "DecoderModel":
-        return cls(read_payload(path), path)
 
     @property
     def name(self) -> str:
@@ -372,157 +344,3 @@ def upsample_magnitude(mag: torch.Tensor, geometry: StftGeometry, model: Decoder
     between = magnitude_of_logpower(model.predict(v), geometry)
     between[..., geometry.resolution:, :] = 0.0  # Nyquist: never stored, decoded as silence
     return interleave(mag, between)
-
-
-# --- which model decodes -------------------------------------------------------------------------------
-
-#: Where each level of the choice stands: ``file`` (set_decoder_model: a path, or None for "no model"),
-#: ``file_set`` (whether set_decoder_model chose), ``snapshot`` (a (DecoderModel, label, source) triple or
-#: None: the model a snapshot carries, or the one beside the archive being decoded).
-_OVERRIDE: Dict[str, Any] = {"file_set": False, "file": None, "snapshot": None}
-
-#: Where a model comes from, as the page and file tags say it. SOURCE_ARCHIVE: ``<stem>.decoder.pt``
-#: beside the archive being decoded (audio_ext.decoder.archive_model); it ranks where a snapshot's model does.
-SOURCE_FILE, SOURCE_SNAPSHOT, SOURCE_ARCHIVE, SOURCE_SHIPPED = "file", "snapshot", "archive", "shipped"
-#: ``--decoder-model`` / ``$ELECTROGAN_DECODER_MODEL`` value that turns the learned decoder off.
-NO_MODEL = "none"
-
-
-def is_no_model(value: Any) -> bool:
-    """True for the value that means "no decoder model" (``'none'``, any case, surrounding blanks ignored)."""
-    return isinstance(value, (str, Path)) and str(value).strip().lower() == NO_MODEL
-
-
-def set_decoder_model(path: Optional[Union[str, Path]]) -> None:
-    """Use the model at ``path`` for ``learned+pghi+fgla`` (``None`` goes back to the snapshot/env/shipped choice;
-    ``'none'`` means no model at all, so the classic decoder is the default).
-
-    An explicit file beats every other source (``--decoder-model``). The file is read at once, so a
-    bad path fails here with a one-line ModelError.
-    """
-    if path is None:
-        _OVERRIDE.update(file_set=False, file=None)
-        return
-    if is_no_model(path):
-        _OVERRIDE.update(file_set=True, file=None)
-        return
-    _load_cached(str(Path(path).resolve()))
-    _OVERRIDE.update(file_set=True, file=str(Path(path).resolve()))
-
-
-def set_snapshot_model(payload: Optional[Mapping[str, Any]], where: str = "snapshot",
-                       source: str = SOURCE_SNAPSHOT) -> None:
-    """Use a model carried by a training snapshot (its ``decoder_model`` dict), or none (``None``).
-
-    It ranks below :func:`set_decoder_model` and above ``$ELECTROGAN_DECODER_MODEL`` and the shipped
-    model. ``where`` names the snapshot in messages and labels (``snapshot: <where>``). A payload
-    that is not a usable model is a one-line ModelError naming ``where``. With ``source``
-    :data:`SOURCE_ARCHIVE` the payload is the file beside an archive and ``where`` its path (label
-    ``archive: <file name>``).
-    """
-    if payload is None:
-        _OVERRIDE["snapshot"] = None
-        return
-    if source == SOURCE_ARCHIVE:
-        name, shown = str(where), Path(str(where)).name
-    else:
-        name, shown = f"{where}:decoder_model", str(where)
-    _OVERRIDE["snapshot"] = (DecoderModel(check_payload(payload, name), name), f"{source}: {shown}", source)
-
-
-@contextlib.contextmanager
-def decoder_models(path: Optional[Union[str, Path]] = None, snapshot: Optional[Mapping[str, Any]] = None,
-                   where: str = "snapshot", source: str = SOURCE_SNAPSHOT):
-    """Within the block, decode with ``path`` (when given; ``'none'``: no model) else ``snapshot``'s model
-    (when given; ``source``/``where`` as :func:`set_snapshot_model` takes them) else the env/shipped
-    choice; the previous choice comes back afterwards (library callers such as
-    :func:`audio_ext.generation.generate.generate` must not leave a snapshot's model behind)."""
-    saved = dict(_OVERRIDE)
-    try:
-        set_snapshot_model(snapshot, where, source)
-        if path is not None:
-            set_decoder_model(path)
-        yield
-    finally:
-        _OVERRIDE.clear()
-        _OVERRIDE.update(saved)
-
-
-def _choice() -> Optional[tuple]:
-    """(source, path or None, label) of the model in use, or None when there is none.
-
-    Precedence: set_decoder_model's file > the snapshot's (or archive's) model > ``$ELECTROGAN_DECODER_MODEL``
-    > shipped.
-    """
-    if _OVERRIDE["file_set"]:
-        path = _OVERRIDE["file"]
-        return (SOURCE_FILE, path, f"{SOURCE_FILE}: {Path(path).name}") if path else None
-    if _OVERRIDE["snapshot"] is not None:
-        _, label, source = _OVERRIDE["snapshot"]
-        return source, None, label
-    env = os.environ.get(MODEL_ENV)
-    if env is not None:
-        if env.strip() == "" or is_no_model(env):
-            return None
-        path = str(Path(env).resolve())
-        return SOURCE_FILE, path, f"{SOURCE_FILE}: {Path(path).name}"
-    if DEFAULT_MODEL_PATH.is_file():
-        return SOURCE_SHIPPED, str(DEFAULT_MODEL_PATH), f"{SOURCE_SHIPPED}: {DEFAULT_MODEL_PATH.name}"
-    return None
-
-
-def decoder_model_path() -> Optional[str]:
-    """The model file in use: :func:`set_decoder_model`'s, else ``$ELECTROGAN_DECODER_MODEL``, else the shipped one.
-
-    ``None`` when there is none (an env value of ``''``/``'none'`` turns the learned decoder off) or
-    when the model in use is a snapshot's or an archive's (read once into memory; see :func:`model_label`).
-    """
-    choice = _choice()
-    return choice[1] if choice else None
-
-
-def model_label() -> Optional[str]:
-    """Which model decodes, for pages and tags: ``'file: m.pt'``, ``'snapshot: network-snapshot-000200.pkl'``,
-    ``'archive: stft.decoder.pt'`` or ``'shipped: frame_interp_r1024_h1024.pt'``; None when there is none."""
-    choice = _choice()
-    return choice[2] if choice else None
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(path: str) -> DecoderModel:
-    return DecoderModel.load(path)
-
-
-def _current() -> Optional[DecoderModel]:
-    choice = _choice()
-    if choice is None:
-        return None
-    if choice[1] is None:        # a snapshot's or an archive's model: loaded, no file of its own to read
-        return _OVERRIDE["snapshot"][0]
-    return _load_cached(choice[1])
-
-
-def model_for(geometry: StftGeometry) -> DecoderModel:
-    """The decoder model for ``geometry``; ModelError (one line) when there is none or it does not fit."""
-    model = _current()
-    if model is None and _OVERRIDE["file_set"]:
-        raise ModelError("the learned decoder is turned off (decoder model 'none'); pick a classic --method")
-    if model is None:
-        raise ModelError(f"no decoder model available (none shipped at {DEFAULT_MODEL_PATH} and ${MODEL_ENV} unset); "
-                         f"train one with `python -m audio_ext train-decoder`")
-    model.check(geometry)
-    return model
-
-
-def available_for(geometry: StftGeometry) -> bool:
-    """True when a decoder model is configured and fits ``geometry``; False when there is none or it
-    was trained for another geometry. A configured file that cannot be read (a wrong
-    ``$ELECTROGAN_DECODER_MODEL``) raises ModelError instead of being passed over silently."""
-    model = _current()
-    if model is None:
-        return False
-    try:
-        model.check(geometry)
-    except ModelError:
-        return False
-    return True

@@ -29,10 +29,16 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from audio_ext.core.device import resolve_device
 from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.stft import stft
+from audio_ext.core.synth import techno_loop
+from audio_ext.dataset.archive_images import ArchiveImages
+from audio_ext.dataset.sources import gather_sources
 from audio_ext.decoder import frame_model
-
-AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif", ".opus")
+from audio_ext.decoder.archive_model import decoder_path_for_archive
+from audio_ext.decoder.model_file import read_model_file
+from stylegan2.progress import progress_bar
 
 
 @dataclasses.dataclass
@@ -66,16 +72,18 @@ _LOSS_NAMES = {"sc": "squared spectral convergence", "wl1": "weighted L1, ln pow
 
 
 def find_audio(folder: Union[str, Path]) -> List[Path]:
+    """The audio files under ``folder``, found as the dataset tool finds them
+    (:func:`audio_ext.dataset.sources.gather_sources`: every audio extension, hidden files passed over)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"--source {folder}: not a folder")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXT and p.is_file())
+    return [s.path for s in gather_sources(folder)[0]]
 
 
 def load_sources(paths: Sequence[Path], sample_rate: int, min_samples: int,
                  log: Callable[[str], None] = print) -> Tuple[List[np.ndarray], List[str]]:
     """Mono float32 audio at ``sample_rate`` of each readable file at least ``min_samples`` long; (audio, names)."""
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     out, names = [], []
     for p in paths:
         try:
@@ -93,7 +101,6 @@ def load_sources(paths: Sequence[Path], sample_rate: int, min_samples: int,
 
 def synthetic_sources(n: int, seconds: float, sample_rate: int, seed: int = 0) -> List[np.ndarray]:
     """``n`` synthetic techno loops (audio_ext.core.synth) at tempi 118..146 BPM with varied parts."""
-    from audio_ext.core.synth import techno_loop
     rng = np.random.default_rng(seed)
     part_sets = [("kick", "hat", "bass", "chord"), ("kick", "hat", "bass", "chord", "noise"),
                  ("kick", "bass", "offbass"), ("hat", "chord", "bass")]
@@ -108,10 +115,8 @@ def synthetic_sources(n: int, seconds: float, sample_rate: int, seed: int = 0) -
 def source_stats(sources: Sequence[np.ndarray], geometry: StftGeometry) -> dict:
     """Mean and std of ln power over all hop-R STFT cells (bins 0..R-1) of the sources: the codec statistics."""
     n, s, s2 = 0, 0.0, 0.0
-    w = torch.hann_window(geometry.n_fft, periodic=True)
     for y in sources:
-        X = torch.stft(torch.from_numpy(y), geometry.n_fft, geometry.hop_length, window=w, center=True,
-                       pad_mode="reflect", return_complex=True)[:geometry.resolution]
+        X = stft(torch.from_numpy(y), geometry.n_fft, geometry.hop_length)[:geometry.resolution]
         v = (X.real.square() + X.imag.square() + geometry.eps).log().to(torch.float64)
         n += v.numel()
         s += float(v.sum())
@@ -180,7 +185,7 @@ def best_path(out: Union[str, Path]) -> Path:
 def init_weights(model: frame_model.FrameInterpNet, path: Union[str, Path], geometry: StftGeometry) -> None:
     """Load the weights of the model file ``path`` into ``model``; ValueError (one line) if its
     geometry or architecture differs."""
-    payload = frame_model.read_payload(path)
+    payload = read_model_file(path)
     frame_model.check_geometry(frame_model.model_geometry(payload, path), geometry, path)
     if dict(payload["config"]) != dict(model.config):
         raise ValueError(f"--init {path}: model has architecture {payload['config']}, not {model.config}; "
@@ -200,7 +205,6 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     model file (``training.sources``, ``training.validation_sources``), so benchmarks can leave
     those files out.
     """
-    from stylegan2.progress import progress_bar
     device = torch.device(device)
     out = Path(out)
     crop = (config.patch_frames + 1) * geometry.hop_length
@@ -219,7 +223,7 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
         init_weights(model, config.init, geometry)
         model.to(device)
     if out.exists():
-        payload = frame_model.read_payload(out)
+        payload = read_model_file(out)
         frame_model.check_geometry(frame_model.model_geometry(payload, out), geometry, out)
         state = payload.get("training", {})
         if dict(stored_config(state), steps=None) != dict(dataclasses.asdict(config), steps=None):
@@ -304,20 +308,6 @@ def train_decoder(sources: Sequence[np.ndarray], out: Union[str, Path], geometry
     return summary
 
 
-def strip_training_state(src: Union[str, Path], dst: Union[str, Path]) -> None:
-    """Copy a model file without its optimizer state (the shipped model stays small)."""
-    payload = frame_model.read_payload(src)
-    payload.pop("optimizer", None)
-    frame_model.save_model(dst, payload)
-
-
-def decoder_path_for_archive(dest: Union[str, Path]) -> Path:
-    """Where the dataset tool stores an archive's own decoder model: ``stft.zip`` -> ``stft.decoder.pt``."""
-    dest = Path(dest)
-    stem = dest.name[:-4] if dest.name.lower().endswith(".zip") else dest.name
-    return dest.with_name(f"{stem}.decoder.pt")
-
-
 def train_for_archive(source: Union[str, Path], dest: Union[str, Path], steps: int = 2000, seed: int = 0,
                       device: Optional[str] = None, log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Train a decoder model on the audio an archive was built from, in the archive's geometry.
@@ -325,8 +315,6 @@ def train_for_archive(source: Union[str, Path], dest: Union[str, Path], steps: i
     Reads the geometry from ``dest``'s dataset.json, the files from ``source`` (as the dataset tool
     gathers them), and writes :func:`decoder_path_for_archive` (resumable like ``train-decoder``).
     """
-    from audio_ext.__main__ import ArchiveImages
-    from audio_ext.dataset.sources import gather_sources
     archive = ArchiveImages(dest)
     try:
         geometry = archive.codec.geometry
@@ -339,7 +327,7 @@ def train_for_archive(source: Union[str, Path], dest: Union[str, Path], steps: i
     if not sources:
         raise ValueError(f"--train-decoder: no source file of {source} is long enough to train on")
     out = decoder_path_for_archive(dest)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = str(resolve_device(device))
     log(f"training the archive's decoder model on {len(sources)} file(s), {steps} steps on {dev} -> {out}")
     train_decoder(sources, out, geometry, config, device=dev, source_names=names, log=log, progress=progress)
     return out

@@ -64,7 +64,7 @@ def _kernel() -> Optional[Callable]:
     if not _TRIED:
         _TRIED = True
         try:
-            import numba
+            import numba  # lazy: optional: compiled kernels when numba is installed
             _COMPILED = numba.njit(cache=True, nogil=True, fastmath=False)(_update_rows)
         except Exception:  # numba missing or broken: the torch expression is used instead
             _COMPILED = None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.stft import hann_window, stft
 from audio_ext.decoder import gla_update
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -36,14 +37,12 @@ HANN_LAMBDA = 0.25645
 # --- STFT pair in the archive geometry ----------------------------------------------------------
 
 def _window(geometry: StftGeometry, like: torch.Tensor) -> torch.Tensor:
-    dtype = torch.float64 if like.dtype in (torch.float64, torch.complex128) else torch.float32
-    return torch.hann_window(geometry.n_fft, periodic=True, dtype=dtype, device=like.device)
+    return hann_window(geometry.n_fft, like)
 
 
 def _stft(x: torch.Tensor, geometry: StftGeometry, window: torch.Tensor) -> torch.Tensor:
     """[B, T] -> complex [B, R+1, frames], centred frames with reflect padding (as the codec)."""
-    return torch.stft(x, n_fft=geometry.n_fft, hop_length=geometry.hop_length, win_length=geometry.n_fft,
-                      window=window, center=True, pad_mode=geometry.pad_mode, return_complex=True)
+    return stft(x, geometry.n_fft, geometry.hop_length, pad_mode=geometry.pad_mode, window=window)
 
 
 _ENVELOPES: Dict[tuple, torch.Tensor] = {}

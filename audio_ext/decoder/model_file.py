@@ -4,7 +4,8 @@ A decoder model (:mod:`audio_ext.decoder.frame_model`) reaches the code through 
 ``$ELECTROGAN_DECODER_MODEL``, the shipped model, ``<archive>.decoder.pt``, ``train-decoder
 --init`` and its own ``--out`` when resuming) or as the ``decoder_model`` dict a training snapshot
 carries. :func:`read_model_file` and :func:`check_model_payload` are the two doors, and the second
-does all the checking, before any real network is built:
+does all the checking, before any real network is built (:func:`load_decoder_model`: a file read
+through the first door, ready to decode):
 
 * the file: a regular file of at most :data:`MAX_FILE_BYTES`, whose zip members declare at most
   twice its size (``torch.save`` stores them uncompressed; a deflated 1 GiB record in a 1 MB file
@@ -25,11 +26,22 @@ Each refusal is a one-line :class:`~audio_ext.decoder.frame_model.ModelError` na
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
+
+from audio_ext.decoder.frame_model import (
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    DecoderModel,
+    FrameInterpNet,
+    ModelError,
+    model_geometry,
+)
+from stylegan2.snapshot import SnapshotError, check_unpacked_size, first_non_finite, open_regular_file
 
 PathLike = Union[str, Path]
 
@@ -42,18 +54,15 @@ CONFIG_LIMITS: Dict[str, tuple] = {"width": (1, 64), "body_width": (1, 256), "n_
 MAX_DILATIONS = 16
 
 
-def _error(message: str):
-    from audio_ext.decoder.frame_model import ModelError
+def _error(message: str) -> ModelError:
     return ModelError(message)
 
 
 def read_model_file(path: PathLike) -> dict:
     """The checked plain-data dict of the decoder-model file ``path`` (see the module docstring)."""
-    from stylegan2.snapshot import SnapshotError, check_unpacked_size, open_regular_file
     path = Path(path)
     try:
         with open_regular_file(path, what="decoder model") as f:
-            import os
             size = os.fstat(f.fileno()).st_size
             if size > MAX_FILE_BYTES:
                 raise _error(f"{path}: {size:,} bytes, larger than any decoder model ({MAX_FILE_BYTES:,})")
@@ -74,6 +83,11 @@ def read_model_file(path: PathLike) -> dict:
             msg = f"{path}: decoder model file not found"
         raise _error(msg) from None
     return check_model_payload(payload, path)
+
+
+def load_decoder_model(path: PathLike) -> DecoderModel:
+    """The decoder-model file ``path``, checked by :func:`read_model_file`, as a network ready to decode."""
+    return DecoderModel(read_model_file(path), path)
 
 
 def _check_int(where: str, key: str, value: Any, lo: int, hi: int) -> int:
@@ -105,25 +119,23 @@ def check_config(config: Any, where: PathLike = "model") -> dict:
 
 def _non_finite_in(values: Any, prefix: str) -> Union[str, None]:
     """Key path (``prefix.…``) of the first NaN/inf tensor or float in ``values``, else None (the snapshot check)."""
-    from stylegan2.snapshot import first_non_finite
     return first_non_finite({prefix: values})
 
 
 def check_model_payload(payload: Any, where: PathLike = "model") -> dict:
     """``payload`` itself once it is a usable frame-interpolation model dict (module docstring);
     ModelError naming ``where`` otherwise. Used for files and for a snapshot's ``decoder_model``."""
-    from audio_ext.decoder import frame_model
-    if not isinstance(payload, dict) or payload.get("format") != frame_model.MODEL_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise _error(f"{where}: not an ElectroGAN frame-interpolation model (format "
                      f"{payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
     version = payload.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= frame_model.MODEL_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MODEL_VERSION:
         raise _error(f"{where}: model file version {version!r} is not one this code reads "
-                     f"(1..{frame_model.MODEL_VERSION})")
+                     f"(1..{MODEL_VERSION})")
     for key in ("geometry", "config", "state_dict", "stats"):
         if not isinstance(payload.get(key), dict):
             raise _error(f"{where}: model file has no {key!r} entry")
-    frame_model.model_geometry(payload, where)
+    model_geometry(payload, where)
     stats = payload["stats"]
     for key in ("mean", "std"):
         v = stats.get(key)
@@ -134,7 +146,7 @@ def check_model_payload(payload: Any, where: PathLike = "model") -> dict:
     config = check_config(payload["config"], where)
     stored = payload["state_dict"]
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in frame_model.FrameInterpNet(**config).state_dict().items()}
+        shapes = {k: tuple(v.shape) for k, v in FrameInterpNet(**config).state_dict().items()}
     for k, shape in shapes.items():
         value = stored.get(k)
         if not isinstance(value, torch.Tensor):

@@ -155,7 +155,7 @@ def _integrator(backend: str = "auto") -> tuple:
         return _integrate, _argsort_levels
     if _COMPILED is None:
         try:
-            import numba
+            import numba  # lazy: optional: compiled kernels when numba is installed
             _COMPILED = (numba.njit(cache=True, nogil=True)(_integrate),
                          numba.njit(cache=True, nogil=True)(_order_by_level))
         except Exception:  # numba missing or broken

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from audio_ext.core.stft import stft
 from audio_ext.decoder.griffin_lim import ArrayLike
 
 # --- quality measures ------------------------------------------------------------------------------
@@ -15,8 +16,7 @@ from audio_ext.decoder.griffin_lim import ArrayLike
 def _ref_mag(x: ArrayLike, n_fft: int, hop: int) -> torch.Tensor:
     t = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x).to(torch.float64)
     t = t.reshape(-1, t.shape[-1])
-    w = torch.hann_window(n_fft, periodic=True, dtype=torch.float64, device=t.device)
-    return torch.stft(t, n_fft, hop, window=w, center=True, pad_mode="reflect", return_complex=True).abs()
+    return stft(t, n_fft, hop).abs()
 
 
 def _scaled_pair(reference: ArrayLike, estimate: ArrayLike, n_fft: int, hop: int) -> tuple:

@@ -22,21 +22,32 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from audio_ext.core.audio_io import SEGMENT_SECONDS, AudioError, audio_duration, write_audio
+from audio_ext.core.codec import encode
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.writable import check_writable
+from audio_ext.dataset.beats import MAX_BPM, MIN_BPM
+from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips
+from audio_ext.decoder.model_choice import DecoderChoice
 from audio_ext.generation.generate import staging_folder
+from audio_ext.generation.page import ClipEntry, write_page
 from audio_ext.generation.synthesis import (
     GenerateError,
     decode_images,
+    decoder_choice,
+    generation_device,
     image_to_png_array,
     load_generator,
-    resolve_device,
     save_png,
-    write_audio,
 )
+from stylegan2.progress import progress_bar
+from stylegan2.projector import project
 
 #: Frequency bands of the band-energy term (log-spaced over the image rows).
 DEFAULT_BANDS = 16
@@ -63,11 +74,6 @@ def prepare_target(path, audio_block: dict, start_s: float = 0.0, stretcher: str
     The tempo range is the dataset tool's default (120-145 BPM, widened to include the snapshot's
     ``target_bpm``); one segment after another is tracked until a clip fits.
     """
-    from audio_ext.core.audio_io import SEGMENT_SECONDS, AudioError, audio_duration
-    from audio_ext.core.codec import encode
-    from audio_ext.core.geometry import StftGeometry
-    from audio_ext.dataset.beats import MAX_BPM, MIN_BPM
-    from audio_ext.dataset.cut import SliceCounts, SliceParams, iter_track_clips
     if not (isinstance(start_s, (int, float)) and math.isfinite(start_s) and start_s >= 0):
         raise ProjectionError(f"--start must be a non-negative number of seconds, got {start_s!r}")
     bpm = audio_block.get("target_bpm")
@@ -188,7 +194,6 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
 
     Inputs are checked before the search starts; files appear in ``opts.outdir`` only when all are complete.
     """
-    from stylegan2.projector import project
     if not (isinstance(opts.steps, int) and opts.steps >= 1):
         raise ProjectionError(f"--steps must be a positive integer, got {opts.steps!r}")
     for flag, v in (("--noise-weight", opts.noise_weight), ("--band-weight", opts.band_weight),
@@ -197,19 +202,17 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
             raise ProjectionError(f"{flag} must be a non-negative number, got {v!r}")
     if not Path(opts.target).is_file():
         raise ProjectionError(f"--target {opts.target}: no such file")
-    from audio_ext.core.writable import check_writable
     try:    # before the search, not after it: an --outdir that is a file or read-only fails at once
         check_writable(opts.outdir, "--outdir", folder=True)
     except ValueError as e:
         raise ProjectionError(str(e)) from None
-    device = resolve_device(opts.device)
+    device = generation_device(opts.device)
     G, block, decoder_model = load_generator(str(opts.network), device, with_decoder=True)
     if int(getattr(G, "c_dim", 0)):
         raise ProjectionError(f"{opts.network}: conditional models are not supported by the projector")
-    from audio_ext.core.geometry import StftGeometry
-    from audio_ext.generation.synthesis import decoder_choice
-    with decoder_choice(str(opts.network), StftGeometry.from_dict(block), decoder_model, None):
-        pass        # a snapshot model that does not fit fails now, not after the projection
+    # the snapshot's own decoder model when it carries one, as gen_audio.py decodes; one that does not
+    # fit fails now, not after the projection
+    decoder = decoder_choice(str(opts.network), StftGeometry.from_dict(block), decoder_model, None)
     log(f"target: {opts.target} from {opts.start_s:g} s, through the dataset tool's path")
     clip = prepare_target(opts.target, block, opts.start_s, opts.stretcher)
     rec = clip.record
@@ -217,7 +220,6 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
         f"{float(block['target_bpm']):g} BPM")
     target = torch.from_numpy(clip.image.astype(np.float32) / 127.5 - 1.0)[None]
     spectral = SpectralLoss(int(block["resolution"]), band_weight=opts.band_weight, onset_weight=opts.onset_weight)
-    from stylegan2.progress import progress_bar
     bar = progress_bar(total=opts.steps, desc="projecting", unit="step", disable=not progress, dynamic_ncols=True)
 
     def on_step(entry):
@@ -230,21 +232,21 @@ def run_projection(opts: ProjectOptions, log: Callable[[str], None] = print, pro
                          w_avg_samples=opts.w_avg_samples, device=device, callback=on_step)
     finally:
         bar.close()
-    # decoded with the snapshot's own decoder model when it carries one, as gen_audio.py decodes
-    with decoder_choice(str(opts.network), StftGeometry.from_dict(block), decoder_model, None):
-        summary = write_projection(opts, G, block, clip, result, device)
+    summary = write_projection(opts, G, block, clip, result, device, decoder)
     log(f"image distance (multi-scale MSE): start {summary.start_distance:.4f} -> final {summary.final_distance:.4f}; "
         f"{100 * summary.closed_share:.1f} % of the start -> target distance closed in {opts.steps} steps")
     return summary
 
 
-def write_projection(opts: ProjectOptions, G, block: dict, clip: TargetClip, result, device) -> ProjectionSummary:
-    """Decode target and projection and write the files of the module docstring into ``opts.outdir``."""
-    from audio_ext.generation.page import ClipEntry, write_page
+def write_projection(opts: ProjectOptions, G, block: dict, clip: TargetClip, result, device,
+                     decoder: Optional[DecoderChoice] = None) -> ProjectionSummary:
+    """Decode target and projection (with ``decoder``'s model; None: the default choice) and write the
+    files of the module docstring into ``opts.outdir``."""
     sr = int(block["sample_rate"])
     target_img = torch.from_numpy(clip.image.astype(np.float32) / 127.5 - 1.0)
     projected_img = result.image[0].clamp(-1, 1)
-    decoded = decode_images(torch.stack([target_img, projected_img]), block, None, None, device, seed=[0, 1])
+    decoded = decode_images(torch.stack([target_img, projected_img]), block, None, None, device, seed=[0, 1],
+                            decoder=decoder)
     bpm = float(block["target_bpm"])
     rec = clip.record
     numbers = {"target": str(opts.target), "start_s": opts.start_s, "clip_start_s": rec["clip_start_s"],
@@ -298,7 +300,6 @@ def side_by_side(images: List[np.ndarray], gap: int = 4) -> np.ndarray:
 def loss_curve_png(path, loss: List[float], distance: List[float], size=(640, 360)) -> None:
     """A loss curve drawn with pillow (no matplotlib): total loss (black) and image distance (blue)
     against the step, log-scaled y axis, min and max labelled."""
-    from PIL import Image, ImageDraw
     w, h = size
     left, right, top, bottom = 60, 10, 20, 30
     img = Image.new("RGB", size, "white")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -24,29 +26,36 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from audio_ext.generation import loops, publish
-from audio_ext.generation.page import ClipEntry, write_page
+from audio_ext.core.audio_io import write_audio
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.core.seeds import MAX_COUNT
+from audio_ext.decoder.model_choice import DecoderChoice
+from audio_ext.generation import latents, loops, publish
+from audio_ext.generation.latents import WALK_SPACES, Projected, load_projected_w
+from audio_ext.generation.mixing import check_grid_image, grid_size, render_mix
+from audio_ext.generation.page import ClipEntry, write_grid_page, write_page
+from audio_ext.generation.retempo import change_tempo, check_bpm, stretched_length
 from audio_ext.generation.synthesis import (
     GenerateError,
-    _fmt_bpm,
     class_labels,
     clip_tempo,
     decode_images,
     decoder_choice,
     describe_phase,
+    fmt_bpm,
+    generation_device,
     image_to_png_array,
-    limit_peak,
     load_generator,
     phase_methods,
-    resolve_device,
     save_png,
     seed_latents,
     synthesize,
-    write_audio,
 )
+from stylegan2 import networks
 
 FORMATS = ("wav", "flac")
-NOISE_MODES = ("const", "random", "none")
+#: The generator's noise modes (stylegan2.networks), the default ``const`` first as the help lists it.
+NOISE_MODES = ("const",) + tuple(m for m in networks.NOISE_MODES if m != "const")
 #: Largest |truncation psi| accepted: beyond it w leaves the trained region by orders of magnitude
 #: and float32 overflows (StyleGAN practice uses 0.5..1, extrapolation rarely beyond 2).
 MAX_TRUNC = 10.0
@@ -137,21 +146,17 @@ def _validate(opts: GenerateOptions) -> None:
         raise GenerateError("--variations N needs N >= 1 and --projected-w (variations are made around a projection)")
     if not (math.isfinite(opts.spread) and 0 <= opts.spread <= MAX_SPREAD):
         raise GenerateError(f"--spread must be a number in 0..{MAX_SPREAD:g}, got {opts.spread!r}")
-    from audio_ext.core.seeds import MAX_COUNT
     if opts.variations is not None and opts.variations * len(opts.projected_w or ()) > MAX_COUNT:
         raise GenerateError(f"--variations {opts.variations}: more than {MAX_COUNT} clips")
     if mixing:
-        from audio_ext.generation.mixing import grid_size
         n_r, n_c = grid_size(opts.mix_rows, opts.mix_cols)
         if n_r + n_c + n_r * n_c > MAX_COUNT:
             raise GenerateError(f"--mix-rows x --mix-cols: {n_r} x {n_c} cells, more than {MAX_COUNT} clips")
     if opts.walk and (len(opts.walk) - 1) * (opts.walk_steps + 1) + 1 > MAX_WALK_CLIPS:
         raise GenerateError(f"--walk with --walk-steps {opts.walk_steps}: more than {MAX_WALK_CLIPS} clips in one piece")
-    from audio_ext.generation.latents import WALK_SPACES
     if opts.walk_space not in WALK_SPACES:
         raise GenerateError(f"--walk-space {opts.walk_space!r} is not one of {', '.join(WALK_SPACES)}")
     if opts.bpm is not None:
-        from audio_ext.generation.retempo import check_bpm
         try:
             check_bpm(opts.bpm)
         except ValueError as e:
@@ -239,7 +244,6 @@ def _remove_empty(folders: List[Path]) -> None:
 
 def _check_bars_fit(opts: GenerateOptions, clip_samples: int, sr: int, bpm: float) -> None:
     if opts.bpm is not None:  # clips are stretched to --bpm before they are cut into bars
-        from audio_ext.generation.retempo import stretched_length
         clip_samples, bpm = stretched_length(clip_samples, bpm, opts.bpm), float(opts.bpm)
     fade = int(round(opts.crossfade_s * sr))
     fit = loops.whole_bars(clip_samples - fade, sr, bpm) if clip_samples > fade else 0
@@ -283,6 +287,7 @@ class _Run:
 
     src_bpm: Optional[float] = None  # the tempo the network makes (the archive's target_bpm)
     projected: dict = dataclasses.field(default_factory=dict)
+    decoder: Optional[DecoderChoice] = None  # the decoder model (decoder_choice: flag > snapshot > env > shipped)
     mix_grid: Optional[tuple] = None  # (columns, rows, cells, note) of audio_ext.generation.page.GridCell, set by mixing.render_mix
     method: Optional[str] = None  # the phase method's description and iterations, as make_run found them
     n_iter: object = None
@@ -293,7 +298,6 @@ class _Run:
 
     def write_grid_page(self, run_info: dict) -> None:
         """The style-mixing grid page as ``index.html`` (players in a table)."""
-        from audio_ext.generation.page import write_grid_page
         columns, rows, cells, note = self.mix_grid
         write_grid_page(self.staging, columns, rows, cells, title=f"ElectroGAN style mixing: {self.snapshot_name}",
                         note=note, run_info=run_info)
@@ -302,12 +306,12 @@ class _Run:
         """A decoded clip at the output tempo: stretched from the network's tempo to ``--bpm`` when given."""
         if self.opts.bpm is None or self.src_bpm is None or abs(self.opts.bpm - self.src_bpm) < 1e-9:
             return audio
-        from audio_ext.generation.retempo import change_tempo
         return change_tempo(audio, self.sr, self.src_bpm, self.opts.bpm)
 
     def decode(self, images: torch.Tensor, seeds: Sequence[int]) -> np.ndarray:
         """Audio of ``images``, image ``i``'s random phase seeded with ``seeds[i]`` (independent of --batch)."""
-        return decode_images(images, self.block, self.opts.method, self.opts.n_iter, self.device, seed=list(seeds))
+        return decode_images(images, self.block, self.opts.method, self.opts.n_iter, self.device, seed=list(seeds),
+                             decoder=self.decoder)
 
     def synthesize_seeded(self, x: torch.Tensor, c, seed: int, from_ws: bool = False) -> torch.Tensor:
         """Images with torch's generator (used by ``random`` noise) seeded from ``seed``, global state kept."""
@@ -347,15 +351,14 @@ def _render_seeds(run: _Run) -> None:
             audio, loop_tag = _loop_if_asked(audio, sr, bpm, opts, f"seed {seed}")
             kind = f"loop, {opts.loop_bars} bar(s)" if loop_tag else "clip"
             stem = f"seed{seed:04d}"
-            run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[i].cpu().numpy(),
-                      title=f"{stem} {_fmt_bpm(bpm)} BPM", comment=f"seed={seed} bpm={bpm:g}",
+            run.write(stem, f"{stem}{loop_tag}-{fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[i].cpu().numpy(),
+                      title=f"{stem} {fmt_bpm(bpm)} BPM", comment=f"seed={seed} bpm={bpm:g}",
                       entry=dict(title=f"seed {seed}", seed=seed, bpm=bpm, kind=kind))
 
 
 def _render_walk(run: _Run) -> None:
     """One piece through the ``--walk`` seeds, clips joined on the bar grid, and its spectrogram strip."""
     opts, sr = run.opts, run.sr
-    from audio_ext.generation import latents
     walk = list(opts.walk)
     try:
         ws = latents.walk_path(run.G, walk, run.classes, opts.trunc, opts.walk_steps if len(walk) > 1 else 0,
@@ -384,18 +387,18 @@ def _render_walk(run: _Run) -> None:
     frames = np.round(grid * to_source / run.geometry.hop_length).astype(int)
     strip = np.concatenate([col[:, :max(frames[k + 1] - frames[k], 1)] for k, col in enumerate(columns)], axis=1)
     stem = _safe_stem(latents.walk_label(walk))
-    run.write(stem, f"{stem}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", piece, strip, title=f"{stem} {_fmt_bpm(bpm)} BPM",
+    run.write(stem, f"{stem}-{fmt_bpm(bpm)}bpm.{opts.fmt}", piece, strip, title=f"{stem} {fmt_bpm(bpm)} BPM",
               comment=f"walk={names} space={opts.walk_space} bars={opts.walk_bars} steps={opts.walk_steps} bpm={bpm:g}",
               entry=dict(title=f"walk {names}", seed=names, bpm=bpm,
                          kind=f"walk, {len(clips)} clips x {opts.walk_bars} bar(s)"))
 
 
-def make_run(opts: GenerateOptions, G, block: dict, device: torch.device, log=print) -> _Run:
+def make_run(opts: GenerateOptions, G, block: dict, device: torch.device, log=print,
+             decoder: Optional[DecoderChoice] = None) -> _Run:
     """The checked run of ``opts`` on a loaded generator (its ``staging`` folder still unset): class
-    labels, projected latents, tempo and bar checks, the phase description. Call it inside
-    :func:`decoder_choice`, as :func:`generate` does; the studio (audio_ext.studio) keeps G loaded
-    and makes one run per request."""
-    from audio_ext.core.geometry import StftGeometry
+    labels, projected latents, tempo and bar checks, the phase description, decoding with ``decoder``
+    (:func:`decoder_choice`). :func:`generate` makes one; the studio (audio_ext.studio) keeps G
+    loaded and makes one per request."""
     _validate(opts)
     network = str(opts.network)
     geometry = StftGeometry.from_dict(block)
@@ -403,7 +406,6 @@ def make_run(opts: GenerateOptions, G, block: dict, device: torch.device, log=pr
     classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
     projected = _load_projected(opts, G)
     if opts.mix_rows:
-        from audio_ext.generation.mixing import check_grid_image
         try:
             check_grid_image(opts.mix_rows, opts.mix_cols, int(geometry.resolution))
         except ValueError as e:
@@ -415,7 +417,7 @@ def make_run(opts: GenerateOptions, G, block: dict, device: torch.device, log=pr
     if bpm is not None:
         _check_bars_fit(opts, geometry.clip_samples, geometry.sample_rate, bpm)
     try:
-        method, n_iter = describe_phase(opts.method, opts.n_iter, geometry)
+        method, n_iter = describe_phase(opts.method, opts.n_iter, geometry, decoder)
     except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
         raise GenerateError(f"decoder: {e}") from None
     snapshot_name = Path(network).name
@@ -423,7 +425,7 @@ def make_run(opts: GenerateOptions, G, block: dict, device: torch.device, log=pr
             f"snapshot={snapshot_name}")
     return _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
                 bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
-                src_bpm=bpm, projected=projected, method=method, n_iter=n_iter)
+                src_bpm=bpm, projected=projected, decoder=decoder, method=method, n_iter=n_iter)
 
 
 def render(run: _Run) -> None:
@@ -436,7 +438,6 @@ def render(run: _Run) -> None:
     if opts.projected_w:
         _render_projected(run)
     if opts.mix_rows:
-        from audio_ext.generation.mixing import render_mix
         render_mix(run)
 
 
@@ -446,29 +447,28 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     Every input is checked before anything is written; files appear in ``opts.outdir`` only when
     the whole run succeeded.
     """
-    from audio_ext.core.geometry import StftGeometry
     _validate(opts)
-    device = resolve_device(opts.device)
+    device = generation_device(opts.device)
     network = str(opts.network)
     G, block, decoder_payload = load_generator(network, device, with_decoder=True)
     geometry = StftGeometry.from_dict(block)
-    with decoder_choice(network, geometry, decoder_payload, opts.decoder_model):
-        run = make_run(opts, G, block, device, log)
-        method, n_iter, snapshot_name, bpm = run.method, run.n_iter, run.snapshot_name, run.src_bpm
-        outdir = Path(opts.outdir)
-        with staging_folder(outdir, log) as run.staging:
-            render(run)
-            run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
-                        "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
-                        "phase": f"{method}, {n_iter} iterations"}
-            if opts.bpm is not None:
-                run_info["tempo"] = f"{_fmt_bpm(bpm)} BPM stretched to {_fmt_bpm(opts.bpm)} BPM"
-            if opts.mix_rows:
-                run.write_grid_page(run_info)
-            else:
-                write_page(run.staging, run.entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
-        return GenerateResult(page=outdir / "index.html", audio=[outdir / n for n in run.audio],
-                              images=[outdir / n for n in run.images], bpm=run.bpm)
+    decoder = decoder_choice(network, geometry, decoder_payload, opts.decoder_model)
+    run = make_run(opts, G, block, device, log, decoder)
+    method, n_iter, snapshot_name, bpm = run.method, run.n_iter, run.snapshot_name, run.src_bpm
+    outdir = Path(opts.outdir)
+    with staging_folder(outdir, log) as run.staging:
+        render(run)
+        run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
+                    "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
+                    "phase": f"{method}, {n_iter} iterations"}
+        if opts.bpm is not None:
+            run_info["tempo"] = f"{fmt_bpm(bpm)} BPM stretched to {fmt_bpm(opts.bpm)} BPM"
+        if opts.mix_rows:
+            run.write_grid_page(run_info)
+        else:
+            write_page(run.staging, run.entries, title=f"ElectroGAN: {snapshot_name}", run_info=run_info)
+    return GenerateResult(page=outdir / "index.html", audio=[outdir / n for n in run.audio],
+                          images=[outdir / n for n in run.images], bpm=run.bpm)
 
 
 #: Longest file-name stem written; with its suffixes ("-var00-loop8-128.5bpm.flac", ".png") a name
@@ -479,8 +479,6 @@ MAX_STEM = 120
 def _safe_stem(text: str) -> str:
     """A file-name stem: letters, digits, '-', '_' and '.' kept, anything else becomes '_'; a stem longer
     than :data:`MAX_STEM` keeps its start and ends in a hash of the whole (a walk of 25 long seeds)."""
-    import hashlib
-    import re
     stem = re.sub(r"[^\w.-]", "_", text)
     if len(stem.encode("utf-8")) > MAX_STEM:
         digest = hashlib.sha1(stem.encode("utf-8")).hexdigest()[:10]
@@ -490,7 +488,6 @@ def _safe_stem(text: str) -> str:
 
 def _load_projected(opts: GenerateOptions, G) -> dict:
     """Every projected latent named by --projected-w or a proj: walk item, checked before anything is written."""
-    from audio_ext.generation.latents import Projected, load_projected_w
     wanted = [(Projected(str(p)), "--projected-w") for p in (opts.projected_w or [])]
     wanted += [(i, "--walk proj:") for i in (opts.walk or []) if isinstance(i, Projected)]
     out = {}
@@ -505,7 +502,6 @@ def _load_projected(opts: GenerateOptions, G) -> dict:
 
 def _render_projected(run: _Run) -> None:
     """One clip per --projected-w latent, or --variations clips around it (see audio_ext.generation.latents)."""
-    from audio_ext.generation import latents
     opts = run.opts
     for path in opts.projected_w:
         item = latents.Projected(str(path))
@@ -520,7 +516,6 @@ def _render_projected(run: _Run) -> None:
 def _render_projected_batch(run: _Run, path, w: torch.Tensor, stem0: str, labels: List[str], first: int,
                             stop: int) -> None:
     """Clips ``first`` .. ``stop - 1`` of one --projected-w latent (the latent itself, or its variations)."""
-    from audio_ext.generation import latents
     opts, sr = run.opts, run.sr
     if opts.variations:
         ws = latents.variations(run.G, w, stop - first, opts.spread, run.device, start=first)
@@ -536,11 +531,7 @@ def _render_projected_batch(run: _Run, path, w: torch.Tensor, stem0: str, labels
         if loop_tag:
             kind = f"{kind}, loop {opts.loop_bars} bar(s)"
         stem = f"{stem0}-{label}" if label else stem0
-        run.write(stem, f"{stem}{loop_tag}-{_fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[j].cpu().numpy(),
-                  title=f"{stem} {_fmt_bpm(bpm)} BPM",
+        run.write(stem, f"{stem}{loop_tag}-{fmt_bpm(bpm)}bpm.{opts.fmt}", audio, imgs[j].cpu().numpy(),
+                  title=f"{stem} {fmt_bpm(bpm)} BPM",
                   comment=f"projected_w={path} variation={label or 'none'} spread={opts.spread:g} bpm={bpm:g}",
                   entry=dict(title=stem, seed=str(path), bpm=bpm, kind=kind))
-
-
-__all__ = ["GenerateError", "GenerateOptions", "GenerateResult", "generate", "make_run", "render", "seed_latents", "load_generator",
-           "class_labels", "decode_images", "image_to_png_array", "limit_peak"]

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import stat
+import zipfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from numpy.lib import format as npy
 
 from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
 
@@ -81,9 +84,6 @@ def load_projected_w(path, num_ws: int, w_dim: int) -> torch.Tensor:
     declared size checked, before any data is read: a 1 MB file that inflates to 1 GiB, or a device
     such as /dev/zero, is refused without reading it.
     """
-    import stat
-    import zipfile
-    from numpy.lib import format as npy
     p = Path(path)
     try:
         mode = p.stat().st_mode

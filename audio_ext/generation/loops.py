@@ -27,12 +27,6 @@ def _check_rate_tempo(sr: int, bpm: float) -> None:
         raise ValueError(f"tempo must be a positive number of beats per minute, got {bpm!r}")
 
 
-def beat_seconds(bpm: float) -> float:
-    """Duration of one beat in seconds."""
-    _check_rate_tempo(1, bpm)
-    return 60.0 / float(bpm)
-
-
 def beats_to_samples(beats: float, sr: int, bpm: float) -> int:
     """Samples spanned by ``beats`` beats at ``bpm`` and sample rate ``sr`` (Hz), rounded to nearest."""
     _check_rate_tempo(sr, bpm)
@@ -207,7 +201,7 @@ def estimate_beat_offset(audio, sr: int, bpm: float, hop_length: int = 512) -> i
     most onset energy; generated clips at the archive's target tempo usually start near a beat
     because training clips were cut on beats, but this lets loops start on the strongest pulse.
     """
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     x = _as_audio(audio)
     mono = x if x.ndim == 1 else x.reshape(-1, x.shape[-1]).mean(axis=0)
     env = librosa.onset.onset_strength(y=mono.astype(np.float32), sr=sr, hop_length=hop_length)

@@ -28,6 +28,7 @@ import torch
 
 from audio_ext.core.codec import AudioCodec
 from audio_ext.core.geometry import StftGeometry
+from audio_ext.decoder.methods import decode_audio
 from stylegan2.metrics.features import (
     FeatureExtractor,
     dataset_feature_stats,
@@ -73,7 +74,7 @@ def detect_tempo(audio: np.ndarray, sr: int, hop_length: int = 256, start_bpm: f
 
     NaN when fewer than 4 beats are found (silence, or a clip too short to have a tempo).
     """
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     y = np.asarray(audio, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"detect_tempo: expected one mono clip, got shape {y.shape}")
@@ -141,7 +142,7 @@ def feature_names(audio_block: Mapping) -> List[str]:
 
 def _onset_envelopes(logpower_db: np.ndarray, geometry: StftGeometry) -> np.ndarray:
     """librosa onset strength of each clip's log-mel spectrogram: [N, frames]."""
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     r = geometry.resolution
     n_mels = max(4, min(64, r // 4))
     with warnings.catch_warnings():  # coarse small-resolution STFTs leave some mel filters empty
@@ -225,7 +226,6 @@ def compute_sfd(opts, num_gen: int, max_real=None, prefix: str = "sfd") -> Dict[
 
 
 def _decoded_clips(images: torch.Tensor, block: Mapping, seed: int) -> List[np.ndarray]:
-    from audio_ext.decoder.methods import decode_audio
     gen = torch.Generator().manual_seed(seed)
     audio = decode_audio(images[:, 0].cpu(), block, generator=gen)
     return [a.numpy() for a in audio]

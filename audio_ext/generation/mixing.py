@@ -1,6 +1,6 @@
 """Style mixing for audio: a grid of clips that take some layers' w from one seed and the rest from another.
 
-The convention is StyleGAN2-ADA's ``style_mixing.py`` (see shared/upstream-notes.md): for row seed r
+The convention is StyleGAN2-ADA's ``style_mixing.py`` (docs/references.md): for row seed r
 and column seed c the cell's latent is r's w in every layer, except the layers listed by
 ``--mix-styles`` (default ``0-6``), which take c's w. So a column shows what the listed layers carry
 (read across a row: the column seeds' contribution changes; down a column: the row seeds' rest).
@@ -17,12 +17,14 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-DEFAULT_STYLES = "0-6"
+from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
+from audio_ext.generation.latents import seed_z
+from audio_ext.generation.page import GridCell
+from audio_ext.generation.synthesis import GenerateError, clip_tempo, fmt_bpm, image_to_png_array, save_png
 
 
 def parse_layers(spec: str, num_ws: int) -> List[int]:
     """``"0-5"`` / ``"0,2,4-6"`` -> sorted unique layer indices, each in ``0..num_ws-1``; ValueError otherwise."""
-    from audio_ext.core.seeds import SeedSyntaxError, parse_seeds
     try:
         layers = sorted(set(parse_seeds(spec)))
     except SeedSyntaxError as e:
@@ -39,20 +41,6 @@ def mix_ws(row_w: torch.Tensor, col_w: torch.Tensor, layers: Sequence[int]) -> t
     idx = torch.as_tensor(list(layers), dtype=torch.long, device=w.device)
     w[idx] = col_w[idx]
     return w
-
-
-def grid_image(row_images: Sequence[np.ndarray], col_images: Sequence[np.ndarray],
-               cells: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
-    """uint8 ``[(rows+1) R, (cols+1) R]``: blank corner, column seeds on top, row seeds on the left, cells."""
-    r = row_images[0].shape[0]
-    out = np.zeros(((len(row_images) + 1) * r, (len(col_images) + 1) * r), np.uint8)
-    for j, img in enumerate(col_images):
-        out[:r, (j + 1) * r:(j + 2) * r] = img
-    for i, img in enumerate(row_images):
-        out[(i + 1) * r:(i + 2) * r, :r] = img
-        for j, cell in enumerate(cells[i]):
-            out[(i + 1) * r:(i + 2) * r, (j + 1) * r:(j + 2) * r] = cell
-    return out
 
 
 #: Largest grid image (``mix-grid.png``) in pixels: one byte each in memory, 256 MiB; at R = 1024 a
@@ -84,14 +72,11 @@ def render_mix(run) -> None:
     """Render the grid of ``gen_audio.py --mix-rows R --mix-cols C --mix-styles L`` into ``run``'s staging folder.
 
     Files: ``mix-row<seed>``, ``mix-col<seed>`` (the sources) and ``mix-r<row>-c<col>`` (the cells), each
-    an audio file at the output tempo plus its spectrogram PNG, and ``mix-grid.png`` (:func:`grid_image`);
+    an audio file at the output tempo plus its spectrogram PNG, and ``mix-grid.png`` (blank corner, column seeds on top, row seeds on the left, cells);
     the caller writes the grid page. Clip seeds: rows, then columns, then cells, numbered from 0. A seed
     given twice in one list is rendered once. Clips are made ``--batch`` at a time and written at once, so
     memory holds one batch and the grid image, whatever the grid's size.
     """
-    from audio_ext.generation.latents import seed_z
-    from audio_ext.generation.page import GridCell
-    from audio_ext.generation.synthesis import GenerateError, _fmt_bpm, clip_tempo, image_to_png_array, save_png
     opts, G = run.opts, run.G
     try:
         layers = parse_layers(opts.mix_styles, int(G.num_ws))
@@ -129,8 +114,8 @@ def render_mix(run) -> None:
         for j, (stem, _, gi, gj) in enumerate(items):
             audio = run.retime(decoded[j])
             bpm = run.bpm if run.bpm is not None else clip_tempo(run.block, audio)
-            name = f"{stem}-{_fmt_bpm(bpm)}bpm.{opts.fmt}"
-            run.write(stem, name, audio, imgs[j].cpu().numpy(), title=f"{stem} {_fmt_bpm(bpm)} BPM",
+            name = f"{stem}-{fmt_bpm(bpm)}bpm.{opts.fmt}"
+            run.write(stem, name, audio, imgs[j].cpu().numpy(), title=f"{stem} {fmt_bpm(bpm)} BPM",
                       comment=f"mix rows={rows} cols={cols} styles={opts.mix_styles} bpm={bpm:g}",
                       entry=dict(title=stem, seed=stem, bpm=bpm, kind="style mixing"))
             grid[gi * r:(gi + 1) * r, gj * r:(gj + 1) * r] = image_to_png_array(imgs[j].cpu().numpy())

@@ -22,7 +22,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from stylegan2.misc import atomic_path
+from audio_ext.core.audio_io import limit_peak, write_audio
+from audio_ext.core.codec import AudioCodec
+from audio_ext.decoder.model_choice import choose_decoder_model
+from audio_ext.decoder.model_file import check_model_payload
+from audio_ext.generation.synthesis import decode_images
 
 #: Fakes decoded per snapshot by default (at 1024 x 1024: 4 x 23.78 s of audio).
 DEFAULT_CLIPS = 4
@@ -31,7 +35,7 @@ DEFAULT_CLIPS = 4
 class AudioPreview:
     """A picklable snapshot hook (see the module docstring): ``AudioPreview(audio_block)(preview)``.
 
-    ``audio_block``: the archive's ``audio`` block (DESIGN.md). ``clips``: images decoded per
+    ``audio_block``: the archive's ``audio`` block (docs/contract.md). ``clips``: images decoded per
     snapshot. ``gap_s``: seconds of silence between clips in the WAV. ``method``/``n_iter``: phase
     reconstruction (None = the audio layer's default). ``decoder_model``: the model file's dict that the
     snapshots carry (``train.py``), used for ``learned+pghi+fgla`` so the previews sound like what
@@ -40,7 +44,6 @@ class AudioPreview:
 
     def __init__(self, audio_block: dict, clips: int = DEFAULT_CLIPS, gap_s: float = 0.25,
                  method: Optional[str] = None, n_iter: Optional[int] = None, decoder_model: Optional[dict] = None):
-        from audio_ext.core.codec import AudioCodec
         AudioCodec(audio_block)  # fail at start-up, not at the first snapshot
         if clips < 1:
             raise ValueError(f"audio preview: clips must be >= 1, got {clips}")
@@ -48,32 +51,23 @@ class AudioPreview:
         self.method, self.n_iter = method, n_iter
         self.decoder_model = decoder_model
         if decoder_model is not None:
-            from audio_ext.decoder import frame_model
-            frame_model.check_payload(decoder_model, "audio preview decoder_model")
+            check_model_payload(decoder_model, "audio preview decoder_model")
 
     def decode(self, images: torch.Tensor) -> np.ndarray:
         """Audio ``[n, samples]`` float32 of the first ``clips`` of ``images`` [N, 1, R, R] in [-1, 1]."""
-        from audio_ext.decoder.frame_model import decoder_models
-        from audio_ext.generation.synthesis import decode_images
         imgs = images[:self.clips, 0].detach().to("cpu", torch.float32).clamp(-1, 1)
-        with decoder_models(snapshot=self.decoder_model, where="archive"):
-            return decode_images(imgs, self.audio_block, self.method, self.n_iter, torch.device("cpu"),
-                                 seed=list(range(imgs.shape[0])))
+        decoder = choose_decoder_model(carried=self.decoder_model, where="archive")
+        return decode_images(imgs, self.audio_block, self.method, self.n_iter, torch.device("cpu"),
+                             seed=list(range(imgs.shape[0])), decoder=decoder)
 
     def __call__(self, preview) -> None:
-        import soundfile as sf
-
-        from audio_ext.generation.synthesis import limit_peak
         sr = int(self.audio_block["sample_rate"])
         clips = self.decode(preview.images)
         gap = np.zeros(int(round(self.gap_s * sr)), np.float32)
         pieces = []
         for k, clip in enumerate(clips):
             pieces += [clip, gap] if k + 1 < len(clips) else [clip]
-        joined = limit_peak(np.concatenate(pieces).astype(np.float64)).astype(np.float32)
-        path = os.path.join(str(preview.run_dir), f"fakes{preview.tag}.wav")
-        with atomic_path(path, suffix=".wav") as tmp:
-            sf.write(str(tmp), joined, sr, subtype="PCM_16", format="WAV")
+        write_audio(os.path.join(str(preview.run_dir), f"fakes{preview.tag}.wav"), np.concatenate(pieces), sr)
         if preview.tb is not None:
             for k, clip in enumerate(clips):
                 level = limit_peak(clip.astype(np.float64)).astype(np.float32)

@@ -26,11 +26,13 @@ holds the only copy of a replaced file (killed while publishing): those are kept
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import os
 import shutil
 import signal
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, List, Sequence, Tuple
 
@@ -74,7 +76,6 @@ def _on_signal(signum, frame) -> None:
 @contextlib.contextmanager
 def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[None]:
     """Turn ``signals`` into :class:`Interrupted` inside the block (main thread only; a no-op elsewhere)."""
-    import threading
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -127,7 +128,6 @@ def _pid_alive(pid: int) -> bool:
 
 def _only_copies(backup: Path, outdir: Path) -> bool:
     """True when every file in ``backup`` (a staging folder's ``.old/``) is still in ``outdir`` as it was."""
-    import filecmp
     try:
         for old in backup.iterdir():
             current = outdir / old.name

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from audio_ext.dataset.stretch import time_stretch
+
 #: A sensible range for electronic dance music; outside it the stretch is large enough to smear transients.
 MIN_BPM, MAX_BPM = 40.0, 300.0
 
@@ -33,7 +35,6 @@ def change_tempo(audio: np.ndarray, sr: int, source_bpm: float, bpm: float, stre
 
     The result has :func:`stretched_length` samples. The same tempo returns a copy.
     """
-    from audio_ext.dataset.stretch import time_stretch
     x = np.asarray(audio, dtype=np.float32)
     ratio = float(source_bpm) / float(bpm)
     period = 60.0 / float(source_bpm)

@@ -2,24 +2,27 @@
 
 Load G with its audio block, draw the seeded latents (the StyleGAN2-ADA convention
 ``z = RandomState(seed).randn(z_dim)``), run the synthesis, decode the images to audio and write
-the files (16-bit PCM, peaks limited to :data:`PEAK_LIMIT` of full scale).
+the files (16-bit PCM, peaks limited to :data:`audio_ext.core.audio_io.PEAK_LIMIT` of full scale).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
+from audio_ext.core.device import DeviceError, resolve_device
+from audio_ext.core.geometry import validate_audio_block
 from audio_ext.decoder import methods
+from audio_ext.decoder.frame_model import ModelError
+from audio_ext.decoder.model_choice import DecoderChoice, choose_decoder_model, is_no_model
+from audio_ext.generation.pretrained import PretrainedError, resolve_network
+from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
 
 DEVICES = ("auto", "cpu", "cuda")
-#: Peak level (full scale = 1) that louder decoded audio is scaled down to before 16-bit conversion.
-PEAK_LIMIT = 0.99
 
 
 class GenerateError(Exception):
@@ -29,15 +32,15 @@ class GenerateError(Exception):
 # --------------------------------------------------------------------------------------------------
 # Loading and checking.
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+def generation_device(name: str) -> torch.device:
+    """``--device`` of the generating tools (one of :data:`DEVICES`) as a torch device
+    (:func:`audio_ext.core.device.resolve_device`); GenerateError when it cannot be used."""
     if name not in DEVICES:
         raise GenerateError(f"--device {name!r} is not one of {', '.join(DEVICES)}")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise GenerateError("--device cuda: no CUDA device is available (use --device cpu)")
-        return torch.device("cuda")
-    return torch.device("cpu")
+    try:
+        return resolve_device(name)
+    except DeviceError as e:
+        raise GenerateError(str(e)) from None
 
 
 def load_generator(path, device: torch.device, with_decoder: bool = False):
@@ -46,17 +49,16 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
     ``with_decoder``: return (G, block, decoder model dict or None) instead, the snapshot's
     ``decoder_model`` (the archive's own model that ``train.py`` stored; plain data, not yet checked).
     """
-    from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot
     try:
-        snap = load_snapshot(path)
-    except SnapshotError as e:
+        path = resolve_network(path)          # pretrained:NAME -> the shipped file
+        snap = load_snapshot(path, keys=("G_ema", "audio", "decoder_model"))   # only what generation reads
+    except (PretrainedError, SnapshotError) as e:
         raise GenerateError(str(e)) from None
     block = snap.get("audio")
     if not isinstance(block, dict):
         raise GenerateError(f"{path}: snapshot has no 'audio' block (it was not trained on an audio archive), "
                             f"so its images cannot be turned into sound")
     try:  # every field in its physical range, before anything is built (a tempo of 1e300 would hang)
-        from audio_ext.core.geometry import validate_audio_block
         validate_audio_block(block)
     except ValueError as e:
         raise GenerateError(f"{path}: {e}") from None
@@ -75,26 +77,22 @@ def load_generator(path, device: torch.device, with_decoder: bool = False):
     return G, block
 
 
-@contextlib.contextmanager
-def decoder_choice(network: str, geometry, payload, decoder_model: Optional[str]):
-    """Within the block, ``learned+pghi+fgla`` decodes with ``decoder_model`` (a file; ``'none'``: no model)
-    when given, else the snapshot's ``payload`` when it has one, else the env/shipped model (audio_ext.decoder.frame_model).
+def decoder_choice(network: str, geometry, payload, decoder_model: Optional[str]) -> DecoderChoice:
+    """The decoder model for a snapshot's clips: ``decoder_model`` (a file; ``'none'``: no model) when
+    given, else the snapshot's ``payload`` when it has one, else the environment's or the shipped one
+    (:func:`audio_ext.decoder.model_choice.choose_decoder_model`).
 
     A file or snapshot model that cannot be used, or that was trained for another geometry than the
     snapshot's audio, is a one-line GenerateError: it was asked for, so it is never passed over.
     """
-    from audio_ext.decoder import frame_model
-    stack = contextlib.ExitStack()
     try:
-        stack.enter_context(frame_model.decoder_models(path=decoder_model, snapshot=payload, where=Path(network).name))
-        if (decoder_model is not None or payload is not None) and not frame_model.is_no_model(decoder_model):
-            frame_model.model_for(geometry)          # the model that was asked for fits this snapshot
-    except frame_model.ModelError as e:
-        stack.close()
+        choice = choose_decoder_model(flag=decoder_model, carried=payload, where=Path(network).name)
+        if (decoder_model is not None or payload is not None) and not is_no_model(decoder_model):
+            choice.model_for(geometry)          # the model that was asked for fits this snapshot
+    except ModelError as e:
         flag = "--decoder-model" if decoder_model is not None else f"{network}: decoder_model"
         raise GenerateError(f"{flag}: {e}") from None
-    with stack:
-        yield
+    return choice
 
 
 def class_labels(G, class_idx: Optional[int], network: str, count: int, device: torch.device) -> torch.Tensor:
@@ -127,7 +125,7 @@ def clip_tempo(block: dict, audio: Optional[np.ndarray] = None) -> float:
         return float(bpm)
     if audio is None:
         raise GenerateError("the audio block has no target_bpm and there is no audio to estimate a tempo from")
-    import librosa
+    import librosa  # lazy: heavy: ~1 s to import (numba JIT); only this path needs it
     tempo_fn = getattr(librosa.feature, "tempo", None) or librosa.beat.tempo  # feature.tempo since 0.10
     bpm = float(np.atleast_1d(tempo_fn(y=np.asarray(audio, np.float32), sr=int(block["sample_rate"])))[0])
     if not (math.isfinite(bpm) and bpm > 0):
@@ -157,14 +155,15 @@ def image_to_png_array(img: np.ndarray) -> np.ndarray:
 
 
 def decode_images(images: torch.Tensor, block: dict, method: Optional[str], n_iter: Optional[int],
-                  device: torch.device, seed: Union[int, Sequence[int]] = 0) -> np.ndarray:
+                  device: torch.device, seed: Union[int, Sequence[int]] = 0,
+                  decoder: Optional[DecoderChoice] = None) -> np.ndarray:
     """Audio ``[N, samples]`` float32 from generator images ``[N, R, R]`` through ``methods.decode_audio``.
 
     ``None`` leaves the method / iterations at the audio layer's defaults. Image ``i`` draws its random
     phase initialisation from its own torch generator, seeded with ``seed[i]`` (a sequence of N seeds)
     or ``seed + i`` (an int), so a clip decodes to the same audio whatever else shares its batch.
+    ``decoder``: the decoder model (:func:`decoder_choice`; None: the environment's or the shipped one).
     """
-    pass
     kwargs = {}
     if method is not None:
         kwargs["method"] = method
@@ -176,7 +175,8 @@ def decode_images(images: torch.Tensor, block: dict, method: Optional[str], n_it
         raise ValueError(f"decode_images: {len(seeds)} seeds for {n} images")
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     try:
-        audio = methods.decode_audio(images.to(device), block, device=device, generator=generators, **kwargs)
+        audio = methods.decode_audio(images.to(device), block, device=device, generator=generators, decoder=decoder,
+                                     **kwargs)
     except ValueError as e:
         raise GenerateError(f"decoding failed: {e}") from None
     if isinstance(audio, torch.Tensor):
@@ -189,44 +189,24 @@ def phase_methods() -> Sequence[str]:
     return list(methods.METHODS)
 
 
-def describe_phase(method: Optional[str], n_iter: Optional[int], geometry=None) -> tuple:
+def describe_phase(method: Optional[str], n_iter: Optional[int], geometry=None,
+                   decoder: Optional[DecoderChoice] = None) -> tuple:
     """(method name, iterations) that decoding will use once defaults are filled in.
 
     With ``geometry`` the default is the learned decoder when a model fits it (``methods.default_method``);
     the learned method's name then says which model, e.g. ``learned+pghi+fgla[shipped: frame_interp_r1024_h1024.pt]``
-    (:func:`audio_ext.decoder.methods.describe_method`).
+    (:func:`audio_ext.decoder.methods.describe_method`), as ``decoder`` chose it.
     """
-    pass
-    name = method if method is not None else methods.default_method(geometry)
+    name = method if method is not None else methods.default_method(geometry, decoder)
     spec = methods.METHODS.get(name)
     if name == methods.LEARNED_METHOD and geometry is not None:
-        name = methods.describe_method(name, geometry)
+        name = methods.describe_method(name, geometry, decoder)
     return name, (n_iter if n_iter is not None else getattr(spec, "default_iters", "default"))
 
 
-def limit_peak(audio: np.ndarray, peak: float = PEAK_LIMIT) -> np.ndarray:
-    """Scale down (never up) so that ``max |audio| <= peak``: 16-bit files must not clip."""
-    m = float(np.max(np.abs(audio))) if audio.size else 0.0
-    return audio * (peak / m) if m > peak else audio
-
-
-def write_audio(path: Path, audio: np.ndarray, sr: int, fmt: str, tags: Dict[str, str]) -> None:
-    """16-bit PCM WAV or FLAC with text tags (RIFF INFO / Vorbis comments via libsndfile)."""
-    import soundfile as sf
-    pcm = limit_peak(np.asarray(audio, np.float64)).astype(np.float32)
-    buf = io.BytesIO()  # encoded in memory, written with Python I/O: a full disk is an OSError naming the file
-    with sf.SoundFile(buf, "w", samplerate=int(sr), channels=1, subtype="PCM_16", format=fmt.upper()) as f:
-        for key, value in tags.items():
-            setattr(f, key, value)
-        f.write(pcm)
-    with open(path, "wb") as out:
-        out.write(buf.getvalue())
-
-
 def save_png(path: Path, image_u8: np.ndarray) -> None:
-    from PIL import Image
     Image.fromarray(image_u8, mode="L").save(path, format="PNG")
 
 
-def _fmt_bpm(bpm: float) -> str:
+def fmt_bpm(bpm: float) -> str:
     return f"{bpm:.0f}" if abs(bpm - round(bpm)) < 1e-6 else f"{bpm:.2f}".rstrip("0").rstrip(".")

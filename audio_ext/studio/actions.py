@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import soundfile as sf
 
+from audio_ext.core.audio_io import write_audio
 from audio_ext.generation import generate as gen
 from audio_ext.generation import synthesis as syn
 from audio_ext.generation.latents import WALK_SPACES, Projected
@@ -220,7 +221,7 @@ def _loop_from_audio(session: Session, clip: Clip, bars: int, bpm: Optional[floa
         raise RequestError(f"--loop {bars}: a {n / sr:.2f} s clip at {target:g} BPM holds at most {fit} whole "
                            f"bar(s) plus the {fade_s * 1000:g} ms crossfade")
     stem = re.sub(r"-[0-9.]+bpm$", "", Path(clip.filename).stem)
-    name = f"{stem}-loop{bars}bar-{syn._fmt_bpm(target)}bpm.wav"
+    name = f"{stem}-loop{bars}bar-{syn.fmt_bpm(target)}bpm.wav"
 
     def fn(ctx: JobContext):
         ctx.progress(0, 1, "stretching and looping")
@@ -232,9 +233,9 @@ def _loop_from_audio(session: Session, clip: Clip, bars: int, bpm: Optional[floa
             if abs(target - src_bpm) > 1e-9:
                 audio = change_tempo(audio, sr, src_bpm, target)
             audio = loops.loop_clip(audio, sr, target, bars, fade_s)
-            tags.update(title=f"{stem} loop {bars} bar(s) {syn._fmt_bpm(target)} BPM",
+            tags.update(title=f"{stem} loop {bars} bar(s) {syn.fmt_bpm(target)} BPM",
                         comment=f"{tags.get('comment', '')} loop={bars} bpm={target:g} (looped in the studio)".strip())
-            syn.write_audio(folder / name, audio, sr, "wav", tags)
+            write_audio(folder / name, audio, sr, "wav", tags)
         out = Clip(id=new_token(), title=f"{clip.title}, loop of {bars} bar(s)", kind="loop", audio=folder / name,
                    image=clip.image, filename=name, seconds=len(audio) / sr, sample_rate=sr, bpm=target, seed=clip.seed,
                    command=f"{clip.command}   # then its first {bars} bar(s) at {target:g} BPM as a seamless loop "

@@ -33,14 +33,13 @@ def default_network() -> Optional[str]:
 
 
 #: Serialises every generator pass and decode of every engine: noise in ``random`` mode is seeded
-#: through torch's global generator, and the decoder model in use is process-wide state
-#: (:func:`audio_ext.generation.synthesis.decoder_choice`), so two passes at once would mix seeds or models.
+#: through torch's global generator, so two passes at once would mix their seeds.
 RENDER_LOCK = threading.RLock()
 
 
 class Engine:
-    """A loaded generator (G_ema) with its audio block; each render decodes with the snapshot's own
-    decoder choice (:func:`audio_ext.generation.synthesis.decoder_choice`), under :data:`RENDER_LOCK`.
+    """A loaded generator (G_ema) with its audio block and its decoder model, chosen once
+    (:func:`audio_ext.generation.synthesis.decoder_choice`); renders run under :data:`RENDER_LOCK`.
 
     ``shown``: the network's name in commands and on the page (an uploaded network's own file name
     instead of its path in the session folder).
@@ -49,18 +48,18 @@ class Engine:
     def __init__(self, network: str, device: str = "auto", shown: Optional[str] = None):
         self.network = str(network)
         self.shown = shown or self.network
-        self.device = syn.resolve_device(device)
-        self.G, self.block, self._payload = syn.load_generator(self.network, self.device, with_decoder=True)
+        self.device = syn.generation_device(device)
+        self.G, self.block, payload = syn.load_generator(self.network, self.device, with_decoder=True)
         self.geometry = StftGeometry.from_dict(self.block)
-        with self.decoding():     # a snapshot decoder model that does not fit: an error now, not at the first clip
-            pass
+        # a snapshot decoder model that does not fit: an error now, not at the first clip
+        self.decoder = syn.decoder_choice(self.network, self.geometry, payload, None)
         self.bpm = float(self.block["target_bpm"]) if self.block.get("target_bpm") else None
         self.groups = layer_groups(int(self.G.num_ws))
 
     @contextlib.contextmanager
     def decoding(self):
-        """Hold :data:`RENDER_LOCK` with this network's decoder model chosen."""
-        with RENDER_LOCK, syn.decoder_choice(self.network, self.geometry, self._payload, None):
+        """Hold :data:`RENDER_LOCK` (one generator pass at a time)."""
+        with RENDER_LOCK:
             yield
 
     def close(self) -> None:
@@ -94,7 +93,7 @@ class Engine:
     def make_run(self, folder: Path, **fields) -> "gen._Run":
         """A checked run of ``GenerateOptions(**fields)`` writing into ``folder`` (GenerateError on bad input)."""
         opts = gen.GenerateOptions(network=self.network, outdir=str(folder), **fields)
-        run = gen.make_run(opts, self.G, self.block, self.device, log=lambda m: None)
+        run = gen.make_run(opts, self.G, self.block, self.device, log=lambda m: None, decoder=self.decoder)
         run.staging = Path(folder)
         return run
 
@@ -165,7 +164,7 @@ class Engine:
                          regularize_noise_weight=opts.noise_weight, extra_loss=spectral,
                          w_avg_samples=opts.w_avg_samples, device=self.device, callback=on_step)
         with self.decoding():
-            return write_projection(opts, self.G, self.block, clip, result, self.device)
+            return write_projection(opts, self.G, self.block, clip, result, self.device, self.decoder)
 
     # -------------------------------------------------------------------------------------- live
 

@@ -8,6 +8,7 @@ Listeners who rate anchors "fair" or better were probably not listening; the sco
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import butter, sosfiltfilt
 
 #: Low-pass corner of the anchor in Hz (telephone-like bandwidth).
 CUTOFF_HZ = 3500.0
@@ -21,7 +22,6 @@ def degrade(audio: np.ndarray, sample_rate: int, seed: int, cutoff_hz: float = C
 
     The noise comes from ``numpy.random.default_rng(seed)``, so the same seed gives the same anchor.
     """
-    from scipy.signal import butter, sosfiltfilt
     x = np.asarray(audio, dtype=np.float64)
     if not 0 < cutoff_hz < sample_rate / 2:
         raise ValueError(f"anchor cutoff {cutoff_hz} Hz must lie between 0 and half the sample rate")

@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from PIL import Image, ImageDraw, ImageFont
+
 from stylegan2.misc import atomic_path
 
 _BAR_COLOURS = {"original": (74, 140, 92), "anchor": (170, 170, 170)}
@@ -16,7 +18,6 @@ _DEFAULT_COLOUR = (62, 104, 189)
 
 
 def _font(size: int):
-    from PIL import ImageFont
     try:
         return ImageFont.load_default(size=size)  # a scalable font since Pillow 10.1
     except TypeError:
@@ -39,7 +40,6 @@ def _wrap(name: str, width: int = 16) -> list:
 def draw_mos_chart(path, rows: Sequence[dict], title: str = "Mean opinion score") -> Path:
     """Write a PNG bar chart of ``rows`` (dicts with ``condition``, ``mos``, ``t_low``, ``t_high``,
     ``boot_low``, ``boot_high``, ``n``) to ``path`` atomically; returns the path."""
-    from PIL import Image, ImageDraw
     bar_w, gap, left, right, top, bottom = 70, 60, 100, 30, 60, 150
     width = left + right + max(1, len(rows)) * (bar_w + gap)
     height = 500

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import click
 
+from audio_ext.survey.make import SurveyError, SurveyOptions, make_survey
+from audio_ext.survey.score import score_survey
+from audio_ext.survey.serve import serve
+
 
 @click.group()
 def survey() -> None:
@@ -34,7 +38,6 @@ def survey() -> None:
 def survey_make(outdir, networks, data, source, clips_per_condition, seed, anchors, method, target_dbfs, title,
                 page_seed, device, overwrite) -> None:
     """Build a blind listening test as a static folder (index.html + audio + manifest.json)."""
-    from audio_ext.survey.make import SurveyError, SurveyOptions, make_survey
     opts = SurveyOptions(outdir=outdir, clips_per_condition=clips_per_condition, seed=seed, networks=networks,
                          data=data, source=source, anchors=anchors, method=method, target_dbfs=target_dbfs,
                          device=device, title=title, page_seed=page_seed, overwrite=overwrite)
@@ -51,8 +54,6 @@ def survey_make(outdir, networks, data, source, clips_per_condition, seed, ancho
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0 opens it to the LAN)")
 def survey_serve(folder, port, host) -> None:
     """Serve the survey page and save submitted answer sheets to FOLDER/responses/."""
-    from audio_ext.survey.make import SurveyError
-    from audio_ext.survey.serve import serve
     try:
         serve(folder, host, port, log=click.echo)
     except SurveyError as e:
@@ -75,8 +76,6 @@ def survey_serve(folder, port, host) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="bootstrap seed")
 def survey_score(responses, manifest_path, outdir, exclude_failed_anchors, anchor_max, normalise, n_boot, seed) -> None:
     """MOS with 95 % intervals, pairwise tests and a report from answer sheets (files or folders)."""
-    from audio_ext.survey.make import SurveyError
-    from audio_ext.survey.score import score_survey
     try:
         result = score_survey(list(responses), manifest_path, outdir, exclude_failed_anchors, anchor_max, normalise,
                               n_boot, seed, log=click.echo)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
 import json
 import math
 import os
@@ -33,10 +34,28 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
+from audio_ext.core.audio_io import FULL_SCALE, write_audio
+from audio_ext.core.device import DeviceError, resolve_device
+from audio_ext.core.geometry import StftGeometry
+from audio_ext.dataset.archive import ArchiveError, read_dataset_json
+from audio_ext.dataset.archive_images import ArchiveImages
+from audio_ext.decoder.archive_model import archive_decoder_choice
+from audio_ext.decoder.frame_model import ModelError
+from audio_ext.decoder.methods import decode_audio
+from audio_ext.generation.synthesis import (
+    GenerateError,
+    decode_images,
+    decoder_choice,
+    load_generator,
+    seed_latents,
+    synthesize,
+)
 from audio_ext.survey import anchor as anchor_mod
 from audio_ext.survey.loudness import PEAK_LIMIT, TARGET_DBFS, normalise_set
 from audio_ext.survey.roundtrip import OriginalError, decoder_name, original_clip
+from stylegan2.cli_errors import describe_os_error
 
 ASSETS = Path(__file__).with_name("assets")
 PAGE_FILES = ("index.html", "survey.js", "survey.css")
@@ -97,24 +116,14 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
     each condition is the training example). The round trip decodes with the archive's own model
     (``stft.decoder.pt`` beside it, audio_ext.decoder.archive_model) when it has one, as generated clips
     decode with the one their snapshot carries."""
-    import contextlib
-
-    import torch
-
-    from audio_ext.__main__ import ArchiveImages
-    from audio_ext.dataset.archive import ArchiveError, read_dataset_json
-    from audio_ext.decoder.archive_model import archive_decoder_models
-    from audio_ext.decoder.frame_model import ModelError
-    from audio_ext.decoder.methods import decode_audio
     try:
         archive = ArchiveImages(opts.data)
         meta = read_dataset_json(opts.data)
     except ArchiveError as e:
         raise SurveyError(str(e)) from None
-    choice = contextlib.ExitStack()
     try:
         try:
-            choice.enter_context(archive_decoder_models(opts.data, archive.codec.geometry))
+            decoder = archive_decoder_choice(opts.data, archive.codec.geometry)
         except ModelError as e:
             raise SurveyError(f"--data {opts.data}: {e}") from None
         records = meta.get("clips") or []
@@ -125,7 +134,7 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
         indices = [int(i) for i in rng.choice(n, size=count, replace=False)]
         g = archive.codec.geometry
         sr, samples = g.sample_rate, g.clip_samples
-        method = decoder_name(opts.method, g)
+        method = decoder_name(opts.method, g, decoder)
         by_file = {r.get("file"): r for r in records if isinstance(r, dict)}
         out: List[Clip] = []
         for k, i in enumerate(indices):
@@ -137,7 +146,7 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
             record = by_file.get(name, {})
             log(f"archive clip {i} ({k + 1}/{count}): decoding with {method}")
             gen = torch.Generator(device=opts.device).manual_seed(int(opts.seed) * 1000003 + i)
-            y = decode_audio(np.array(image), archive.codec, device=opts.device, generator=[gen],
+            y = decode_audio(np.array(image), archive.codec, device=opts.device, generator=[gen], decoder=decoder,
                              **_method_kwargs(opts.method))
             origin = {"archive": Path(opts.data).name, "clip_index": i, "file": name,
                       **{k2: record[k2] for k2 in ("source", "clip_start_s", "stretch_ratio") if k2 in record}}
@@ -160,7 +169,6 @@ def _archive_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, lo
             out.append(roundtrip)
         return out
     finally:
-        choice.close()
         archive.close()
 
 
@@ -175,60 +183,40 @@ def _snapshot_names(networks: Sequence[str]) -> List[str]:
 
 def _generated_clips(opts: SurveyOptions, rng: np.random.Generator, count: int, log) -> List[Clip]:
     """``count`` clips of every network (latent seeds and, for conditional ones, classes from ``rng``)."""
-    import contextlib
-
-    import torch
-
-    from audio_ext.core.geometry import StftGeometry
-    from audio_ext.generation.synthesis import (
-        GenerateError,
-        decode_images,
-        decoder_choice,
-        load_generator,
-        seed_latents,
-        synthesize,
-    )
-    device = torch.device(opts.device)
+    device = resolve_device(opts.device)
     out: List[Clip] = []
     for path, name in zip(opts.networks, _snapshot_names(opts.networks)):
-        with contextlib.ExitStack() as stack:
-            try:
-                G, block, decoder_model = load_generator(path, device, with_decoder=True)
-                geometry = StftGeometry.from_dict(block)
-                # the snapshot's own decoder model when it carries one, as gen_audio.py decodes
-                stack.enter_context(decoder_choice(path, geometry, decoder_model, None))
-            except GenerateError as e:
-                raise SurveyError(f"--network {e}") from None
-            seeds = [int(s) for s in rng.integers(0, 2 ** 31 - 1, size=count)]
-            c_dim = int(getattr(G, "c_dim", 0))
-            c = torch.zeros(count, c_dim, device=device)
-            classes = [int(k) for k in rng.integers(0, c_dim, size=count)] if c_dim else [None] * count
-            for j, k in enumerate(classes):
-                if k is not None:
-                    c[j, k] = 1
-            decoder = decoder_name(opts.method, geometry)
-            log(f"{name}: generating {count} clip(s), decoder {decoder}")
-            z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
-            imgs = synthesize(G, z, c, 1.0, "const", device)
-            try:
-                audio = decode_images(imgs, block, opts.method, None, device, seed=seeds)
-            except GenerateError as e:
-                raise SurveyError(f"--network {path}: {e}") from None
-            for j in range(count):
-                out.append(Clip(f"generated-{name}", audio[j], int(block["sample_rate"]),
-                                {"network": str(Path(path).resolve()), "seed": seeds[j], "class": classes[j],
-                                 "decoder": decoder}))
+        try:
+            G, block, decoder_model = load_generator(path, device, with_decoder=True)
+            geometry = StftGeometry.from_dict(block)
+            # the snapshot's own decoder model when it carries one, as gen_audio.py decodes
+            decoder = decoder_choice(path, geometry, decoder_model, None)
+        except GenerateError as e:
+            raise SurveyError(f"--network {e}") from None
+        seeds = [int(s) for s in rng.integers(0, 2 ** 31 - 1, size=count)]
+        c_dim = int(getattr(G, "c_dim", 0))
+        c = torch.zeros(count, c_dim, device=device)
+        classes = [int(k) for k in rng.integers(0, c_dim, size=count)] if c_dim else [None] * count
+        for j, k in enumerate(classes):
+            if k is not None:
+                c[j, k] = 1
+        decoder_label = decoder_name(opts.method, geometry, decoder)
+        log(f"{name}: generating {count} clip(s), decoder {decoder_label}")
+        z = torch.from_numpy(seed_latents(seeds, int(G.z_dim))).to(device)
+        imgs = synthesize(G, z, c, 1.0, "const", device)
+        try:
+            audio = decode_images(imgs, block, opts.method, None, device, seed=seeds, decoder=decoder)
+        except GenerateError as e:
+            raise SurveyError(f"--network {path}: {e}") from None
+        for j in range(count):
+            out.append(Clip(f"generated-{name}", audio[j], int(block["sample_rate"]),
+                            {"network": str(Path(path).resolve()), "seed": seeds[j], "class": classes[j],
+                             "decoder": decoder_label}))
     return out
 
 
 # --------------------------------------------------------------------------------------------------
 # Writing the folder.
-
-def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
-    """16-bit PCM mono WAV without any text chunk (a tag could name the condition); a failed write is an OSError."""
-    from audio_ext.core.wavfile import write_pcm16_wav
-    write_pcm16_wav(path, audio, sr)
-
 
 def _answer_files(outdir: Path) -> List[Path]:
     """Every file in ``outdir/responses`` (hidden ones too: a sheet being saved is a hidden temp file)."""
@@ -309,10 +297,10 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
             decoder_name(opts.method)
         except ValueError as e:
             raise SurveyError(str(e)) from None
-    if str(opts.device).startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise SurveyError(f"--device {opts.device}: no CUDA device is available (use --device cpu)")
+    try:
+        resolve_device(opts.device)
+    except DeviceError as e:
+        raise SurveyError(str(e)) from None
     level = opts.target_dbfs
     if not (isinstance(level, (int, float)) and math.isfinite(level) and LEVEL_RANGE[0] <= level <= LEVEL_RANGE[1]):
         raise SurveyError(f"--level {level!r}: the RMS level must be a number of dBFS in "
@@ -379,7 +367,6 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
                  "page_seed": opts.page_seed, "training": {"id": training_id, "src": f"audio/{training_id}.wav"},
                  "clips": [{"id": i, "src": f"audio/{i}.wav"} for i, _ in entries]}
 
-    from stylegan2.cli_errors import describe_os_error
     try:
         outdir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
@@ -388,11 +375,11 @@ def make_survey(opts: SurveyOptions, log: Callable[[str], None] = print) -> Path
     try:
         (staging / "audio").mkdir()
         for i, c in entries + [(training_id, training)]:
-            _write_wav(staging / "audio" / f"{i}.wav", c.audio, c.sample_rate)
+            # no text chunk: a tag could name the condition
+            write_audio(staging / "audio" / f"{i}.wav", c.audio, c.sample_rate, peak=FULL_SCALE)
         for name in PAGE_FILES:
             text = (ASSETS / name).read_text(encoding="utf-8")
             if name == "index.html":
-                import html
                 text = text.replace("{{TITLE}}", html.escape(opts.title))
             (staging / name).write_text(text, encoding="utf-8")
         (staging / DATA_JS).write_text(_data_js(page_data), encoding="utf-8")

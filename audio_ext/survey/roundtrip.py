@@ -14,9 +14,19 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image
 
+from audio_ext.core.audio_io import FULL_SCALE, load_audio, resample, write_audio
+from audio_ext.dataset.archive import read_dataset_json
+from audio_ext.dataset.archive_images import ArchiveImages
+from audio_ext.dataset.stretch import time_stretch
 from audio_ext.decoder import methods
+from audio_ext.decoder.archive_model import archive_decoder_choice
+from audio_ext.decoder.model_choice import DecoderChoice
 from audio_ext.generation.page import ClipEntry
+from audio_ext.survey.loudness import normalise_set
 
 
 class OriginalError(ValueError):
@@ -25,9 +35,7 @@ class OriginalError(ValueError):
 
 def _read_excerpt(path: Path, start_s: float, seconds: float, sr: int) -> np.ndarray:
     """Mono float32 audio of ``path`` from ``start_s`` for ``seconds`` (source time), at ``sr`` Hz."""
-    import soundfile as sf
 
-    from audio_ext.core.audio_io import load_audio, resample
     try:
         with sf.SoundFile(str(path)) as f:
             f.seek(min(int(round(start_s * f.samplerate)), f.frames))
@@ -48,7 +56,6 @@ def original_clip(path: Path, record: dict, sr: int, clip_samples: int, stretche
     ``margin_s`` of context either side is stretched too and then cut off, so the stretcher's edge
     effects stay outside the clip.
     """
-    from audio_ext.dataset.stretch import time_stretch
     try:
         ratio = float(record["stretch_ratio"])
         start = float(record["clip_start_s"])
@@ -73,7 +80,7 @@ def original_clip(path: Path, record: dict, sr: int, clip_samples: int, stretche
     return np.pad(clip, (0, clip_samples - clip.size)).astype(np.float32)
 
 
-def decoder_name(method: Optional[str], geometry=None) -> str:
+def decoder_name(method: Optional[str], geometry=None, decoder: Optional[DecoderChoice] = None) -> str:
     """The name of the decoder used: ``method`` (checked) or the audio layer's default for ``geometry``.
 
     With ``method=None`` the decoding calls pass no method at all, so whatever the library makes
@@ -81,7 +88,7 @@ def decoder_name(method: Optional[str], geometry=None) -> str:
     listeners hear; the name comes from ``methods.default_method(geometry)``.
     """
     if method is None:
-        return methods.default_method(geometry)
+        return methods.default_method(geometry, decoder)
     if method not in methods.METHODS:
         raise ValueError(f"--method {method!r} is not a decoder; known: {', '.join(methods.METHODS)}")
     return method
@@ -100,26 +107,15 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
     it) when it has one, as ``python -m audio_ext decode`` does (audio_ext.decoder.archive_model); one that
     cannot decode the archive is a ModelError naming it, raised before anything is written.
     """
-    import contextlib
-
-    import torch
-    from PIL import Image
-
-    from audio_ext.__main__ import ArchiveImages, write_wav
-    from audio_ext.dataset.archive import read_dataset_json
-    from audio_ext.decoder.archive_model import archive_decoder_models
-    from audio_ext.decoder.methods import decode_audio, describe_method
-    from audio_ext.survey.loudness import normalise_set
     kwargs = {} if method is None else {"method": method}  # None: whatever the library's default is
     archive = ArchiveImages(data)
-    choice = contextlib.ExitStack()
     try:
-        choice.enter_context(archive_decoder_models(data, archive.codec.geometry))
+        decoder = archive_decoder_choice(data, archive.codec.geometry)
         records = read_dataset_json(data).get("clips") or []
         by_file = {r.get("file"): r for r in records if isinstance(r, dict)}
         g = archive.codec.geometry
-        method = decoder_name(method, g)
-        label = describe_method(method, g)     # the learned one says which model: [archive: stft.decoder.pt]
+        method = decoder_name(method, g, decoder)
+        label = methods.describe_method(method, g, decoder)     # the learned one says which model: [archive: stft.decoder.pt]
         taken: dict = {}
         entries: List[ClipEntry] = []
         folder = Path(outdir) / subdir
@@ -134,10 +130,11 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
             image = np.array(archive.load(i))
             log(f"{src} at {float(rec['clip_start_s']):.2f} s: original and round trip ({method})")
             original = original_clip(Path(source) / src, rec, g.sample_rate, g.clip_samples)
-            y = decode_audio(image, archive.codec, generator=[torch.Generator().manual_seed(i)], **kwargs)
+            y = methods.decode_audio(image, archive.codec, generator=[torch.Generator().manual_seed(i)], decoder=decoder,
+                                     **kwargs)
             original, roundtrip = normalise_set([original, np.asarray(y).reshape(-1)], target_dbfs=-18.0)[0]
-            write_wav(folder / f"{stem}-original.wav", original, g.sample_rate)
-            write_wav(folder / f"{stem}-roundtrip.wav", roundtrip, g.sample_rate)
+            write_audio(folder / f"{stem}-original.wav", original, g.sample_rate, peak=FULL_SCALE)
+            write_audio(folder / f"{stem}-roundtrip.wav", roundtrip, g.sample_rate, peak=FULL_SCALE)
             Image.fromarray(image, mode="L").save(folder / f"{stem}.png")
             seconds = g.clip_samples / g.sample_rate
             bpm = float(rec["source_bpm"]) / float(rec["stretch_ratio"]) if "source_bpm" in rec else None
@@ -149,5 +146,4 @@ def write_pairs(data, source, outdir, per_source: int = 1, method: Optional[str]
                                      kind=f"archive image (R={g.resolution}) decoded with {label}", **common))
         return entries
     finally:
-        choice.close()
         archive.close()

@@ -33,6 +33,7 @@ from audio_ext.survey.make import SurveyError, load_manifest
 from audio_ext.survey.request import parse_json
 from audio_ext.survey.serve import SheetError, validate_sheet
 from audio_ext.survey.significance import bootstrap_interval, holm, mann_whitney, t_interval, wilcoxon_signed_rank
+from stylegan2.cli_errors import describe_os_error
 from stylegan2.misc import atomic_write_text
 
 ANCHOR = "anchor"
@@ -310,7 +311,6 @@ def score_survey(responses: Sequence, manifest_path=None, outdir=None, exclude_f
         atomic_write_text(out / "report.md", _markdown(result, "mos.png"))
         atomic_write_text(out / "report.html", _html(result, "mos.png"))
     except OSError as e:
-        from stylegan2.cli_errors import describe_os_error
         raise SurveyError(f"--outdir {out}: cannot write the report ({describe_os_error(e)})") from None
     result["report_dir"] = str(out)
     return result

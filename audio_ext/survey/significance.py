@@ -19,6 +19,7 @@ import math
 from typing import List, Sequence, Tuple
 
 import numpy as np
+from scipy.stats import t as student_t
 
 
 def _normal_sf(z: float) -> float:
@@ -28,7 +29,6 @@ def _normal_sf(z: float) -> float:
 
 def t_interval(x: Sequence[float], confidence: float = 0.95) -> Tuple[float, float, float]:
     """(mean, low, high): Student-t interval of the mean of ``x``; NaN bounds for fewer than 2 values."""
-    from scipy.stats import t as student_t
     a = np.asarray(x, dtype=np.float64)
     if a.size == 0:
         return math.nan, math.nan, math.nan

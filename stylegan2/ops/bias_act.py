@@ -1,9 +1,9 @@
 """Fused bias + activation + gain + clamp: ``y = clamp(gain * act(x + b), -clamp, +clamp)``.
 
-Every StyleGAN2 layer ends with this step (upstream-notes §2.1, §8.1). The reference path below is
-plain PyTorch and therefore differentiable to any order (R1 and path-length regularisation need the
-second derivative). A CUDA kernel may replace it through :mod:`stylegan2.ops.backend`; both must
-agree with the definitions in :data:`activation_funcs`.
+Every StyleGAN2 layer ends with this step (StyleGAN2-ADA ``torch_utils/ops/bias_act.py``;
+docs/references.md). The reference path below is plain PyTorch and therefore differentiable to any order
+(R1 and path-length regularisation need the second derivative). A CUDA kernel may replace it through
+:mod:`stylegan2.ops.backend`; both must agree with the definitions in :data:`activation_funcs`.
 """
 from __future__ import annotations
 

@@ -50,6 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+
     from . import plugin
     from .backend import KernelUnavailable
 

@@ -1,6 +1,7 @@
 """2-D convolution with built-in FIR up- or down-sampling, as StyleGAN2's resampling layers use it.
 
-Definition (upstream-notes §2.1): with ``up > 1`` the input is upsampled by zero insertion,
+Definition (StyleGAN2-ADA ``torch_utils/ops/conv2d_resample.py``; docs/references.md): with
+``up > 1`` the input is upsampled by zero insertion,
 padded once by ``padding`` plus the filter's own padding, low-pass filtered with ``f`` (gain up^2,
 so DC is kept) and then convolved ("valid") with ``w``; with ``down > 1`` the input is padded once,
 convolved, filtered with ``f`` and decimated. Faster but identical executions are picked:

@@ -1,10 +1,10 @@
 """Inference-only fast path of the generator's layers on the CPU: fewer passes over the feature maps.
 
-A synthesis layer computes ``clamp(gain * lrelu(conv(x, w') + noise + b))`` (upstream-notes §2.3,
-§8.1). Done step by step as the reference path does, each step reads and writes the whole feature
-map (at 1024 x 1024 with 32 channels, 134 MB a pass) into a freshly allocated tensor; on a CPU
-those passes took a third of the generator's time (issue 13). This path computes the same
-function with the work moved where it is free or cheap:
+A synthesis layer computes ``clamp(gain * lrelu(conv(x, w') + noise + b))`` (StyleGAN2;
+docs/references.md). Done step by step as the reference path does, each step reads and writes the whole
+feature map (at 1024 x 1024 with 32 channels, 134 MB a pass) into a freshly allocated tensor; on a CPU
+those passes took a third of the generator's time (issue 13). This path computes the same function with
+the work moved where it is free or cheap:
 
 - leaky ReLU is positively homogeneous (``g * lrelu(v) = lrelu(g * v)`` for ``g > 0``), so the
   gain is folded into the (per-sample) conv weights, the bias and the noise strength;

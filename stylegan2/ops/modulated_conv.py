@@ -3,7 +3,7 @@
 Each sample ``n`` gets its own weight ``w'_n = weight * s_n`` (style ``s_n`` scales input channels);
 demodulation divides each output channel by ``sqrt(sum_{i,kh,kw} w'^2 + 1e-8)`` so activations keep
 unit variance without normalising them (Karras et al. 2020, "Analyzing and Improving the Image
-Quality of StyleGAN", Sec. 2.2; upstream-notes §2.3). Two equivalent executions exist:
+Quality of StyleGAN", Sec. 2.2). Two equivalent executions exist:
 
 - fused: the batch becomes the groups of one grouped convolution with per-sample weights (cheap
   for inference and batch 1);

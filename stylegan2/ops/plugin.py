@@ -10,7 +10,8 @@ into a private folder and publishes it with an atomic rename, the others wait an
 Before building, :func:`diagnose` checks each requirement (a CUDA build of torch, nvcc of the same
 major version, ninja, a C++ compiler, an architecture nvcc supports) and raises
 :class:`~stylegan2.ops.backend.KernelUnavailable` with a one-line fix instead of a wall of
-compiler output (the most common upstream complaint, upstream-notes §8.3).
+compiler output (the most common complaint in StyleGAN2-ADA's issue tracker;
+docs/references.md, StyleGAN2-ADA).
 """
 from __future__ import annotations
 

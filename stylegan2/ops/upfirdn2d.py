@@ -1,7 +1,8 @@
 """FIR up/down-sampling of images ("upfirdn" in 2-D): zero-insert, pad, filter, decimate.
 
 StyleGAN2 resamples with a small low-pass FIR filter (``[1,3,3,1]``) instead of nearest/bilinear
-interpolation, to limit aliasing (upstream-notes §2.1, §8.1). Per channel, ``upfirdn2d`` does
+interpolation, to limit aliasing (StyleGAN2; StyleGAN2-ADA ``torch_utils/ops/upfirdn2d.py``). Per
+channel, ``upfirdn2d`` does
 
 1. insert ``up - 1`` zeros after every pixel (per axis),
 2. pad with zeros by ``padding`` (negative values crop),

@@ -11,7 +11,7 @@
 #   4. TARGET/<game>_<file>.ogg (as shipped, 44.1 kHz mono Ogg Vorbis),
 #      TARGET/licenses/<package>.copyright and TARGET/manifest.csv
 # The model was also trained on three devset tracks (dv02, dv04, dv08;
-# ../shared/devset/fetch_devset.sh) and four synthetic loops; dv07 was its
+# the team's development set, not distributed here) and four synthetic loops; dv07 was its
 # validation track. Train with:
 #   python -m audio_ext train-decoder --source DIR_WITH_ALL_OF_THEM ...  (docs/audio.md)
 #

@@ -1,0 +1,131 @@
+"""The recipe of the shipped network: fetch freely licensed music, build the archive, train, export.
+
+    python recipes/pretrained.py                       # electro128, as shipped (make pretrained)
+    python recipes/pretrained.py --kimg 2000           # train longer (resumes the run in --work)
+    python recipes/pretrained.py --synthetic 6 --resolution 32 --sample-rate 2218 --kimg 0.02 \\
+        --work /tmp/w --export-dir /tmp/w/shipped     # the tiny-scale version the test suite runs
+
+Each stage is skipped when its output exists, so an interrupted recipe is simply rerun: the music
+is fetched once (sha256-checked, recipes/fetch_electro128_music.sh), the archive built once, and
+training resumes from the run's latest snapshot (``train.py --resume``) until ``--kimg``. The
+export takes ``best-snapshot.pkl`` (kept by ``--keep-best sfd1k``), else the latest snapshot, and
+writes G_ema only (``python -m audio_ext export-pretrained``). Every seed is fixed (``--seed``);
+see docs/pretrained.md for where the result is not bit-reproducible.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TARGET_BPM = 130.0
+#: Training of electro128: the ``cpu128`` preset (``tiny`` widened to ~1 M generator parameters at R = 128),
+#: the best snapshot kept by the spectral-feature distance.
+TRAIN_FLAGS = ("--cfg", "cpu128", "--metrics", "sfd1k", "--keep-best", "sfd1k", "--preview-clips", "2")
+
+
+def run(cmd, log) -> None:
+    """Run one stage's command from the repository root; a failure stops the recipe with its exit code."""
+    log("$ " + " ".join(shlex.quote(str(c)) for c in cmd))
+    rc = subprocess.call([str(c) for c in cmd], cwd=ROOT)
+    if rc != 0:
+        raise click.ClickException(f"stage failed (exit {rc}): {' '.join(str(c) for c in cmd[:3])} ...")
+
+
+def synthetic_music(folder: Path, count: int, seconds: float, sample_rate: int) -> None:
+    """``count`` deterministic techno loops (audio_ext.core.synth) at 124..136 BPM as WAV files: the
+    stand-in for the fetched music in tests and offline trials."""
+    import soundfile as sf
+
+    from audio_ext.core.synth import techno_loop
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        bpm = 124.0 + 12.0 * i / max(count - 1, 1)
+        y = techno_loop(bpm, seconds, sr=sample_rate, seed=i, offset=0.01 * i)
+        tmp = folder / f"synth{i:02d}.wav.tmp"
+        sf.write(tmp, y, sample_rate, subtype="PCM_16", format="WAV")
+        tmp.replace(folder / f"synth{i:02d}.wav")
+
+
+def latest_run(outdir: Path, desc: str):
+    """The newest run folder of this recipe in ``outdir`` (named ``NNNNN-...-<desc>``), or None."""
+    runs = sorted(p for p in outdir.glob(f"*-{desc}") if p.is_dir()) if outdir.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def trained_nimg(outdir: Path) -> int:
+    """Images seen by the newest snapshot in ``outdir`` (what ``--resume latest`` continues), 0 if none."""
+    from stylegan2.snapshot import find_latest_snapshot, load_snapshot
+    latest = find_latest_snapshot(outdir)
+    return int(load_snapshot(latest).get("cur_nimg") or 0) if latest is not None else 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--work", default="pretrained-work", show_default=True, metavar="DIR",
+              help="music, archive and runs go here")
+@click.option("--name", default="electro128", show_default=True, help="shipped name (pretrained:NAME)")
+@click.option("--synthetic", type=click.IntRange(min=1), default=None,
+              help="use this many synthetic loops instead of fetching the music (tests, offline trials)")
+@click.option("--synthetic-seconds", type=float, default=30.0, show_default=True)
+@click.option("--resolution", type=int, default=128, show_default=True, help="R (pixels); n_fft = 2R")
+@click.option("--hop", type=int, default=None, help="STFT hop [R]")
+@click.option("--sample-rate", type=int, default=8875, show_default=True,
+              help="Hz; 8875 makes one R = 128, hop 128 clip one bar at 130 BPM")
+@click.option("--kimg", type=float, default=1000.0, show_default=True, help="training length")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-flag", "train_flags", multiple=True, metavar="FLAG",
+              help="extra train.py flag (repeatable), e.g. --train-flag=--workers=0")
+@click.option("--export-dir", default=None, metavar="DIR", help="where NAME.pt goes [audio_ext/generation/models]")
+@click.option("--notes", default="", help="extra text for the exported file's provenance")
+def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate, kimg, seed, train_flags,
+         export_dir, notes):
+    """Fetch, build, train and export the shipped network (each stage skipped when already done)."""
+    log = lambda msg: click.echo(f"[recipe] {msg}", err=True)   # noqa: E731
+    work = Path(work).resolve()
+    music, archive, outdir = work / "music", work / f"{name}.zip", work / "runs"
+    py = sys.executable
+
+    if synthetic:
+        if not any(music.glob("synth*.wav")):
+            synthetic_music(music, synthetic, synthetic_seconds, sample_rate=22050)
+    else:
+        run(["bash", ROOT / "recipes" / "fetch_electro128_music.sh", music], log)
+
+    if not archive.exists():
+        run([py, "dataset_tool_audio.py", "--source", music, "--dest", archive, "--resolution", resolution,
+             "--hop", hop or resolution, "--sample-rate", sample_rate, "--target-bpm", TARGET_BPM,
+             "--stride-beats", 1, "--min-bpm", 100, "--max-bpm", 165, "--no-progress"], log)
+    else:
+        log(f"{archive} exists: not rebuilt")
+
+    from stylegan2.snapshot import find_latest_snapshot
+    done = trained_nimg(outdir)
+    if done < kimg * 1000:
+        resume = ["--resume", "latest"] if find_latest_snapshot(outdir) is not None else []
+        run([py, "train.py", "--outdir", outdir, "--data", archive, *TRAIN_FLAGS, "--kimg", kimg, "--seed", seed,
+             "--desc", name, "--no-progress", *resume, *train_flags], log)
+    else:
+        log(f"{outdir}: already trained to {done / 1000:g} kimg")
+    run_dir = latest_run(outdir, name)
+    if run_dir is None:
+        raise click.ClickException(f"{outdir}: training left no run folder")
+    best = run_dir / "best-snapshot.pkl"
+    snaps = sorted(run_dir.glob("network-snapshot-*.pkl"))
+    source = best if best.is_file() else (snaps[-1] if snaps else None)
+    if source is None:
+        raise click.ClickException(f"{run_dir}: no snapshot to export")
+    provenance = f"recipes/pretrained.py, {'synthetic' if synthetic else 'fetched'} music, seed {seed}. {notes}"
+    cmd = [py, "-m", "audio_ext", "export-pretrained", "--network", source, "--name", name, "--overwrite",
+           "--notes", provenance.strip()]
+    if export_dir:
+        cmd += ["--outdir", export_dir]
+    run(cmd, log)
+
+
+if __name__ == "__main__":
+    main()
