@@ -72,3 +72,12 @@ def test_ctrl_c_stops_cleanly_and_removes_session_files(tmp_path):
             proc.kill()
     assert proc.returncode == 0 and "stopped" in out and "Traceback" not in out
     assert list(tmp.iterdir()) == []
+
+
+def test_default_network_is_the_shipped_electro128_when_installed(monkeypatch):
+    from audio_ext.generation import pretrained
+    from audio_ext.studio.engine import default_network
+    monkeypatch.setattr(pretrained, "known_names", lambda folder=None: [])
+    assert default_network() is None
+    monkeypatch.setattr(pretrained, "known_names", lambda folder=None: ["other", "electro128"])
+    assert default_network() == "pretrained:electro128"

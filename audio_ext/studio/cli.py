@@ -23,7 +23,7 @@ def studio(network, host, port, device, max_upload_mb, session_hours) -> None:
     from audio_ext.studio.server import serve
     network = network or default_network()
     if network is None:
-        raise click.ClickException("--network PKL is required (no network ships with this version)")
+        raise click.ClickException("--network PKL is required (the shipped pretrained:electro128 is not installed)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"Warning: listening on {host}: anyone who can reach this machine can use the studio and "
                    f"upload files to it", err=True)

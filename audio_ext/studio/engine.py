@@ -27,9 +27,15 @@ from audio_ext.studio.layers import layer_groups
 GEN_AUDIO, PROJECT_AUDIO = "python gen_audio.py", "python project_audio.py"
 
 
+#: The shipped network the studio opens by default (audio_ext.generation.pretrained).
+DEFAULT_PRETRAINED = "electro128"
+
+
 def default_network() -> Optional[str]:
-    """The network the studio opens when ``--network`` is not given; None while none ships with the project."""
-    return None
+    """The network the studio opens when ``--network`` is not given: ``pretrained:electro128`` when that
+    file is installed, else None (then the flag is required)."""
+    from audio_ext.generation.pretrained import PREFIX, known_names
+    return PREFIX + DEFAULT_PRETRAINED if DEFAULT_PRETRAINED in known_names() else None
 
 
 #: Serialises every generator pass and decode of every engine: noise in ``random`` mode is seeded
