@@ -12,7 +12,7 @@ CUDA_PY := $(CUDA_VENV)/bin/python
 CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_ARCH ?= 8.0;9.0
 
-.PHONY: install lint test test-slow test-all test-librosa-0.10 demo demo-quick pretrained cuda-compile-check gpu-check gpu-smoke bench clean
+.PHONY: install lint test test-slow test-all test-librosa-0.10 demo demo-quick pretrained studio cuda-compile-check gpu-check gpu-smoke bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ pretrained: install
 
 demo-quick: install
 	$(PY) demo.py --quick
+
+# The studio in the browser (docs/studio.md): make studio NETWORK=snap.pkl [PORT=8000]
+NETWORK ?=
+PORT ?= 8000
+studio: install
+	$(PY) -m audio_ext studio $(if $(NETWORK),--network $(NETWORK)) --port $(PORT)
 
 $(CUDA_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(CUDA_VENV)

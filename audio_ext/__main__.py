@@ -44,6 +44,10 @@ from audio_ext.generation.pretrained_cli import export_pretrained_cmd as _export
 
 main.add_command(_export_pretrained)
 
+from .studio.cli import studio as _studio  # noqa: E402  (`python -m audio_ext studio ...`)
+
+main.add_command(_studio)
+
 
 @main.command()
 @click.option("--data", required=True, metavar="PATH", help="stft.zip or an archive folder")

@@ -298,6 +298,8 @@ class _Run:
     decoder: Optional[DecoderChoice] = None  # the decoder model (decoder_choice: flag > snapshot > env > shipped)
     mix_grid: Optional[tuple] = None  # (columns, rows, cells, note) of audio_ext.generation.page.GridCell, set by mixing.render_mix
     noted: set = dataclasses.field(default_factory=set)  # log lines already said once (see note)
+    method: Optional[str] = None  # the phase method's description and iterations, as make_run found them
+    n_iter: object = None
 
     @property
     def sr(self) -> int:
@@ -418,16 +420,14 @@ def _render_walk(run: _Run) -> None:
                          kind=f"walk, {len(clips)} clips x {opts.walk_bars} bar(s)"))
 
 
-def generate(opts: GenerateOptions, log=print) -> GenerateResult:
-    """Run one generation as ``opts`` says and return what was written (see the module docstring).
-
-    Every input is checked before anything is written; files appear in ``opts.outdir`` only when
-    the whole run succeeded.
-    """
+def make_run(opts: GenerateOptions, G, block: dict, device: torch.device, log=print,
+             decoder: Optional[DecoderChoice] = None) -> _Run:
+    """The checked run of ``opts`` on a loaded generator (its ``staging`` folder still unset): class
+    labels, projected latents, tempo and bar checks, the phase description, decoding with ``decoder``
+    (:func:`decoder_choice`). :func:`generate` makes one; the studio (audio_ext.studio) keeps G
+    loaded and makes one per request."""
     _validate(opts)
-    device = generation_device(opts.device)
     network = str(opts.network)
-    G, block, decoder_payload = load_generator(network, device, with_decoder=True)
     geometry = StftGeometry.from_dict(block)
     n_seeds = max(len(opts.seeds or ()), len(opts.walk or ()))
     classes = class_labels(G, opts.class_idx, network, max(n_seeds, 1), device)
@@ -443,7 +443,6 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
                             f"and its audio block has none")
     if bpm is not None:
         _check_bars_fit(opts, geometry, bpm)
-    decoder = decoder_choice(network, geometry, decoder_payload, opts.decoder_model)
     try:
         method, n_iter = describe_phase(opts.method, opts.n_iter, geometry, decoder)
     except ValueError as e:  # e.g. $ELECTROGAN_DECODER_MODEL names an unreadable file
@@ -451,19 +450,41 @@ def generate(opts: GenerateOptions, log=print) -> GenerateResult:
     snapshot_name = Path(network).name
     desc = (f"trunc={opts.trunc:g} class={opts.class_idx} noise={opts.noise_mode} method={method} iters={n_iter} "
             f"snapshot={snapshot_name}")
-    run = _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
-               bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
-               src_bpm=bpm, projected=projected, decoder=decoder)
+    return _Run(opts=opts, G=G, block=block, geometry=geometry, device=device, classes=classes,
+                bpm=opts.bpm if opts.bpm is not None else bpm, snapshot_name=snapshot_name, desc=desc, log=log,
+                src_bpm=bpm, projected=projected, decoder=decoder, method=method, n_iter=n_iter)
+
+
+def render(run: _Run) -> None:
+    """Write every file ``run.opts`` asks for into ``run.staging`` (seeds, walk, projected latents, mixing)."""
+    opts = run.opts
+    if opts.seeds:
+        _render_seeds(run)
+    if opts.walk:
+        _render_walk(run)
+    if opts.projected_w:
+        _render_projected(run)
+    if opts.mix_rows:
+        render_mix(run)
+
+
+def generate(opts: GenerateOptions, log=print) -> GenerateResult:
+    """Run one generation as ``opts`` says and return what was written (see the module docstring).
+
+    Every input is checked before anything is written; files appear in ``opts.outdir`` only when
+    the whole run succeeded.
+    """
+    _validate(opts)
+    device = generation_device(opts.device)
+    network = str(opts.network)
+    G, block, decoder_payload = load_generator(network, device, with_decoder=True)
+    geometry = StftGeometry.from_dict(block)
+    decoder = decoder_choice(network, geometry, decoder_payload, opts.decoder_model)
+    run = make_run(opts, G, block, device, log, decoder)
+    method, n_iter, snapshot_name, bpm = run.method, run.n_iter, run.snapshot_name, run.src_bpm
     outdir = Path(opts.outdir)
     with staging_folder(outdir, log) as run.staging:
-        if opts.seeds:
-            _render_seeds(run)
-        if opts.walk:
-            _render_walk(run)
-        if opts.projected_w:
-            _render_projected(run)
-        if opts.mix_rows:
-            render_mix(run)
+        render(run)
         run_info = {"snapshot": snapshot_name, "resolution": geometry.resolution, "hop": geometry.hop_length,
                     "sample rate": f"{geometry.sample_rate} Hz", "noise": opts.noise_mode,
                     "phase": f"{method}, {n_iter} iterations"}
