@@ -6,55 +6,22 @@ sessions side by side, and (slow) 60 s of the live stream without an underrun, c
 Skips, with the reason, where Chromium, chromedriver or Selenium are missing.
 ``ELECTROGAN_SCREENSHOTS=DIR`` keeps a screenshot of each screen (docs/img/studio-*.png come from it).
 """
-import os
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from browser_helpers import need_browser, open_browser, shot, wait
 from studio_helpers import BPM, SAMPLE_RATE, running_studio, studio_snapshot
 
 from audio_ext.core.synth import techno_loop
 from audio_ext.generation import loops
 
-CHROMIUM = os.environ.get("ELECTROGAN_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("ELECTROGAN_CHROMEDRIVER", "/usr/bin/chromedriver")
-
-
-def _need_browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).is_file() and os.access(p, os.X_OK))]
-    if missing:
-        pytest.skip(f"no headless browser: {', '.join(missing)} missing (apt-get install chromium chromium-driver)")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
-
-
-def _open_browser(folder: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    downloads = folder / "downloads"
-    downloads.mkdir(parents=True)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--mute-audio",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
-                f"--user-data-dir={folder / 'profile'}"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(120)
-    driver.downloads = downloads
-    return driver
-
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    _need_browser()
+    need_browser()
     snap = studio_snapshot(tmp_path_factory.mktemp("net") / "network-snapshot-000000.pkl")
     with running_studio(snap) as (app, port):
         yield app, f"http://127.0.0.1:{port}/"
@@ -62,8 +29,8 @@ def studio(tmp_path_factory):
 
 @pytest.fixture()
 def browser(tmp_path):
-    _need_browser()
-    driver = _open_browser(tmp_path / "b1")
+    need_browser()
+    driver = open_browser(tmp_path / "b1", "1280,1000")
     try:
         yield driver
     finally:
@@ -78,23 +45,11 @@ def track(tmp_path_factory):
 
 
 def _wait(condition, what, timeout=240.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            value = condition()
-        except Exception:  # the page may be rebuilding what we look at
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait(condition, what, timeout)
 
 
 def _shot(driver, name):
-    folder = os.environ.get("ELECTROGAN_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(folder) / f"studio-{name}.png"))
+    shot(driver, f"studio-{name}")
 
 
 def _cards(driver, kind=None):
@@ -243,7 +198,7 @@ def test_upload_project_and_the_errors(studio, browser, track, tmp_path):
 
 def test_two_sessions_at_once_do_not_see_each_others_clips(studio, browser, tmp_path):
     _, url = studio
-    other = _open_browser(tmp_path / "b2")
+    other = open_browser(tmp_path / "b2", "1280,1000")
     try:
         mine = {c.get_attribute("id") for c in _open(browser, url)}
         theirs = {c.get_attribute("id") for c in _open(other, url)}

@@ -8,52 +8,24 @@ with the reason, where they or Selenium are missing. ``ELECTROGAN_SCREENSHOTS=DI
 screenshots of each screen for a look.
 """
 import json
-import os
 import shutil
 import threading
-import time
-from pathlib import Path
 
 import pytest
+from browser_helpers import need_browser, open_browser, shot, wait
 from survey_helpers import tiny_archive
 
 from audio_ext.survey import order
 from audio_ext.survey.make import SurveyOptions, load_manifest, make_survey
 from audio_ext.survey.score import score_survey
 
-CHROMIUM = os.environ.get("ELECTROGAN_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("ELECTROGAN_CHROMEDRIVER", "/usr/bin/chromedriver")
 RATING = {"roundtrip-pghi+fgla": 4, "anchor": 1}
-
-
-def _need_browser():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).is_file() and os.access(p, os.X_OK))]
-    if missing:
-        pytest.skip(f"no headless browser: {', '.join(missing)} missing (apt-get install chromium chromium-driver)")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
 
 
 @pytest.fixture()
 def browser(tmp_path):
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--mute-audio",
-                "--autoplay-policy=no-user-gesture-required", "--window-size=412,915",  # a phone's viewport
-                f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    driver = webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(120)
-    driver.downloads = downloads
+    need_browser()
+    driver = open_browser(tmp_path, "412,915")  # a phone's viewport
     try:
         yield driver
     finally:
@@ -67,26 +39,6 @@ def survey(tmp_path):
     make_survey(SurveyOptions(outdir=str(folder), clips_per_condition=3, seed=5, data=str(data), anchors=2,
                               title="Browser test"), log=lambda m: None)
     return folder
-
-
-def _wait(driver, condition, what, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            value = condition()
-        except Exception:  # the page may be reloading
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _shot(driver, name):
-    folder = os.environ.get("ELECTROGAN_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
 
 
 def _visible(driver, section):
@@ -103,9 +55,9 @@ def _rate_current(driver, manifest):
     clip = driver.execute_script("return document.getElementById('player').dataset.clip")
     assert driver.find_element("id", "next").get_attribute("disabled") is not None  # not before listening
     driver.execute_script("document.getElementById('player').play()")
-    _wait(driver, lambda: "Choose a rating" in driver.find_element("id", "hint").text, "the clip to end")
+    wait(lambda: "Choose a rating" in driver.find_element("id", "hint").text, "the clip to end")
     driver.find_element("css selector", f"input[name=rating][value='{RATING[by_id[clip]]}']").click()
-    _wait(driver, lambda: driver.find_element("id", "next").get_attribute("disabled") is None, "Next to enable")
+    wait(lambda: driver.find_element("id", "next").get_attribute("disabled") is None, "Next to enable")
     return clip
 
 
@@ -117,13 +69,13 @@ def test_rate_reload_export_and_score(browser, survey):
     m = load_manifest(survey)
     n = len(m["clips"])
     browser.get(survey.joinpath("index.html").as_uri() + "?seed=12345")
-    _wait(browser, lambda: _visible(browser, "intro"), "the instructions")
-    _shot(browser, "1-intro")
+    wait(lambda: _visible(browser, "intro"), "the instructions")
+    shot(browser, "1-intro")
     listener = browser.find_element("id", "listener")
     listener.clear()
     listener.send_keys("tester one")
     browser.find_element("id", "start").click()
-    _wait(browser, lambda: _visible(browser, "trial"), "the first clip")
+    wait(lambda: _visible(browser, "trial"), "the first clip")
     state = _state(browser, m["survey_id"])
     # the page's shuffle is the Python one, for the same seed
     assert state["seed"] == 12345 and state["listener"] == "tester-one"
@@ -133,21 +85,21 @@ def test_rate_reload_export_and_score(browser, survey):
         assert browser.find_element("id", "progress-text").text == f"Clip {k + 1} of {n}"
         rated.append(_rate_current(browser, m))
         if k == n // 2:
-            _shot(browser, "2-trial")
+            shot(browser, "2-trial")
             browser.refresh()  # midway, after rating but before Next: nothing may be lost
-            _wait(browser, lambda: _visible(browser, "trial"), "the page after reload")
+            wait(lambda: _visible(browser, "trial"), "the page after reload")
             assert browser.find_element("id", "progress-text").text == f"Clip {k + 1} of {n}"
             assert len(_state(browser, m["survey_id"])["answers"]) == k
             checked = browser.find_element("css selector", "input[name=rating]:checked").get_attribute("value")
             assert int(checked) in RATING.values()
             assert browser.find_element("id", "next").get_attribute("disabled") is None
         _next(browser)
-    _wait(browser, lambda: _visible(browser, "done"), "the end screen")
+    wait(lambda: _visible(browser, "done"), "the end screen")
     assert rated == state["order"]
-    _shot(browser, "3-done")
+    shot(browser, "3-done")
     browser.find_element("id", "export-json").click()
-    files = _wait(browser, lambda: [p for p in browser.downloads.glob("*.json")], "the download")
-    _wait(browser, lambda: files[0].stat().st_size > 0 and not list(browser.downloads.glob("*.crdownload")),
+    files = wait(lambda: [p for p in browser.downloads.glob("*.json")], "the download")
+    wait(lambda: files[0].stat().st_size > 0 and not list(browser.downloads.glob("*.crdownload")),
           "the download to finish")
     exported = json.loads(files[0].read_text())
     assert files[0].name == f"survey-{m['survey_id']}-tester-one.json"
@@ -155,7 +107,7 @@ def test_rate_reload_export_and_score(browser, survey):
     assert all(a["listened_s"] > 0 and a["plays"] >= 1 for a in exported["answers"])
     assert "condition" not in json.dumps(exported)
     browser.find_element("id", "export-csv").click()
-    _wait(browser, lambda: list(browser.downloads.glob("*.csv")) and
+    wait(lambda: list(browser.downloads.glob("*.csv")) and
           not list(browser.downloads.glob("*.crdownload")), "the CSV download")
     responses = survey / "responses"
     responses.mkdir()
@@ -177,21 +129,21 @@ def test_keyboard_and_submit_to_server(browser, survey):
     thread.start()
     try:
         browser.get(f"http://127.0.0.1:{httpd.server_address[1]}/?listener=lab-7")
-        _wait(browser, lambda: _visible(browser, "intro"), "the instructions")
+        wait(lambda: _visible(browser, "intro"), "the instructions")
         browser.find_element("id", "start").click()
         body = browser.find_element("tag name", "body")
         for _ in range(len(m["clips"])):
-            _wait(browser, lambda: _visible(browser, "trial"), "a clip")
+            wait(lambda: _visible(browser, "trial"), "a clip")
             browser.execute_script("document.getElementById('next').focus()")
             browser.execute_script("document.getElementById('player').play()")
-            _wait(browser, lambda: "Choose a rating" in browser.find_element("id", "hint").text, "the clip to end")
+            wait(lambda: "Choose a rating" in browser.find_element("id", "hint").text, "the clip to end")
             body.send_keys("3")
             body.send_keys("n")
-        _wait(browser, lambda: _visible(browser, "done"), "the end screen")
-        submit = _wait(browser, lambda: browser.find_element("id", "submit").is_displayed()
+        wait(lambda: _visible(browser, "done"), "the end screen")
+        submit = wait(lambda: browser.find_element("id", "submit").is_displayed()
                        and browser.find_element("id", "submit"), "the Submit button")
         submit.click()
-        _wait(browser, lambda: "Submitted" in browser.find_element("id", "status").text, "the server's answer")
+        wait(lambda: "Submitted" in browser.find_element("id", "status").text, "the server's answer")
     finally:
         httpd.shutdown()
         httpd.server_close()
