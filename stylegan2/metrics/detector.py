@@ -143,20 +143,25 @@ def resolve_detector(spec: Optional[PathLike] = None, default_url: str = INCEPTI
     return path
 
 
+def load_torchscript(path: Path, device: torch.device, error: type = DetectorError) -> torch.jit.ScriptModule:
+    """The TorchScript detector at ``path`` on ``device`` in eval mode; ``error`` (one line naming the file) if not loadable."""
+    try:
+        with warnings.catch_warnings():
+            # torch >= 2.9 deprecates TorchScript, but the published detectors exist only in that form
+            warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
+            return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"{path}: not a loadable TorchScript detector ({first})") from None
+
+
 class Detector:
     """A loaded feature network: ``features(images)`` maps uint8 NCHW images to float32 [N, D] features."""
 
     def __init__(self, path: PathLike, device: Union[str, torch.device] = "cpu"):
         self.path = Path(path)
         self.device = torch.device(device)
-        try:
-            with warnings.catch_warnings():
-                # torch >= 2.9 deprecates TorchScript, but the published detectors exist only in that form
-                warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-                self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DetectorError(f"{self.path}: not a loadable TorchScript detector ({first})") from None
+        self.module = load_torchscript(self.path, self.device)
         self.identity = detector_identity(self.path)
 
     @property

@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-from .detector import DetectorError
+from .detector import DetectorError, load_torchscript
 
 PathLike = Union[str, os.PathLike]
 
@@ -122,13 +121,7 @@ class OfflineInception:
         self.path = Path(path)
         self.device = torch.device(device)
         self.sha1 = check_digest(self.path)
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=DeprecationWarning)
-                self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise OfflineDetectorError(f"{self.path}: not a loadable TorchScript detector ({first})") from None
+        self.module = load_torchscript(self.path, self.device, error=OfflineDetectorError)
         self.identity = f"sha1-{self.sha1}+{TRANSFORM_VERSION}"
 
     @property
