@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 
 def check_writable(path: Union[str, Path], flag: str, folder: bool) -> Path:
@@ -23,11 +23,23 @@ def check_writable(path: Union[str, Path], flag: str, folder: bool) -> Path:
         raise ValueError(f"{flag} {path}: exists and is not a folder")
     if not folder and path.is_dir():
         raise ValueError(f"{flag} {path}: is a folder, not a file")
-    probe = path if folder else path.parent
+    problem = creation_problem(path if folder else path.parent)
+    if problem:
+        raise ValueError(f"{flag} {path}: {problem}")
+    return path
+
+
+def creation_problem(folder: Path) -> Optional[str]:
+    """None when ``folder`` exists or could be created and written into, else why not in a few words.
+
+    Walks up to the nearest existing parent: it must be a folder ("cannot be created (X is a file)")
+    that this process may write into ("is not writable (X)").
+    """
+    probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(f"{flag} {path}: cannot be created ({probe} is a file)")
+        return f"cannot be created ({probe} is a file)"
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: {probe} is not writable")
-    return path
+        return f"is not writable ({probe})"
+    return None

@@ -7,7 +7,6 @@ archive's own (``stft.decoder.pt`` beside it) unless the caller names another or
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -17,6 +16,7 @@ import torch
 from audio_ext.core.audio_io import FULL_SCALE, write_audio
 from audio_ext.core.device import resolve_device
 from audio_ext.core.seeds import parse_clip_range
+from audio_ext.core.writable import creation_problem
 from audio_ext.dataset.archive import ArchiveError
 from audio_ext.dataset.archive_images import ArchiveImages
 from audio_ext.decoder.archive_model import archive_decoder_choice
@@ -32,13 +32,9 @@ def check_outdir(outdir) -> Path:
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise ValueError(f"{outdir}: --outdir is a file, not a folder")
-    probe = outdir
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"{outdir}: --outdir cannot be created ({probe} is a file)")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{outdir}: --outdir is not writable ({probe})")
+    problem = creation_problem(outdir)
+    if problem:
+        raise ValueError(f"{outdir}: --outdir {problem}")
     return outdir
 
 
