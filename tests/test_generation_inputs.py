@@ -7,21 +7,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from snapshot_helpers import tiny_audio_snapshot
 
 import gen_audio
-from audio_ext.core.geometry import StftGeometry
 from audio_ext.generation import generate as gen
 from audio_ext.generation import latents
-from stylegan2 import networks, snapshot
+from stylegan2 import snapshot
 
 
 def make_snapshot(path, resolution, sample_rate, bpm):
-    torch.manual_seed(0)
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=1,
-                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
-    block = StftGeometry(resolution, sample_rate=sample_rate).audio_block(mean=-6.0, std=3.0, target_bpm=bpm)
-    snapshot.save_snapshot(path, {"G_ema": snapshot.network_record(G), "audio": block, "cur_nimg": 0})
-    return path
+    return tiny_audio_snapshot(path, resolution, sample_rate=sample_rate, target_bpm=bpm, cur_nimg=0)
 
 
 @pytest.fixture(scope="module")

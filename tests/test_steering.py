@@ -10,9 +10,9 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from snapshot_helpers import tiny_audio_snapshot, tiny_generator
 
 import gen_audio
-from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
 from audio_ext.generation import latents, loops, mixing, retempo
 from audio_ext.generation.metrics import detect_tempo
@@ -21,13 +21,9 @@ from stylegan2 import networks, snapshot
 
 
 def make_snapshot(path, resolution, sample_rate, bpm, seed=0):
-    torch.manual_seed(seed)
-    G = networks.Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=resolution, img_channels=1,
-                           mapping_kwargs=dict(num_layers=2), channel_base=256, channel_max=16)
+    G = tiny_generator(resolution, seed=seed)
     G.mapping.w_avg.copy_(torch.randn(16) * 0.1)   # a non-zero tracked mean, as a trained network has
-    block = StftGeometry(resolution, sample_rate=sample_rate).audio_block(mean=-6.0, std=3.0, target_bpm=bpm)
-    snapshot.save_snapshot(path, {"G_ema": snapshot.network_record(G), "audio": block, "cur_nimg": 0})
-    return path
+    return tiny_audio_snapshot(path, resolution, G=G, sample_rate=sample_rate, target_bpm=bpm, cur_nimg=0)
 
 
 @pytest.fixture(scope="module")
