@@ -8,6 +8,7 @@ from snapshot_helpers import tiny_audio_snapshot
 
 from audio_ext.core.geometry import StftGeometry
 from audio_ext.core.synth import techno_loop
+from audio_ext.survey.make import SurveyOptions, make_survey
 
 
 def tiny_archive(path: Path, resolution: int = 128, n: int = 6) -> Path:
@@ -17,6 +18,15 @@ def tiny_archive(path: Path, resolution: int = 128, n: int = 6) -> Path:
     clips = np.stack([loop[i * g.clip_samples:(i + 1) * g.clip_samples] for i in range(n)])
     write_encoded_archive(path, clips, g)
     return path
+
+
+def tiny_survey(root: Path) -> Path:
+    """A survey folder ``root/survey`` built from a 4-clip :func:`tiny_archive` (2 clips per condition, 1 anchor, seed 1)."""
+    data = tiny_archive(root / "a.zip", n=4)
+    out = root / "survey"
+    make_survey(SurveyOptions(outdir=str(out), clips_per_condition=2, seed=1, data=str(data), anchors=1),
+                log=lambda m: None)
+    return out
 
 
 def tiny_snapshot(path: Path, resolution: int = 32, seed: int = 0) -> Path:

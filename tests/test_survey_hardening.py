@@ -15,7 +15,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from survey_helpers import sheet, tiny_archive, write_sheet
+from survey_helpers import sheet, tiny_archive, tiny_survey, write_sheet
 
 from audio_ext.__main__ import main as cli
 from audio_ext.survey import make as make_mod
@@ -27,12 +27,7 @@ from stylegan2 import misc
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("harden")
-    data = tiny_archive(root / "a.zip", n=4)
-    out = root / "survey"
-    make_survey(SurveyOptions(outdir=str(out), clips_per_condition=2, seed=1, data=str(data), anchors=1),
-                log=lambda m: None)
-    return out
+    return tiny_survey(tmp_path_factory.mktemp("harden"))
 
 
 def start(folder, **kw):

@@ -4,19 +4,15 @@ import json
 import threading
 
 import pytest
-from survey_helpers import sheet, tiny_archive
+from survey_helpers import sheet, tiny_survey
 
 from audio_ext.survey import serve as serve_mod
-from audio_ext.survey.make import SurveyOptions, load_manifest, make_survey
+from audio_ext.survey.make import load_manifest
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    data = tiny_archive(root / "a.zip", n=4)
-    folder = root / "survey"
-    make_survey(SurveyOptions(outdir=str(folder), clips_per_condition=2, seed=1, data=str(data), anchors=1),
-                log=lambda m: None)
+    folder = tiny_survey(tmp_path_factory.mktemp("serve"))
     logs = []
     httpd = serve_mod.make_server(folder, "127.0.0.1", 0, log=logs.append)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
