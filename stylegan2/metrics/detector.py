@@ -155,6 +155,16 @@ def load_torchscript(path: Path, device: torch.device, error: type = DetectorErr
         raise error(f"{path}: not a loadable TorchScript detector ({first})") from None
 
 
+def three_channel_input(images: torch.Tensor, path: Path) -> torch.Tensor:
+    """NCHW ``images`` with 1 channel repeated to 3 (as upstream does); ValueError naming the detector ``path``
+    for any other rank."""
+    if images.ndim != 4:
+        raise ValueError(f"{path}: detector input must be NCHW, got shape {tuple(images.shape)}")
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    return images
+
+
 class Detector:
     """A loaded feature network: ``features(images)`` maps uint8 NCHW images to float32 [N, D] features."""
 
@@ -172,10 +182,7 @@ class Detector:
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Features of uint8-range NCHW images; 1-channel images are repeated to 3 (as upstream does)."""
-        if images.ndim != 4:
-            raise ValueError(f"{self.path}: detector input must be NCHW, got shape {tuple(images.shape)}")
-        if images.shape[1] == 1:
-            images = images.repeat(1, 3, 1, 1)
+        images = three_channel_input(images, self.path)
         out = self.module(images.to(self.device), return_features=True)
         return out.float().reshape(out.shape[0], -1)
 

@@ -22,7 +22,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .detector import DetectorError, load_torchscript
+from .detector import DetectorError, load_torchscript, three_channel_input
 
 PathLike = Union[str, os.PathLike]
 
@@ -132,9 +132,6 @@ class OfflineInception:
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 2048] float32 pool features of uint8-range NCHW images (1 channel repeated to 3)."""
-        if images.ndim != 4:
-            raise ValueError(f"{self.path}: detector input must be NCHW, got shape {tuple(images.shape)}")
-        if images.shape[1] == 1:
-            images = images.repeat(1, 3, 1, 1)
+        images = three_channel_input(images, self.path)
         out = self.module(nvidia_transform(images.to(self.device)))
         return out.float().reshape(out.shape[0], -1)
