@@ -108,6 +108,7 @@ def test_automatic_choice_prefers_a_cached_nvidia_file(tmp_path, monkeypatch):
     assert det.choose_inception("x.pt") is None
 
 
+@pytest.mark.slow  # loading the TorchScript Inception takes tens of seconds on 2 cores
 @needs_real_file
 def test_real_file_gives_2048_features_and_zero_fid_against_itself():
     d = det.load_detector("offline")
@@ -128,6 +129,7 @@ def test_real_file_gives_2048_features_and_zero_fid_against_itself():
     assert kid_other > 10 * abs(kid_self)
 
 
+@pytest.mark.slow  # loading the TorchScript Inception takes tens of seconds on 2 cores
 @needs_real_file
 def test_calc_metrics_fid_and_kid_offline(tmp_path, monkeypatch):
     """``calc_metrics.py --metrics fid50k_full,kid50k_full --detector offline`` with reduced counts."""
