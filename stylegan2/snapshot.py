@@ -520,21 +520,45 @@ def _check_declared_sizes(key: str, kwargs: dict, where: str = "init_kwargs") ->
             raise SnapshotError(f"snapshot: '{key}' {here} {value} is not a power of two")
 
 
-def _check_shapes_before_building(key: str, name: str, cls: type, record: dict) -> None:
-    """Compare the tensors ``init_kwargs`` would create with the stored ones before allocating anything.
+#: Sizes within which building a network for real costs at most a few hundred MB: every preset and
+#: published configuration (the paper's 1024 model: 30 M generator parameters) fits. A record
+#: inside them is built directly and its shapes compared afterwards; one beyond them is built
+#: on torch's ``meta`` device first (shapes only), which costs about 0.9 CPU s on its first use
+#: (torch imports its Python meta kernels), so the common case does not pay for the rare one.
+ORDINARY_SIZES = {
+    "img_resolution": 1024, "resolution": 1024, "img_channels": 4, "z_dim": 1024, "w_dim": 1024,
+    "c_dim": 1024, "num_ws": 18, "channel_base": 32768, "channel_max": 512, "num_layers": 8,
+    "cmap_dim": 1024, "embed_features": 1024, "layer_features": 1024, "mbstd_group_size": 64,
+    "mbstd_num_channels": 4, "num_fp16_res": 8,
+}
 
-    The network is first built on torch's ``meta`` device (shapes only, no memory), so a small file
-    that declares a huge network (a resolution of 2**14 with a 64 x 64 state dict) is refused with
-    the first missing, unexpected or mis-shaped tensor named, instead of building gigabytes of
-    weights only to fail at ``load_state_dict``. What is then built holds as many numbers as the file.
-    """
-    stored = record["state_dict"]
+
+def _within_ordinary_sizes(kwargs: dict) -> bool:
+    """True when every size ``kwargs`` declares (at any nesting depth) is at most :data:`ORDINARY_SIZES`'s."""
+    for name, value in kwargs.items():
+        if isinstance(value, dict):
+            if not _within_ordinary_sizes(value):
+                return False
+        elif name in ORDINARY_SIZES and value is not None and value > ORDINARY_SIZES[name]:
+            return False
+    return True
+
+
+def _construct(key: str, name: str, cls: type, kwargs: dict, device: Optional[str] = None):
+    """``cls(**kwargs)`` (under ``torch.device(device)`` when given); a failure is a SnapshotError naming the record."""
     try:
-        with torch.device("meta"):
-            shapes = {k: tuple(v.shape) for k, v in cls(**record["init_kwargs"]).state_dict().items()}
+        if device is None:
+            return cls(**kwargs)
+        with torch.device(device):
+            return cls(**kwargs)
     except Exception as e:  # a bad kwarg set is a snapshot problem, report it as one
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SnapshotError(f"snapshot: cannot construct '{key}' ({name}): {first}") from None
+
+
+def _check_shapes(key: str, name: str, net: torch.nn.Module, stored: dict) -> None:
+    """Refuse a stored state dict whose tensors are not exactly the ones ``net`` holds, naming the first difference."""
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     missing = [k for k in shapes if k not in stored]
     unexpected = [k for k in stored if k not in shapes]
     if missing or unexpected:
@@ -551,6 +575,22 @@ def _check_shapes_before_building(key: str, name: str, cls: type, record: dict) 
         if tuple(value.shape) != shape:
             raise SnapshotError(f"snapshot: '{key}' state_dict does not fit {name}: {k} is stored as "
                                 f"{list(value.shape)}, its init_kwargs declare {list(shape)}")
+
+
+def _build_checked(key: str, name: str, cls: type, record: dict) -> torch.nn.Module:
+    """The network a record declares, its stored tensors' shapes checked before they are loaded.
+
+    A record beyond :data:`ORDINARY_SIZES` is first built on the ``meta`` device (shapes only, no
+    memory), so a small file that declares a huge network (a resolution of 2**13 with a 64 x 64 state
+    dict) is refused with the first missing, unexpected or mis-shaped tensor named, instead of
+    allocating gigabytes; what is then built holds as many numbers as the file.
+    """
+    kwargs, stored = record["init_kwargs"], record["state_dict"]
+    if not _within_ordinary_sizes(kwargs):
+        _check_shapes(key, name, _construct(key, name, cls, kwargs, device="meta"), stored)
+    net = _construct(key, name, cls, kwargs)
+    _check_shapes(key, name, net, stored)
+    return net
 
 
 def build_networks(snapshot: dict, device: Union[str, torch.device] = "cpu",
@@ -584,12 +624,7 @@ def build_networks(snapshot: dict, device: Union[str, torch.device] = "cpu",
         if not isinstance(record["state_dict"], dict):
             raise SnapshotError(f"snapshot: '{key}'.state_dict is not a dict")
         _check_declared_sizes(key, record["init_kwargs"])
-        cls = factory()
-        _check_shapes_before_building(key, name, cls, record)
-        try:
-            net = cls(**record["init_kwargs"])
-        except Exception as e:  # a bad kwarg set is a snapshot problem, report it as one
-            raise SnapshotError(f"snapshot: cannot construct '{key}' ({name}): {e}") from None
+        net = _build_checked(key, name, factory(), record)
         try:
             net.load_state_dict(record["state_dict"], strict=True)
         except Exception as e:

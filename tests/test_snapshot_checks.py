@@ -16,6 +16,7 @@ import gen_audio
 from audio_ext.core.geometry import StftGeometry
 from stylegan2 import networks
 from stylegan2 import snapshot as snap_io
+from stylegan2.presets import PRESETS, discriminator_kwargs, generator_kwargs, resolve_config
 from stylegan2.snapshot import SnapshotError, build_networks, load_snapshot, network_record, save_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,16 +224,32 @@ def test_a_large_declared_network_is_compared_with_the_stored_shapes_before_it_i
     message = str(info.value)
     assert "state_dict does not fit" in message and "missing" in message and "synthesis.b64" in message
     assert devices == ["meta"]
-    # and a stored tensor of another shape than declared is named with both shapes
+    # a record within the ordinary sizes (every preset) is built for real straight away, no meta pass
+    # (its first use costs about 0.9 CPU s), and its shapes are compared before the weights are loaded:
+    # a stored tensor of another shape than declared is named with both shapes
     devices.clear()
     with pytest.raises(SnapshotError, match=r"mapping\.fc0\.weight is stored as \[8, 8\], its init_kwargs declare \[8, 16\]"):
         build_networks(claims(healthy, z_dim=16), names=["G_ema"])
-    assert devices == ["meta"]
-    # the healthy record is built for real after the meta check, and works
+    assert devices == ["cpu"]
     devices.clear()
     G = build_networks(healthy, names=["G_ema"])["G_ema"]
-    assert devices == ["meta", "cpu"]
+    assert devices == ["cpu"]
     assert G(torch.zeros(1, 8), torch.zeros(1, 0)).shape == (1, 1, RES, RES)
+    # one size beyond the ordinary ones sends a record through the meta pass again
+    devices.clear()
+    with pytest.raises(SnapshotError, match="missing"):
+        build_networks(claims(healthy, img_resolution=2048, channel_base=32768), names=["G_ema"])
+    assert devices == ["meta"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_at_1024_is_within_the_ordinary_sizes_which_stay_inside_the_hard_limits(preset):
+    assert set(snap_io.ORDINARY_SIZES) == set(snap_io.SIZE_LIMITS)
+    assert all(snap_io.ORDINARY_SIZES[k] <= snap_io.SIZE_LIMITS[k] for k in snap_io.ORDINARY_SIZES)
+    opts = resolve_config(preset, 1024, 1)
+    for kwargs in (generator_kwargs(opts, 0, 1), discriminator_kwargs(opts, 0, 1)):
+        assert snap_io._within_ordinary_sizes(kwargs)
+    assert not snap_io._within_ordinary_sizes(dict(generator_kwargs(opts, 0, 1), img_resolution=2048))
 
 
 def test_a_compressed_zip_that_unpacks_to_far_more_than_its_size_is_refused(tmp_path):
