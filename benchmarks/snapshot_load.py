@@ -11,8 +11,8 @@ runs ``gen_audio.py --seeds 0`` on it in fresh processes, twice per page-cache s
 
 "cold" evicts the snapshot from the page cache first (``posix_fadvise(DONTNEED)`` on that file only,
 as after a reboot or on a network disk); "warm" reads it from memory, as right after training.
-Columns: seconds until G_ema is built, seconds until the first 23.78 s clip is written (both from
-the moment the CLI starts, after Python's imports), the whole process's wall time including
+Columns: seconds until G_ema is built, until its image is generated, until the first 23.78 s clip is
+written (all from the moment the CLI starts, after Python's imports), the whole process's wall time including
 imports, the process's resident memory when G_ema is built and its peak (set by generating and
 decoding a 1024 x 1024 image, the same for both reads).
 
@@ -102,13 +102,22 @@ def build(*args, **kwargs):
         with open("/proc/self/statm") as f:
             marks["rss_mb"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     return nets
-snapshot.load_snapshot, snapshot.build_networks = load, build
+import audio_ext.generation.synthesis as synthesis   # the names the loader calls
+synthesis.load_snapshot, synthesis.build_networks = load, build
+import audio_ext.generation.generate as generate
+real_synthesize = generate._Run.synthesize_seeded
+def synthesize(*args, **kwargs):
+    images = real_synthesize(*args, **kwargs)
+    marks.setdefault("generated", time.perf_counter())
+    return images
+generate._Run.synthesize_seeded = synthesize
 start, start_cpu = time.perf_counter(), time.process_time()
 result = CliRunner().invoke(gen_audio.main, ["--network", path, "--seeds", "0", "--outdir", outdir])
 end, end_cpu = time.perf_counter(), time.process_time()
 if result.exit_code:
     sys.exit(result.output)
 print(json.dumps(dict(ready=marks["ready"] - start, clip=end - start, imports=start - t_imports,
+                      generated=marks["generated"] - start,
                       ready_cpu=marks["ready_cpu"] - start_cpu, clip_cpu=end_cpu - start_cpu,
                       ready_mb=marks["rss_mb"], peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
 """
@@ -161,10 +170,11 @@ def main(repeats, keep, doc, write):
                     best = results.get((mode, cache))
                     if best is None or record["clip_cpu"] < best["clip_cpu"]:   # CPU time: least hurt by sharing
                         results[(mode, cache)] = record
-    rows = [[mode, cache, f"{r['ready']:.2f} ({r['ready_cpu']:.2f})", f"{r['clip']:.2f} ({r['clip_cpu']:.2f})",
-             r["wall"], round(r["ready_mb"]), round(r["peak_mb"])]
+    rows = [[mode, cache, f"{r['ready']:.2f} ({r['ready_cpu']:.2f})", f"{r['generated']:.2f}",
+             f"{r['clip']:.2f} ({r['clip_cpu']:.2f})", r["wall"], round(r["ready_mb"]), round(r["peak_mb"])]
             for (mode, cache), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0] != "full"))]
-    table = markdown_table(["read", "page cache", "G_ema built: wall (CPU) s", "first clip written: wall (CPU) s",
+    table = markdown_table(["read", "page cache", "G_ema built: wall (CPU) s", "image generated (s)",
+                            "first clip written: wall (CPU) s",
                             "process incl. imports (s)", "memory at G_ema built (MB)", "peak memory (MB)"], rows)
     ratio = {(cache, what): results[("full", cache)][what] / results[("G_ema only", cache)][what]
              for cache in ("cold", "warm") for what in ("ready_cpu", "clip_cpu", "ready_mb")}
@@ -176,8 +186,8 @@ def main(repeats, keep, doc, write):
             f"lazy loading); \"G_ema only\" is today's `load_snapshot(path, keys=(\"G_ema\", \"audio\", "
             f"\"decoder_model\"))`, memory-mapped (what `gen_audio.py` does). Cold: the file evicted from the "
             f"page cache first. Times run from the CLI's start (after imports), CPU seconds of the process (all "
-            f"threads) in brackets; the first clip includes generating, decoding with the default "
-            f"decoder and writing the WAV and the page. In CPU time the G_ema-only read builds G_ema "
+            f"threads) in brackets; the first clip includes generating the 1024 x 1024 image, decoding it with "
+            f"the default decoder and writing the WAV and the page (target: at most 3 s). In CPU time the G_ema-only read builds G_ema "
             f"{ratio[('cold', 'ready_cpu')]:.2f}x faster cold and {ratio[('warm', 'ready_cpu')]:.2f}x warm, and gives the "
             f"first clip {ratio[('cold', 'clip_cpu')]:.2f}x / {ratio[('warm', 'clip_cpu')]:.2f}x faster; the process "
             f"holds {ratio[('cold', 'ready_mb')]:.2f}x less memory when G_ema is built. Load average {load_start:.1f} at the start and "

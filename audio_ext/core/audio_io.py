@@ -16,7 +16,6 @@ from typing import Container, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from stylegan2.misc import atomic_write_bytes
 
@@ -54,6 +53,7 @@ def resample(audio: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
         import soxr  # noqa: F401
         return librosa.resample(audio, orig_sr=orig_sr, target_sr=sr, res_type="soxr_hq").astype(np.float32)
     except ImportError:
+        from scipy.signal import resample_poly  # lazy: scipy.signal costs ~0.3 s to import; only this path needs it
         g = math.gcd(orig_sr, sr)
         return resample_poly(audio, sr // g, orig_sr // g, window=("kaiser", 8.6)).astype(np.float32)
 

@@ -17,7 +17,6 @@ import tempfile
 from typing import Sequence, Tuple
 
 import numpy as np
-import scipy.fft
 import soundfile as sf
 import torch
 
@@ -95,6 +94,7 @@ def beat_locked_phase_vocoder(audio: np.ndarray, ratio: float, reset_samples: Se
     padded = np.pad(x, (half, max(half, int(pos[-1]) + n_fft - x.size)), mode=pad_mode)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[pos]  # a copy (fancy index)
     frames *= window
+    import scipy.fft  # lazy: ~0.2 s to import; generation imports this module but stretches only with --bpm
     spec = scipy.fft.rfft(frames, axis=1)
     del frames
     mag, phi = np.abs(spec), np.angle(spec)
