@@ -7,7 +7,9 @@
 
 Each stage is skipped when its output exists, so an interrupted recipe is simply rerun: the music
 is fetched once (sha256-checked, recipes/fetch_electro128_music.sh), the archive built once, and
-training resumes from the run's latest snapshot (``train.py --resume``) until ``--kimg``. The
+training resumes from the run's latest snapshot (``train.py --resume``) until ``--kimg``; a fresh
+``--work`` continues the training state committed with the repository
+(``recipes/checkpoints/NAME-latest.pkl``: G, D, G_ema and both Adam states) when there is one. The
 export takes ``best-snapshot.pkl`` (kept by ``--keep-best sfd1k``), else the latest snapshot, and
 writes G_ema only (``python -m audio_ext export-pretrained``). Every seed is fixed (``--seed``);
 see docs/pretrained.md for where the result is not bit-reproducible.
@@ -82,10 +84,15 @@ def trained_nimg(outdir: Path) -> int:
               help="extra train.py flag (repeatable), e.g. --train-flag=--workers=0")
 @click.option("--export-dir", default=None, metavar="DIR", help="where NAME.pt goes [audio_ext/generation/models]")
 @click.option("--notes", default="", help="extra text for the exported file's provenance")
+@click.option("--checkpoint", default=None, metavar="PKL",
+              help="training snapshot to continue from while WORK holds no run yet "
+                   "[recipes/checkpoints/NAME-latest.pkl when it exists]")
 def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate, kimg, seed, train_flags,
-         export_dir, notes):
+         export_dir, notes, checkpoint):
     """Fetch, build, train and export the shipped network (each stage skipped when already done)."""
     log = lambda msg: click.echo(f"[recipe] {msg}", err=True)   # noqa: E731
+    if checkpoint and not Path(checkpoint).is_file():
+        raise click.ClickException(f"{checkpoint}: --checkpoint is not a file")
     work = Path(work).resolve()
     music, archive, outdir = work / "music", work / f"{name}.zip", work / "runs"
     py = sys.executable
@@ -107,6 +114,11 @@ def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate,
     done = trained_nimg(outdir)
     if done < kimg * 1000:
         resume = ["--resume", "latest"] if find_latest_snapshot(outdir) is not None else []
+        if not resume:
+            start = Path(checkpoint) if checkpoint else ROOT / "recipes" / "checkpoints" / f"{name}-latest.pkl"
+            if start.is_file():
+                resume = ["--resume", start.resolve()]
+                log(f"continuing the committed training state {start}")
         run([py, "train.py", "--outdir", outdir, "--data", archive, *TRAIN_FLAGS, "--kimg", kimg, "--seed", seed,
              "--desc", name, "--no-progress", *resume, *train_flags], log)
     else:

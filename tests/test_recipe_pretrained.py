@@ -57,3 +57,28 @@ def test_tiny_recipe_trains_exports_and_plays(tmp_path, monkeypatch):
     assert archive.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in (work / "runs").iterdir()) == runs
     assert snapshot.load_snapshot(exported)["G_ema"]["init_kwargs"] == data["G_ema"]["init_kwargs"]
+
+
+def test_a_fresh_work_folder_continues_a_committed_training_state(tmp_path):
+    first = tmp_path / "first"
+    r = run_recipe(first, tmp_path / "shipped1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = snapshot.find_latest_snapshot(first / "runs")
+    start_nimg = int(snapshot.load_snapshot(state)["cur_nimg"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [sys.executable, str(ROOT / "recipes" / "pretrained.py"), "--work", str(tmp_path / "second"),
+            "--export-dir", str(tmp_path / "shipped2"), *TINY]
+    longer = [a if a != "0.008" else "0.016" for a in args]          # --kimg 0.016: train on from 0.008
+    r = subprocess.run([*longer, "--checkpoint", str(state)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"continuing the committed training state {state}" in r.stderr
+    assert f"Resumed from {state} at kimg {start_nimg / 1000:.3f}" in r.stdout + r.stderr
+    latest = snapshot.find_latest_snapshot(tmp_path / "second" / "runs")
+    assert snapshot.load_snapshot(latest)["cur_nimg"] >= 16                      # trained on from the state
+    assert (tmp_path / "shipped2" / "tinyrecipe.pt").is_file()
+
+    missing = subprocess.run([*longer[:3], str(tmp_path / "third"), *longer[4:], "--checkpoint",
+                              str(tmp_path / "nope.pkl")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert missing.returncode != 0
+    assert "nope.pkl: --checkpoint is not a file" in missing.stderr
+    assert not (tmp_path / "third").exists()                       # refused before anything is fetched or built
