@@ -1,9 +1,12 @@
 """``python -m audio_ext``: audio tools. ``decode`` turns archive images back into WAV files to hear
-the round trip; ``survey make|serve|score`` runs a blind listening test (audio_ext/survey/).
+the round trip; ``survey make|serve|score`` runs a blind listening test (audio_ext/survey/);
+``training-curves`` draws the losses, metrics and fakes of training run folders in one PNG
+(stylegan2/training_curves.py).
 
     python -m audio_ext decode --data stft.zip --clips 0-4 --outdir roundtrip/ [--method pghi+fgla] [--iters 10]
                                [--decoder-model FILE|none]
     python -m audio_ext survey make --outdir survey/ --data stft.zip --source audio/ --clips-per-condition 8
+    python -m audio_ext training-curves runs/00000-... runs/00001-... --out curves.png
 
 Reads ``dataset.json`` (its ``audio`` block) and the PNGs of a ``stft.zip`` or of a folder with the
 same layout (docs/contract.md); clips are numbered by the sorted archive paths of the PNGs. Each clip is
@@ -30,6 +33,7 @@ from audio_ext.decoder.frame_training import TrainConfig, find_audio, load_sourc
 from audio_ext.decoder.methods import METHODS
 from audio_ext.survey.cli import survey
 from stylegan2.cli_errors import describe_os_error, one_line_errors
+from stylegan2.training_curves import CurvesError, write_training_curves
 
 
 @click.group()
@@ -145,6 +149,20 @@ def train_decoder_cmd(source, out, resolution, hop, sample_rate, steps, batch, p
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a checkpoint that cannot be written: full disk, read-only, --out under a file
         raise click.ClickException(f"--out {out}: cannot write the model ({describe_os_error(e)})") from None
+
+
+@main.command("training-curves")
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...")
+@click.option("--out", required=True, metavar="PNG", help="picture to write (replaced only when drawing succeeded)")
+@click.option("--width", type=click.IntRange(min=800), default=1400, show_default=True, help="pixels")
+@one_line_errors(CurvesError)
+def training_curves_cmd(run_dirs, out, width) -> None:
+    """Draw the losses, regularisers, metrics and fakes of training run folders (a run and its resumes) as a PNG."""
+    curves = write_training_curves(run_dirs, out, width=width)
+    metrics = ", ".join(f"{m.name} best {b[1]:.4g} at {b[0]:.1f} kimg" for m in curves.metrics.values()
+                        if (b := m.best()))
+    click.echo(f"wrote {out}: {len(curves.kimg)} ticks, {curves.total_kimg:.3f} kimg, "
+               f"{curves.total_sec / 3600:.2f} h" + (f"; {metrics}" if metrics else ""))
 
 
 if __name__ == "__main__":

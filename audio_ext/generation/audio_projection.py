@@ -46,6 +46,7 @@ from audio_ext.generation.synthesis import (
     load_generator,
     save_png,
 )
+from stylegan2.line_chart import Series, draw_line_chart
 from stylegan2.progress import progress_bar
 from stylegan2.projector import project
 
@@ -298,31 +299,13 @@ def side_by_side(images: List[np.ndarray], gap: int = 4) -> np.ndarray:
 
 
 def loss_curve_png(path, loss: List[float], distance: List[float], size=(640, 360)) -> None:
-    """A loss curve drawn with pillow (no matplotlib): total loss (black) and image distance (blue)
-    against the step, log-scaled y axis, min and max labelled."""
-    w, h = size
-    left, right, top, bottom = 60, 10, 20, 30
+    """The projection's loss curve as a PNG: total loss (black) and image distance (blue) against the step
+    on a log y axis (stylegan2.line_chart)."""
     img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    values = [v for v in list(loss) + list(distance) if v > 0 and math.isfinite(v)]
-    lo, hi = (min(values), max(values)) if values else (1e-3, 1.0)
-    if hi <= lo:
-        hi = lo * 10
-    llo, lhi = math.log10(lo), math.log10(hi)
-
-    def xy(i, v):
-        x = left + (w - left - right) * (i / max(len(loss) - 1, 1))
-        y = top + (h - top - bottom) * (1 - (math.log10(max(v, lo)) - llo) / (lhi - llo))
-        return x, y
-
-    draw.rectangle([left, top, w - right, h - bottom], outline="grey")
-    for series, colour in ((loss, "black"), (distance, "blue")):
-        pts = [xy(i, v) for i, v in enumerate(series) if math.isfinite(v)]
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=2)
-    draw.text((2, top - 4), f"{hi:.3g}", fill="black")
-    draw.text((2, h - bottom - 8), f"{lo:.3g}", fill="black")
-    draw.text((left, h - bottom + 6), "0", fill="black")
-    draw.text((w - right - 60, h - bottom + 6), f"step {len(loss)}", fill="black")
-    draw.text((left + 10, 3), "loss (black), image distance (blue); log scale", fill="black")
+    steps = list(range(len(loss)))
+    draw_line_chart(ImageDraw.Draw(img), (0, 0, size[0], size[1]),
+                    [Series("loss", steps, list(loss), (0, 0, 0)),
+                     Series("image distance", steps[:len(distance)], list(distance), (0, 0, 255))],
+                    title="Projection (log scale)", x_label="step", log_y=True,
+                    x_range=(0, max(len(loss) - 1, 1)))
     img.save(path, format="PNG")

@@ -9,19 +9,13 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from stylegan2.line_chart import font as _font
 from stylegan2.misc import atomic_path
 
 _BAR_COLOURS = {"original": (74, 140, 92), "anchor": (170, 170, 170)}
 _DEFAULT_COLOUR = (62, 104, 189)
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)  # a scalable font since Pillow 10.1
-    except TypeError:
-        return ImageFont.load_default()
 
 
 def _wrap(name: str, width: int = 16) -> list:
