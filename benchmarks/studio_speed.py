@@ -1,8 +1,8 @@
 """How fast is the studio? First sound after the page opens, and each further clip against gen_audio's time.
 
-A randomly initialised stand-in of the shipped network's size (R = 128 at 8875 Hz, channel base
-2048, at most 128 channels: the lead's ``electro128`` recipe) is written as a snapshot, or
-``--network PKL`` is used. Measured, interleaved so that other load on a shared machine slows all
+The shipped network ``pretrained:electro128`` is measured when it is installed (the studio's
+default network); ``--size`` writes a randomly initialised stand-in instead (``electro128``: its
+size; ``audio1024``: the thesis's preset at 44.1 kHz), or ``--network PKL|pretrained:NAME`` is used. Measured, interleaved so that other load on a shared machine slows all
 alike:
 
 - **first sound**: headless Chromium opens the page of a freshly started studio (network loaded,
@@ -16,7 +16,7 @@ alike:
   it and in a worker thread as the studio does: on an oversubscribed machine torch's two OpenMP
   threads of the main thread wait for each other, and the two differ several times.
 
-    python benchmarks/studio_speed.py [--size electro128|audio1024 | --network PKL] [--clips 5]
+    python benchmarks/studio_speed.py [--size electro128|audio1024 | --network PKL|pretrained:NAME] [--clips 5]
 """
 from __future__ import annotations
 
@@ -127,9 +127,10 @@ def first_sound_http(port):
 
 
 @click.command()
-@click.option("--network", default=None, help="snapshot to measure [a random stand-in of electro128's size]")
-@click.option("--size", type=click.Choice(["electro128", "audio1024"]), default="electro128", show_default=True,
-              help="the random stand-in's size (without --network)")
+@click.option("--network", default=None,
+              help="snapshot or pretrained:NAME to measure [the studio's default: pretrained:electro128 when installed]")
+@click.option("--size", type=click.Choice(["electro128", "audio1024"]), default=None,
+              help="measure a random stand-in of this size instead")
 @click.option("--clips", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--write/--no-write", default=True, help="update docs/benchmarks.md")
 def main(network, size, clips, write):
@@ -138,8 +139,15 @@ def main(network, size, clips, write):
     from audio_ext.generation.generate import GenerateOptions, generate
     from audio_ext.studio.engine import Engine
     work = Path(tempfile.mkdtemp(prefix="studio-bench-"))
-    network_given = network is not None
-    network = Path(network) if network else stand_in(work / f"{size}-standin.pkl", size)
+    if network is None and size is None:
+        from audio_ext.studio.engine import default_network
+        network = default_network()
+    if network is None:
+        size = size or "electro128"
+        network = str(stand_in(work / f"{size}-standin.pkl", size))
+        section = size
+    else:
+        section = network.split(":", 1)[1] if network.startswith("pretrained:") else Path(network).stem
     browser = Path("/usr/bin/chromium").is_file() and Path("/usr/bin/chromedriver").is_file()
     t0 = time.perf_counter()
     engine = Engine(str(network), device="cpu")
@@ -166,7 +174,7 @@ def main(network, size, clips, write):
             worker.join()
             thread_s.append(done[0])
     med = statistics.median
-    info = f"{network.name} (R={app.info['resolution']}, {app.info['sample_rate']} Hz, {app.info['clip_seconds']:.2f} s clips)"
+    info = f"{network if network.startswith('pretrained:') else Path(network).name} (R={app.info['resolution']}, {app.info['sample_rate']} Hz, {app.info['clip_seconds']:.2f} s clips)"
     rows = [["network loaded (studio start)", f"{load_s:.3f}", "-"],
             ["first sound after the page opens" + (" (Chromium)" if browser else " (http.client)"), f"{first:.3f}", "-"],
             ["further clip, studio (request -> WAV fetched)", f"{med(studio_s):.3f}", "1"],
@@ -183,7 +191,7 @@ def main(network, size, clips, write):
             + markdown_table(["what", "seconds", "studio / this"], rows))
     print(body)
     if write:
-        write_section(f"studio-speed-{size if not network_given else network.stem}",
+        write_section(f"studio-speed-{section}",
                       f"Studio speed, {info.split(' (')[0]} (`benchmarks/studio_speed.py`)", body)
 
 
