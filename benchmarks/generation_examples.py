@@ -125,8 +125,9 @@ def open_png(path: Path):
         return im.convert("L").copy()
 
 
-def reanalysed(path: Path, block: dict, clips: int):
-    """The first ``clips`` clip lengths of a WAV through the network's own STFT and statistics, side by side."""
+def reanalysed(path: Path, block: dict, starts: List[int]):
+    """Windows of one clip length of a WAV, from each sample of ``starts``, through the network's own STFT
+    and statistics, side by side."""
     import soundfile as sf
     from PIL import Image
 
@@ -135,17 +136,18 @@ def reanalysed(path: Path, block: dict, clips: int):
     geometry = StftGeometry.from_dict(block)
     audio, _ = sf.read(str(path), dtype="float32")
     n = geometry.clip_samples
-    windows = np.stack([audio[k * n:(k + 1) * n] for k in range(clips)])
+    windows = np.stack([audio[k:k + n] for k in starts])
     images = encode(windows, geometry, float(block["mean"]), float(block["std"]))
-    return tile([Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images], gap=0)
+    return tile([Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images])
 
 
 def build_examples(network: str, target_name: str, start: float, steps: int, block: dict) -> List[Example]:
     """The examples of docs/generation.md, in the order of the doc."""
-    from audio_ext.core.geometry import StftGeometry
     from audio_ext.generation.loops import bars_to_samples
     sr, bpm = int(block["sample_rate"]), float(block["target_bpm"])
-    clip, bar_s = StftGeometry.from_dict(block).clip_samples, 4 * 60 / bpm
+    bar = bars_to_samples(1, sr, bpm)
+    loop_alt = (f"seed0000-loop8bar-{bpm:g}bpm.wav re-analysed with the network's STFT from 0 s and from "
+                f"{bar / sr:.3f} s, one bar later: the bar and its repeat")
     gen = ["gen_audio.py", "--network", network]
 
     def loop_notes(work):
@@ -193,10 +195,9 @@ def build_examples(network: str, target_name: str, start: float, steps: int, blo
                                    "seeds.png", "the spectrograms of seeds 0-3 (seed0000.png ... seed0003.png), "
                                    "high frequencies on top, time left to right")),
         Example("loops", [gen + ["--seeds", "0-7", "--loop", "8", "--outdir", "loops"]], notes=loop_notes,
-                picture=lambda w: (tile([reanalysed(next((w / "loops").glob("seed0000-*.wav")), block, 2)], scale=2),
-                                   "loop.png", f"the first 2 x {clip:,} samples of seed0000-loop8bar-{bpm:g}bpm.wav "
-                                   f"re-analysed with the network's STFT: the bar, then from {bar_s:.3f} s its "
-                                   "repeat")),
+                picture=lambda w: (tile([reanalysed(next((w / "loops").glob("seed0000-*.wav")), block, [0, bar])],
+                                        scale=2),
+                                   "loop.png", loop_alt)),
         Example("walk", [gen + ["--walk", "1,5,9", "--bars", "4", "--outdir", "walk"],
                          gen + ["--walk", "5,9", "--walk-space", "w", "--walk-steps", "1", "--bars", "1",
                                 "--outdir", "walkw"]],
@@ -293,6 +294,10 @@ def main(network, target, target_dir, start, steps, pairs, only, doc, img_dir, i
     if unknown:
         raise click.BadParameter(f"unknown example(s) {', '.join(unknown)} (choose from {', '.join(names)})",
                                  param_hint="--only")
+    if "from-projection" in chosen and "project" not in chosen and not (
+            keep is not None and (Path(keep) / "proj" / "projected_w.npz").is_file()):
+        raise click.BadParameter("from-projection renders the projection: add project (or --keep a folder holding "
+                                 "proj/projected_w.npz)", param_hint="--only")
     text = doc.read_text(encoding="utf-8")
     for name in chosen:
         marker = name if name == "layer_control" else f"example-{name}"

@@ -133,3 +133,14 @@ def test_a_missing_section_stops_before_anything_runs(inputs, tmp_path):
     assert result.exit_code == 1
     assert "no section <!-- begin example-bpm -->" in result.output and "seeds:" not in result.output
     assert doc.read_text() == DOC.replace("<!-- end example-bpm -->", "")
+
+
+def test_the_walk_from_the_projection_needs_the_projection(inputs, tmp_path):
+    net, track = inputs
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    result = CliRunner().invoke(generation_examples.main, ["--network", str(net), "--target", str(track),
+                                                           "--doc", str(doc), "--only", "from-projection"])
+    assert result.exit_code == 2
+    assert "from-projection renders the projection: add project" in result.output
+    assert doc.read_text() == DOC
