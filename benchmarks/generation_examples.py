@@ -286,10 +286,12 @@ def main(network, target, target_dir, start, steps, pairs, only, doc, img_dir, i
     from stylegan2.snapshot import load_snapshot
     snap = load_snapshot(resolve_network(network))
     block, kimg = snap["audio"], snap.get("cur_nimg", 0) / 1000
-    target_path = find_target(target, target_dir).resolve()
-    examples = build_examples(network, target_path.name, start, steps, block)
-    names = [e.name for e in examples] + ["layer_control"]
+    names = ["seeds", "loops", "walk", "project", "from-projection", "mix", "bpm", "layer_control"]
     chosen = names if only is None else [n.strip() for n in only.split(",") if n.strip()]
+    # Only the projection reads the target track.
+    target_path = find_target(target, target_dir).resolve() if "project" in chosen else None
+    examples = build_examples(network, target_path.name if target_path else DEFAULT_TARGET, start, steps, block)
+    assert [e.name for e in examples] + ["layer_control"] == names
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         raise click.BadParameter(f"unknown example(s) {', '.join(unknown)} (choose from {', '.join(names)})",
@@ -308,9 +310,8 @@ def main(network, target, target_dir, start, steps, pairs, only, doc, img_dir, i
     with tempfile.TemporaryDirectory(prefix="generation-examples-") as tmp:
         work = Path(keep) if keep is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        link = work / target_path.name
-        if not link.exists():
-            link.symlink_to(target_path)
+        if target_path is not None and not (work / target_path.name).exists():
+            (work / target_path.name).symlink_to(target_path)
         pictures = {}
         for example in examples:
             if example.name not in chosen:

@@ -124,10 +124,10 @@ def test_a_failing_command_is_named_and_the_doc_is_left_alone(inputs, tmp_path):
 
 
 def test_a_missing_section_stops_before_anything_runs(inputs, tmp_path):
-    net, track = inputs
+    net, _ = inputs     # no --target: only the projection needs one
     doc = tmp_path / "doc.md"
     doc.write_text(DOC.replace("<!-- end example-bpm -->", ""))
-    result = CliRunner().invoke(generation_examples.main, ["--network", str(net), "--target", str(track),
+    result = CliRunner().invoke(generation_examples.main, ["--network", str(net),
                                                            "--doc", str(doc), "--img-dir", str(tmp_path / "img"),
                                                            "--only", "seeds,bpm"])
     assert result.exit_code == 1
