@@ -17,7 +17,7 @@ architecture (the control: what training added):
     python benchmarks/fakes_vs_reals.py --network runs/.../network-snapshot-000030.pkl \\
         --data bsd64.zip --grid fakes-vs-reals.png
 
-The result replaces the ``fakes_vs_reals`` section of docs/generation.md (``--no-write``: print only).
+The result replaces the ``fakes_vs_reals`` section of docs/benchmarks.md (``--no-write``: print only).
 """
 from __future__ import annotations
 
@@ -31,9 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import markdown_table, write_section  # noqa: E402
-
-DOC = Path(__file__).resolve().parent.parent / "docs" / "generation.md"
+from benchmarks.report import DOC, markdown_table, write_section  # noqa: E402
 
 
 def to_sigma(images_u8: np.ndarray, clip_sigma: float = 3.0) -> np.ndarray:
@@ -116,7 +114,7 @@ def grid(top: np.ndarray, bottom: np.ndarray, cols: int = 8) -> np.ndarray:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--grid", "grid_path", default=None, help="Write a PNG of 8 reals above 8 fakes here.")
 @click.option("--note", default="", help="What network this is (printed above the tables).")
-@click.option("--no-write", is_flag=True, help="Print only; leave docs/generation.md alone.")
+@click.option("--no-write", is_flag=True, help="Print only; leave docs/benchmarks.md alone.")
 def main(network, data, num, seed, grid_path: Optional[str], note, no_write):
     from PIL import Image
 

@@ -23,7 +23,7 @@ measured on a randomly initialised generator of the same architecture: what trai
 
     python benchmarks/layer_control.py --network runs/.../network-snapshot-000012.pkl --pairs 64
 
-The result table replaces the ``layer_control`` section of docs/generation.md.
+The result table replaces the ``layer_control`` section of docs/generation.md (``--doc``: another file).
 """
 from __future__ import annotations
 
@@ -146,7 +146,9 @@ def rows_for(label: str, G, result):
 @click.option("--pairs", type=click.IntRange(min=1), default=64, show_default=True, help="Seed pairs (A, B).")
 @click.option("--note", default="", help="What network this is (printed above the table).")
 @click.option("--no-write", is_flag=True, help="Print only; leave docs/generation.md alone.")
-def main(network, pairs, note, no_write):
+@click.option("--doc", type=click.Path(dir_okay=False, path_type=Path), default=DOC, show_default=True,
+              help="Markdown file whose layer_control section is replaced.")
+def main(network, pairs, note, no_write, doc):
     from stylegan2.networks import Generator
     from stylegan2.snapshot import build_networks, load_snapshot
     torch.set_num_threads(1)
@@ -168,7 +170,7 @@ def main(network, pairs, note, no_write):
                 f"step pattern (the onset pattern summed per 16th note, {per_step:.2f} frames) and of the 16 band "
                 f"energies, each as a share of the whole A -> B change (mean ± sd over the pairs). "
                 f"Resolution {G.img_resolution}, {G.num_ws} layers.\n\n" + table)
-        write_section("layer_control", "What the layer groups control (measured)", body, doc=DOC)
+        write_section("layer_control", "What the layer groups control (measured)", body, doc=doc)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,18 @@ def write_section(name: str, title: str, body: str, doc: Path = DOC) -> None:
     block = (f"<!-- begin {name} -->\n## {title}\n\nMeasured {stamp} on: {machine_description()}\n\n"
              f"{body.strip()}\n<!-- end {name} -->")
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nWritten by the scripts in `benchmarks/`.\n"
-    pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    replaced = replace_section(text, name, block)
+    text = replaced if replaced is not None else text.rstrip() + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def section_pattern(name: str) -> "re.Pattern":
+    """The marked section ``<!-- begin name --> ... <!-- end name -->``, markers included."""
+    return re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
+
+
+def replace_section(text: str, name: str, block: str):
+    """``text`` with its section ``name`` (markers included) replaced by ``block``; None when it has no such section."""
+    pattern = section_pattern(name)
+    return pattern.sub(lambda _: block, text) if pattern.search(text) else None
