@@ -22,7 +22,9 @@ def _studio(*args):
     return CliRunner().invoke(main, ["studio", *map(str, args)])
 
 
-def test_no_network_is_a_one_line_error():
+def test_no_network_is_a_one_line_error_where_no_network_is_shipped(monkeypatch, tmp_path):
+    from audio_ext.generation import pretrained
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)          # an installation without electro128
     r = _studio()
     assert r.exit_code == 1 and "--network PKL is required" in r.output and len(r.output.strip().splitlines()) == 1
 
