@@ -25,7 +25,8 @@ For ``--network`` (default ``pretrained:electro128``) and its training archive `
     python benchmarks/pretrained_card.py --data electro128.zip
     python benchmarks/pretrained_card.py --network runs/.../best-snapshot.pkl --data stft.zip --no-write
 
-The table replaces the ``pretrained_card`` section of docs/benchmarks.md (``--doc`` another file).
+The table replaces the ``pretrained_card`` section of docs/benchmarks.md and of the model card,
+docs/pretrained.md (``--doc`` other files).
 """
 from __future__ import annotations
 
@@ -145,7 +146,9 @@ def inception_rows(sets: Dict[str, np.ndarray], detector: str, batch: int = 16):
 @click.option("--bars", type=click.IntRange(min=1), default=8, show_default=True, help="Bars per loop.")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="CPU threads for speed.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the halves, the fakes and the control.")
-@click.option("--doc", default=str(DOC), show_default=True, help="Markdown file whose section is replaced.")
+@click.option("--doc", multiple=True, default=(str(DOC), str(DOC.parent / "pretrained.md")), show_default=True,
+              help="Markdown file whose pretrained_card section is replaced (repeatable): the benchmarks page "
+                   "and the model card.")
 @click.option("--no-write", is_flag=True, help="Print only.")
 def main(network, data, num, fid_num, detector, seeds, bars, threads, seed, doc, no_write):
     from audio_ext.generation.pretrained import resolve_network
@@ -225,7 +228,8 @@ def main(network, data, num, fid_num, detector, seeds, bars, threads, seed, doc,
                 f"{min(seeds, 16)}) decoded and looped to {bars} bars ({rhythm_g['loop_seconds']:.1f} s); onset on "
                 f"the 16th grid: share of onset flux in the three frames nearest a step boundary ({per_step:.2f} frames "
                 f"per step; chance {min(1.0, 3 / per_step):.2f}).\n\n{table}\n\nTargets (issue 19):\n\n{checks}")
-        write_section("pretrained_card", f"Shipped network card: {network}", body, doc=Path(doc))
+        for path in doc:
+            write_section("pretrained_card", f"Shipped network card: {network}", body, doc=Path(path))
 
 
 if __name__ == "__main__":
