@@ -390,7 +390,7 @@ async function loadInfo() {
   $("classlabel").hidden = !i.c_dim;
   for (let c = 0; c < i.c_dim; c++) $("classidx").add(new Option(String(c), String(c)));
   if (i.bpm) $("bpm").value = i.bpm;
-  $("bars").value = 4;   // a phrase: clips holding fewer bars repeat their seamless whole-bar loop
+  $("bars").value = Math.max(1, Math.min(4, i.max_bars || 1));   // live needs bars a clip holds
   const groups = $("mixgroups");
   const steer = $("steer");
   groups.textContent = "";
