@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from .line_chart import Mark, Series, draw_line_chart, font
 from .misc import atomic_path
+from .snapshot import SnapshotError, open_regular_file
 
 LOSSES = (("Loss/G/loss", "G loss", (31, 119, 180)), ("Loss/D/loss", "D loss", (214, 39, 40)))
 REGULARISERS = (("Loss/r1_penalty", "R1 penalty", (44, 160, 44)),
@@ -34,6 +36,10 @@ REGULARISERS = (("Loss/r1_penalty", "R1 penalty", (44, 160, 44)),
 METRIC_COLOUR = (230, 120, 0)
 _FAKES_RE = re.compile(r"^fakes(\d{6}|\d{9})\.png$")
 _SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6}|\d{9})\.pkl$")
+#: Largest log file read (bytes): a 25,000-kimg run with 4-kimg ticks writes about 15 MB of stats.jsonl.
+MAX_LOG_BYTES = 256 * 2**20
+#: Largest fakes / reals grid drawn as a thumbnail (pixels); train.py's grids are at most 32 images of R x R.
+MAX_GRID_PIXELS = 64 * 2**20
 
 
 class CurvesError(ValueError):
@@ -93,7 +99,13 @@ def read_jsonl(path: Path) -> List[Tuple[int, dict]]:
     """``(line number, object)`` of each non-blank line of ``path``. A line that is not a JSON object is a
     :class:`CurvesError`, except an unfinished last line (no newline yet: a live run is writing it), skipped."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open_regular_file(path, "log") as f:           # a FIFO or a device is refused, never read
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_LOG_BYTES:
+                raise CurvesError(f"{path}: {size:,} bytes, over the {MAX_LOG_BYTES:,}-byte limit for a training log")
+            text = f.read(MAX_LOG_BYTES + 1).decode("utf-8")
+    except SnapshotError as e:
+        raise CurvesError(str(e)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise CurvesError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     lines = text.split("\n")
@@ -257,8 +269,10 @@ def _thumbnail(path: Path, cell: Optional[int], width: int) -> Optional[Image.Im
     """The top-left 2 x 2 images of a grid (the whole grid when ``cell`` does not divide it) at ``width`` pixels."""
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_GRID_PIXELS:       # checked from the header, before decoding
+                return None
             im = im.convert("RGB")
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
     if cell and im.width % cell == 0 and im.height % cell == 0:
         im = im.crop((0, 0, min(2 * cell, im.width), min(2 * cell, im.height)))

@@ -263,3 +263,34 @@ def test_legend_never_covers_the_plot_area():
         for c in colours:
             assert (above == np.array(c)).all(axis=-1).any()
     assert chart(900)[1].box[1] == MARGINS["top"] and chart(420)[1].box[1] > MARGINS["top"]
+
+
+def test_a_fifo_or_an_oversized_log_is_refused_before_reading(tmp_path, monkeypatch):
+    import os
+    run = write_run(tmp_path / "run", [(0.5, 1, 1, 1, 1, 1, T0)])
+    out = tmp_path / "curves.png"
+    (run / "stats.jsonl").unlink()
+    os.mkfifo(run / "stats.jsonl")                    # would block a plain read forever
+    res = CliRunner().invoke(main, ["training-curves", str(run), "--out", str(out)])
+    assert res.exit_code == 1 and res.output == f"Error: {run}: no stats.jsonl (not a run folder written by train.py)\n"
+    with pytest.raises(tc.CurvesError, match="is a FIFO \\(named pipe\\), not a log file"):
+        tc.read_jsonl(run / "stats.jsonl")            # the reader itself never blocks on one either
+    (run / "stats.jsonl").unlink()
+    write_run(tmp_path / "big", [(0.5, 1, 1, 1, 1, 1, T0)])
+    size = (tmp_path / "big" / "stats.jsonl").stat().st_size
+    monkeypatch.setattr(tc, "MAX_LOG_BYTES", size - 1)
+    res = CliRunner().invoke(main, ["training-curves", str(tmp_path / "big"), "--out", str(out)])
+    assert res.exit_code == 1
+    assert res.output == (f"Error: {tmp_path / 'big' / 'stats.jsonl'}: {size:,} bytes, over the {size - 1:,}-byte "
+                          f"limit for a training log\n")
+    assert not out.exists()
+
+
+def test_a_grid_over_the_pixel_limit_is_left_out_of_the_strip_undecoded(runs, monkeypatch):
+    a, _ = runs
+    grid = a / "fakes000001.png"
+    assert tc._thumbnail(grid, 8, 100) is not None
+    with Image.open(grid) as im:
+        monkeypatch.setattr(tc, "MAX_GRID_PIXELS", im.width * im.height - 1)
+    monkeypatch.setattr(Image.Image, "convert", lambda *a, **k: pytest.fail("decoded a grid over the limit"))
+    assert tc._thumbnail(grid, 8, 100) is None
