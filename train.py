@@ -57,6 +57,8 @@ def _metrics_list(value: str):
 @click.option("--subset", type=click.IntRange(min=1), help="Train on a random subset of this many images")
 @click.option("--metrics", default="none", show_default=True, help="Comma-separated metrics after each snapshot, or none")
 @click.option("--keep-best", help="Keep best-snapshot.pkl by this metric (one of --metrics)")
+@click.option("--patience", type=click.FloatRange(min=0, min_open=True), metavar="KIMG",
+              help="End training when the --keep-best metric has not improved for this many kimg")
 @click.option("--resume", help="Snapshot to continue exactly, or 'latest' (newest in --outdir)")
 @click.option("--fp32/--no-fp32", default=None, help="Disable mixed precision")
 @click.option("--workers", type=click.IntRange(min=0),

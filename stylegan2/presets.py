@@ -55,7 +55,7 @@ COMMON: Dict[str, Any] = dict(
     style_mixing_prob=0.9, pl_weight=2.0, pl_batch_shrink=2, pl_decay=0.01,
     G_reg_interval=4, D_reg_interval=16,
     tick=4.0, snap=50, p=None, target=0.6, ada_interval=4, ada_kimg=500, augpipe="audio",
-    mirror=False, cond=False, subset=None, metrics=[], seed=0, workers=None, ops="auto", keep_best=None,
+    mirror=False, cond=False, subset=None, metrics=[], seed=0, workers=None, ops="auto", keep_best=None, patience=None,
     grid_limit=None, allow_tf32=False, nobench=False, freezed=0, max_nonfinite=50,
 )
 DEFAULT_WORKERS = 3     # DataLoader workers when --workers is not given (at most the usable CPU count)
@@ -264,6 +264,11 @@ def _validate(o: Dict[str, Any]) -> None:
         _fail(f"--augpipe must be one of {', '.join(AUGMENT_PRESETS)}; got {o['augpipe']!r}")
     if o["keep_best"] is not None and o["keep_best"] not in o["metrics"]:
         _fail(f"--keep-best {o['keep_best']} is not among --metrics {','.join(o['metrics']) or 'none'}")
+    if o["patience"] is not None:
+        if not _is_number(o["patience"]) or not 0 < o["patience"] < math.inf:
+            _fail(f"--patience must be a positive number of kimg (finite); got {o['patience']!r}")
+        if o["keep_best"] is None:
+            _fail("--patience needs --keep-best: it counts the kimg since that metric last improved")
     if o["ops"] not in ("auto", "reference", "cuda"):
         _fail(f"--ops must be auto, reference or cuda; got {o['ops']!r}")
     if not isinstance(o["freezed"], int) or isinstance(o["freezed"], bool) or o["freezed"] < 0:

@@ -207,7 +207,8 @@ def training_loop(rank: int = 0, *, run_dir: str, data: str, resume: Optional[st
     ``metric_plugins``: modules that register metrics beyond the built-in image metrics (imported in
     every rank before ``metrics`` run; ``train.py`` names the audio layer's).
     Returns (on every rank) a summary dict with
-    ``cur_nimg``, ``cur_tick``, ``batch_idx`` and ``snapshot`` (the last snapshot path written).
+    ``cur_nimg``, ``cur_tick``, ``batch_idx``, ``snapshot`` (the last snapshot path written) and
+    ``patience_ended`` (True when ``patience`` ended the run before ``kimg``).
     """
     from . import snapshot as snap_io
     from .ops import backend
@@ -303,7 +304,7 @@ class _Training:
                 cur_nimg=self.cur_nimg, signum=self.stopper.signum)
         self.say("Exiting...")
         return dict(cur_nimg=self.cur_nimg, cur_tick=self.cur_tick, batch_idx=self.batch_idx,
-                    snapshot=self.last_snapshot)
+                    snapshot=self.last_snapshot, patience_ended=self.patience_ended)
 
     # -------------------------------------------------------------------------------- set-up steps
 
@@ -445,7 +446,7 @@ class _Training:
             self.cur_nimg, time.time(), time.process_time()
         self.maintenance_time = self.tick_start_time - self.start_time
         self.last_snapshot, self.last_snapshot_nimg, self.best = None, None, dict(self.resumed_best or {})
-        self.stopping, self.snap_by_images, self.snap_due = False, False, False
+        self.stopping, self.snap_by_images, self.snap_due, self.patience_ended = False, False, False, False
         # Names this run may not reuse for another image count: its own, plus any already in run_dir.
         self.used_tags: Dict[str, int] = {m.group(1): -1 for m in (self.snap_io.SNAPSHOT_RE.match(f.name) for f in
                                           self.run_dir.glob("network-snapshot-*.pkl")) if m and len(m.group(1)) == 6}
@@ -660,6 +661,27 @@ class _Training:
             self.keep_best(path, run_metrics(list(self.opts.get("metrics") or []), self.G_ema, path, self.run_dir,
                                              self.training_set_kwargs, self.rank, self.world, self.device,
                                              audio=self.dataset.audio, plugins=self.metric_plugins))
+            if not self.done and self.patience_ran_out():
+                self.done = self.patience_ended = True
+
+    def patience_ran_out(self) -> bool:
+        """With ``--patience KIMG``: True (on every rank) once the ``--keep-best`` metric has not improved for
+        ``KIMG`` thousand images; the run then ends as if ``--kimg`` were reached, after saying why."""
+        patience = self.opts.get("patience")
+        if not patience:
+            return False
+        best_kimg = self.best.get("kimg")
+        stale = self.cur_nimg / 1000 - best_kimg if isinstance(best_kimg, (int, float)) else None
+        ran_out = self.is_main and stale is not None and stale >= patience - 1e-9
+        if self.world > 1:          # only rank 0 measures; all ranks must leave the loop together
+            flag = torch.tensor([1.0 if ran_out else 0.0], device=self.device)
+            distributed.all_reduce_sum_(flag)
+            ran_out = flag.item() > 0
+        if ran_out and self.is_main:
+            self.say(f"No new best {self.best['metric']} for {stale:g} kimg (best {self.best['value']:.4g} at kimg "
+                     f"{best_kimg:g}, {self.best.get('snapshot')}; --patience {patience:g}): training ends at kimg "
+                     f"{self.cur_nimg / 1000:.3f}")
+        return ran_out
 
     def write_snapshot(self, tag: str, path: Path) -> None:
         """Rank 0 writes the fakes grid and the snapshot; every rank learns whether that worked."""

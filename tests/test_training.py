@@ -330,6 +330,31 @@ def test_best_snapshot_record_carries_over_a_resume(archive, tmp_path, monkeypat
     assert best["value"] == 7.0 and load_snapshot(tmp_path / "better" / "best-snapshot.pkl")["cur_nimg"] == 16
 
 
+def test_patience_ends_the_run_when_the_kept_metric_stops_improving(archive, tmp_path, monkeypatch):
+    from stylegan2.metrics import registry
+    registry.list_metrics()
+    # Snapshots every 4 images; the metric improves at 4 and 8 images, then never again.
+    values = [1.0, 5.0, 2.0, 3.0, 4.0, 1.0, 0.0]
+    monkeypatch.setitem(registry._REGISTRY, "toy_seq",
+                        registry.MetricSpec("toy_seq", _sequence_metric(values), "level", True, "toy"))
+    keep = dict(metrics=["toy_seq"], keep_best="toy_seq")
+    result = run(archive, tmp_path / "p", kimg=0.028, patience=0.008, **keep)
+    # Best at 8 images; 16 images is the first snapshot 8 images (0.008 kimg) later: the run ends there.
+    assert result["cur_nimg"] == 16 and result["patience_ended"] is True
+    assert values == [4.0, 1.0, 0.0]                     # three snapshots measured, no more
+    log = (tmp_path / "p" / "log.txt").read_text()
+    assert "No new best toy_seq for 0.008 kimg (best 5 at kimg 0.008" in log and "training ends at kimg 0.016" in log
+    assert json.loads((tmp_path / "p" / "best.json").read_text())["value"] == 5.0
+    # The count carries over a resume: the best record (8 images) travels in the snapshot.
+    values[:] = [2.5]
+    again = run(archive, tmp_path / "again", resume=result["snapshot"], kimg=0.028, patience=0.008, **keep)
+    assert again["cur_nimg"] == 20 and again["patience_ended"] is True
+    # Without --patience the same metric sequence trains to --kimg.
+    values[:] = [1.0, 5.0, 2.0, 3.0]
+    full = run(archive, tmp_path / "full", kimg=0.016, **keep)
+    assert full["cur_nimg"] == 16 and full["patience_ended"] is False
+
+
 def test_backend_flags_and_freeze_d_reach_the_loop(archive, tmp_path, monkeypatch):
     from stylegan2 import networks
     seen, initial = [], {}
