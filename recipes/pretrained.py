@@ -7,7 +7,8 @@
 
 Each stage is skipped when its output exists, so an interrupted recipe is simply rerun: the music
 is fetched once (sha256-checked, recipes/fetch_electro128_music.sh), the archive built once, and
-training resumes from the run's latest snapshot (``train.py --resume``) until ``--kimg``; a fresh
+training resumes from the run's latest snapshot (``train.py --resume``) until ``--kimg``, one run per rate of
+``--lr-schedule``, or until sfd1k has not improved for ``--patience`` kimg; a fresh
 ``--work`` continues the training state committed with the repository
 (``recipes/checkpoints/NAME-latest.pkl``: G, D, G_ema and both Adam states) when there is one. The
 export takes ``best-snapshot.pkl`` (kept by ``--keep-best sfd1k``), else the latest snapshot, and
@@ -16,6 +17,7 @@ see docs/pretrained.md for where the result is not bit-reproducible.
 """
 from __future__ import annotations
 
+import math
 import shlex
 import subprocess
 import sys
@@ -29,6 +31,47 @@ TARGET_BPM = 130.0
 #: Training of electro128: the ``cpu128`` preset (``tiny`` widened to ~1 M generator parameters at R = 128),
 #: the best snapshot kept by the spectral-feature distance.
 TRAIN_FLAGS = ("--cfg", "cpu128", "--metrics", "sfd1k", "--keep-best", "sfd1k", "--preview-clips", "2")
+#: Learning rate of G and D by training length, ``LR@KIMG,...,LR``: electro128 trained its first 73 kimg at the
+#: preset's 0.002; sfd1k then swung between 3.2 and 4.0 for 50 kimg, and the continuation halves it to 0.001,
+#: the rate of the thesis's best model (its Conf A).
+LR_SCHEDULE = "0.002@73,0.001"
+#: "More training stops helping": no new best sfd1k for this many kimg (``train.py --patience``).
+PATIENCE_KIMG = 50.0
+
+
+def parse_lr_schedule(text: str):
+    """``"0.002@73,0.001"`` -> ``[(0.002, 73.0), (0.001, inf)]``: each rate holds until its kimg, the last one
+    to the end; a one-line ValueError names what is wrong."""
+    phases, parts = [], [p.strip() for p in text.split(",")]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        lr_text, at, until_text = part.partition("@")
+        try:
+            lr = float(lr_text)
+            until = float(until_text) if at else math.inf
+        except ValueError:
+            raise ValueError(f"--lr-schedule {text!r}: {part!r} is not LR@KIMG (or a last LR alone)") from None
+        if not (0 < lr < math.inf):
+            raise ValueError(f"--lr-schedule {text!r}: learning rate {lr_text.strip()} is not a positive number")
+        if last == bool(at):
+            raise ValueError(f"--lr-schedule {text!r}: every rate but the last needs @KIMG, and the last has none")
+        if phases and not until > phases[-1][1] or not until > 0:
+            raise ValueError(f"--lr-schedule {text!r}: the kimg must grow from one rate to the next")
+        phases.append((lr, until))
+    return phases
+
+
+def kimg_since_best(run_dir, done_nimg: int):
+    """kimg trained since the ``--keep-best`` record in ``run_dir/best.json`` last improved (None: no record)."""
+    import json
+    path = None if run_dir is None else Path(run_dir) / "best.json"
+    if path is None or not path.is_file():
+        return None
+    try:
+        best_kimg = float(json.loads(path.read_text())["kimg"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return done_nimg / 1000 - best_kimg
 
 
 def run(cmd, log) -> None:
@@ -67,6 +110,38 @@ def trained_nimg(outdir: Path) -> int:
     return int(load_snapshot(latest).get("cur_nimg") or 0) if latest is not None else 0
 
 
+def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases, patience: float, train_flags,
+          checkpoint, log) -> None:
+    """Train (or resume) phase by phase of the learning-rate schedule until ``kimg``, or until sfd1k has not
+    improved for ``patience`` kimg; each phase is one ``train.py`` run (a new run folder)."""
+    from stylegan2.snapshot import find_latest_snapshot
+    for lr, until in phases:
+        goal = min(until, kimg)
+        done = trained_nimg(outdir)
+        stale = kimg_since_best(latest_run(outdir, name), done)
+        if stale is not None and stale >= patience:
+            log(f"{outdir}: no new best sfd1k for {stale:g} kimg (--patience {patience:g}): more training "
+                f"stopped helping at {done / 1000:g} kimg")
+            return
+        if done >= goal * 1000:
+            if goal >= kimg:
+                log(f"{outdir}: already trained to {done / 1000:g} kimg")
+                return
+            continue
+        resume = ["--resume", "latest"] if find_latest_snapshot(outdir) is not None else []
+        if not resume:
+            start = Path(checkpoint) if checkpoint else ROOT / "recipes" / "checkpoints" / f"{name}-latest.pkl"
+            if start.is_file():
+                resume = ["--resume", start.resolve()]
+                log(f"continuing the committed training state {start}")
+        log(f"training to {goal:g} kimg at lr {lr:g}")
+        run([sys.executable, "train.py", "--outdir", outdir, "--data", archive, *TRAIN_FLAGS, "--kimg", goal,
+             "--glr", lr, "--dlr", lr, "--patience", patience, "--seed", seed, "--desc", name, "--no-progress",
+             *resume, *train_flags], log)
+        if goal >= kimg:
+            return
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--work", default="pretrained-work", show_default=True, metavar="DIR",
               help="music, archive and runs go here")
@@ -80,6 +155,10 @@ def trained_nimg(outdir: Path) -> int:
               help="Hz; at 8775 one R = 128, hop 128 clip is one bar at 130 BPM plus 21 ms")
 @click.option("--kimg", type=float, default=1000.0, show_default=True, help="training length")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lr-schedule", default=LR_SCHEDULE, show_default=True, metavar="LR@KIMG,...,LR",
+              help="learning rate of G and D by training length")
+@click.option("--patience", type=click.FloatRange(min=0, min_open=True), default=PATIENCE_KIMG, show_default=True,
+              metavar="KIMG", help="stop when sfd1k has not improved for this many kimg")
 @click.option("--train-flag", "train_flags", multiple=True, metavar="FLAG",
               help="extra train.py flag (repeatable), e.g. --train-flag=--workers=0")
 @click.option("--export-dir", default=None, metavar="DIR", help="where NAME.pt goes [audio_ext/generation/models]")
@@ -87,12 +166,16 @@ def trained_nimg(outdir: Path) -> int:
 @click.option("--checkpoint", default=None, metavar="PKL",
               help="training snapshot to continue from while WORK holds no run yet "
                    "[recipes/checkpoints/NAME-latest.pkl when it exists]")
-def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate, kimg, seed, train_flags,
-         export_dir, notes, checkpoint):
+def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate, kimg, seed, lr_schedule, patience,
+         train_flags, export_dir, notes, checkpoint):
     """Fetch, build, train and export the shipped network (each stage skipped when already done)."""
     log = lambda msg: click.echo(f"[recipe] {msg}", err=True)   # noqa: E731
     if checkpoint and not Path(checkpoint).is_file():
         raise click.ClickException(f"{checkpoint}: --checkpoint is not a file")
+    try:
+        phases = parse_lr_schedule(lr_schedule)
+    except ValueError as e:
+        raise click.ClickException(str(e))
     work = Path(work).resolve()
     music, archive, outdir = work / "music", work / f"{name}.zip", work / "runs"
     py = sys.executable
@@ -110,19 +193,7 @@ def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate,
     else:
         log(f"{archive} exists: not rebuilt")
 
-    from stylegan2.snapshot import find_latest_snapshot
-    done = trained_nimg(outdir)
-    if done < kimg * 1000:
-        resume = ["--resume", "latest"] if find_latest_snapshot(outdir) is not None else []
-        if not resume:
-            start = Path(checkpoint) if checkpoint else ROOT / "recipes" / "checkpoints" / f"{name}-latest.pkl"
-            if start.is_file():
-                resume = ["--resume", start.resolve()]
-                log(f"continuing the committed training state {start}")
-        run([py, "train.py", "--outdir", outdir, "--data", archive, *TRAIN_FLAGS, "--kimg", kimg, "--seed", seed,
-             "--desc", name, "--no-progress", *resume, *train_flags], log)
-    else:
-        log(f"{outdir}: already trained to {done / 1000:g} kimg")
+    train(outdir, archive, name, kimg, seed, phases, patience, train_flags, checkpoint, log)
     run_dir = latest_run(outdir, name)
     if run_dir is None:
         raise click.ClickException(f"{outdir}: training left no run folder")

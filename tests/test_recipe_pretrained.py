@@ -82,3 +82,65 @@ def test_a_fresh_work_folder_continues_a_committed_training_state(tmp_path):
     assert missing.returncode != 0
     assert "nope.pkl: --checkpoint is not a file" in missing.stderr
     assert not (tmp_path / "third").exists()                       # refused before anything is fetched or built
+
+
+def _recipe_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("recipe_pretrained", ROOT / "recipes" / "pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lr_schedule_parses_rates_until_kimg_and_refuses_malformed_ones():
+    recipe = _recipe_module()
+    assert recipe.parse_lr_schedule("0.002@73,0.001") == [(0.002, 73.0), (0.001, float("inf"))]
+    assert recipe.parse_lr_schedule("0.0025") == [(0.0025, float("inf"))]
+    assert recipe.parse_lr_schedule(recipe.LR_SCHEDULE)[0] == (0.002, 73.0)      # what electro128 trained with
+    for text, message in [("0.002@73", "the last has none"), ("0.002,0.001", "needs @KIMG"),
+                          ("fast@73,0.001", "is not LR@KIMG"), ("0.002@73,0.001@50,0.0005", "must grow"),
+                          ("-1@10,0.001", "not a positive number"), ("0.002@0,0.001", "must grow")]:
+        try:
+            recipe.parse_lr_schedule(text)
+        except ValueError as e:
+            assert message in str(e) and text in str(e), (text, str(e))
+        else:
+            raise AssertionError(f"{text!r} was accepted")
+
+
+def test_recipe_trains_one_run_per_rate_and_stops_when_more_training_stopped_helping(tmp_path):
+    work, shipped = tmp_path / "work", tmp_path / "shipped"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    base = [sys.executable, str(ROOT / "recipes" / "pretrained.py"), "--work", str(work), "--export-dir", str(shipped),
+            *[a if a != "0.008" else "0.016" for a in TINY]]
+    r = subprocess.run([*base, "--lr-schedule", "0.002@0.008,0.001"], cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    runs = sorted(p for p in (work / "runs").iterdir() if p.is_dir())
+    assert len(runs) == 2                                            # one train.py run per rate
+    import json
+    first, second = (json.loads((p / "training_options.json").read_text()) for p in runs)
+    assert (first["glr"], first["dlr"], first["kimg"]) == (0.002, 0.002, 0.008)
+    assert (second["glr"], second["dlr"], second["kimg"]) == (0.001, 0.001, 0.016)
+    assert second["patience"] == 50.0
+    assert snapshot.load_snapshot(snapshot.find_latest_snapshot(work / "runs"))["cur_nimg"] == 16
+
+    # best.json says sfd1k last improved at kimg 0: with --patience 0.016 a longer --kimg trains no more.
+    best = runs[-1] / "best.json"
+    assert best.is_file()
+    record = json.loads(best.read_text())
+    best.write_text(json.dumps(dict(record, kimg=0.0)))
+    recipe = _recipe_module()
+    assert recipe.kimg_since_best(runs[-1], 16) == 0.016
+    (shipped / "tinyrecipe.pt").unlink()
+    longer = [a if a != "0.016" else "1" for a in base]
+    r = subprocess.run([*longer, "--patience", "0.016"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no new best sfd1k for 0.016 kimg (--patience 0.016): more training stopped helping at 0.016 kimg" \
+        in r.stderr
+    assert sorted(p for p in (work / "runs").iterdir() if p.is_dir()) == runs      # no new run
+    assert (shipped / "tinyrecipe.pt").is_file()                                    # the export still ran
+
+    bad = subprocess.run([*base, "--lr-schedule", "x"], cwd=ROOT, env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "--lr-schedule 'x'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
