@@ -10,8 +10,9 @@ import PIL.Image
 from audio_ext.core.codec import audio_to_logpower, encode
 
 
-def write_encoded_archive(path, clips, geometry, target_bpm=130):
-    """Encode ``clips`` [N, clip_samples] with statistics of their own and zip them with a dataset.json.
+def write_encoded_archive(path, clips, geometry, target_bpm=130, sources=None):
+    """Encode ``clips`` [N, clip_samples] with statistics of their own and zip them with a dataset.json
+    (with ``sources``, one track name per clip, in its ``clips`` records as the dataset tool writes them).
 
     Returns ``(audio_block, uint8 images)``.
     """
@@ -24,7 +25,10 @@ def write_encoded_archive(path, clips, geometry, target_bpm=130):
             buf = io.BytesIO()
             PIL.Image.fromarray(img, mode="L").save(buf, format="PNG")
             z.writestr(f"00000/clip{i:05d}.png", buf.getvalue())
-        z.writestr("dataset.json", json.dumps({"labels": None, "audio": block}))
+        meta = {"labels": None, "audio": block}
+        if sources is not None:
+            meta["clips"] = [{"file": f"00000/clip{i:05d}.png", "source": src} for i, src in enumerate(sources)]
+        z.writestr("dataset.json", json.dumps(meta))
     return block, images
 
 
