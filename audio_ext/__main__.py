@@ -160,7 +160,7 @@ def training_curves_cmd(run_dirs, out, width) -> None:
     """Draw the losses, regularisers, metrics and fakes of training run folders (a run and its resumes) as a PNG."""
     curves = write_training_curves(run_dirs, out, width=width)
     metrics = ", ".join(f"{m.name} best {b[1]:.4g} at {b[0]:.1f} kimg" for m in curves.metrics.values()
-                        if (b := m.best()))
+                        if m.reference is None and (b := m.best()))
     click.echo(f"wrote {out}: {len(curves.kimg)} ticks, {curves.total_kimg:.3f} kimg, "
                f"{curves.total_sec / 3600:.2f} h" + (f"; {metrics}" if metrics else ""))
 

@@ -34,6 +34,7 @@ LOSSES = (("Loss/G/loss", "G loss", (31, 119, 180)), ("Loss/D/loss", "D loss", (
 REGULARISERS = (("Loss/r1_penalty", "R1 penalty", (44, 160, 44)),
                 ("Loss/pl_penalty", "path-length penalty", (148, 103, 189)))
 METRIC_COLOUR = (230, 120, 0)
+REALS_COLOUR = (90, 90, 90)
 _FAKES_RE = re.compile(r"^fakes(\d{6}|\d{9})\.png$")
 _SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6}|\d{9})\.pkl$")
 #: Largest log file read (bytes): a 25,000-kimg run with 4-kimg ticks writes about 15 MB of stats.jsonl.
@@ -48,19 +49,32 @@ class CurvesError(ValueError):
 
 @dataclasses.dataclass
 class MetricCurve:
-    """One metric's headline value per measured snapshot, in kimg order."""
+    """One metric's headline value per measured snapshot, in kimg order.
+
+    A curve with a ``reference`` is a statistic of the fakes beside the same statistic of the reals (a
+    metric's ``<name>_gen`` / ``<name>_real`` results, e.g. sfd1k's ``onset_contrast``): nearer the reals is
+    better, and ``higher_is_better`` is None.
+    """
     name: str
     kimg: List[float]
     values: List[float]
-    higher_is_better: bool
+    higher_is_better: Optional[bool]
+    reference: Optional[List[float]] = None
 
     def best(self) -> Optional[Tuple[float, float]]:
-        """(kimg, value) of the best finite value, the first one on a tie; None without any."""
-        points = [(k, v) for k, v in zip(self.kimg, self.values) if math.isfinite(v)]
+        """(kimg, value) of the best finite value (with a reference: the nearest to it, relative), the first
+        one on a tie; None without any."""
+        refs = self.reference or [math.nan] * len(self.values)
+        points = [(k, v, r) for k, v, r in zip(self.kimg, self.values, refs)
+                  if math.isfinite(v) and (self.reference is None or (math.isfinite(r) and r != 0))]
         if not points:
             return None
+        if self.reference is not None:
+            k, v, _ = min(points, key=lambda p: abs(p[1] / p[2] - 1))
+            return k, v
         pick = max if self.higher_is_better else min
-        return pick(points, key=lambda p: p[1])
+        k, v, _ = pick(points, key=lambda p: p[1])
+        return k, v
 
 
 @dataclasses.dataclass
@@ -163,8 +177,15 @@ def _read_metric_lines(path: Path) -> List[dict]:
         match = _SNAPSHOT_RE.match(str(obj.get("snapshot_pkl") or ""))
         if match is None:             # measured outside training (calc_metrics.py without a snapshot name)
             continue
+        when = _number(obj.get("timestamp"))
         out.append(dict(name=str(key), value=value, higher_is_better=bool(obj.get("higher_is_better", False)),
-                        tag=match.group(1), timestamp=_number(obj.get("timestamp"))))
+                        tag=match.group(1), timestamp=when, reference=None))
+        for name in sorted(results):        # a statistic of the fakes beside the reals' (sfd1k: onset_contrast_gen)
+            base = name[:-len("_gen")] if name.endswith("_gen") else None
+            gen, real = _number(results.get(name)), _number(results.get(f"{base}_real")) if base else None
+            if gen is not None and real is not None:
+                out.append(dict(name=f"{key} {base}", value=gen, higher_is_better=None, tag=match.group(1),
+                                timestamp=when, reference=real))
     return out
 
 
@@ -225,7 +246,8 @@ def load_curves(run_dirs: Sequence) -> Curves:
             at = snapshot_kimg(m["tag"], run.ticks, m["timestamp"])
             metric_time.setdefault(m["tag"], m["timestamp"])
             if at < cut:
-                metric_points.setdefault(m["name"], []).append((at, m["value"], m["higher_is_better"]))
+                metric_points.setdefault(m["name"], []).append((at, m["value"], m["higher_is_better"],
+                                                                m["reference"]))
         for tag, f in run.fakes:
             if tag == "init":
                 at, label = 0.0, "init"
@@ -246,7 +268,9 @@ def load_curves(run_dirs: Sequence) -> Curves:
     metrics = {}
     for name, points in metric_points.items():
         points.sort(key=lambda p: p[0])
-        metrics[name] = MetricCurve(name, [p[0] for p in points], [p[1] for p in points], points[-1][2])
+        paired = points[-1][3] is not None
+        metrics[name] = MetricCurve(name, [p[0] for p in points], [p[1] for p in points], points[-1][2],
+                                    [p[3] if p[3] is not None else math.nan for p in points] if paired else None)
     fakes.sort(key=lambda f: f[0])
     return Curves([r.path for r in runs], kimg, series, metrics, fakes, reals, total_sec, resolution)
 
@@ -323,6 +347,13 @@ def draw_curves(curves: Curves, width: int = 1400, fakes_count: int = 6) -> Imag
         alone = col == 0 and k == len(curves.metrics) - 1
         box = (margin + col * half, y0, width - margin if (alone or col == 1) else margin + half, y0 + chart_h)
         best = metric.best()
+        if metric.reference is not None:
+            marks = [Mark(best[0], best[1], f"nearest the reals: {best[1]:.4g} at {best[0]:.1f} kimg")] if best else []
+            draw_line_chart(draw, box, [Series("fakes", metric.kimg, metric.values, METRIC_COLOUR),
+                                        Series("reals", metric.kimg, metric.reference, REALS_COLOUR)],
+                            title=f"{metric.name}: fakes and reals", x_label="kimg",
+                            x_range=x_range, marks=marks)
+            continue
         marks = [Mark(best[0], best[1], f"best {best[1]:.4g} at {best[0]:.1f} kimg")] if best else []
         direction = "higher" if metric.higher_is_better else "lower"
         draw_line_chart(draw, box, [Series(metric.name, metric.kimg, metric.values, METRIC_COLOUR)],

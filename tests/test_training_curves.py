@@ -90,6 +90,41 @@ def test_metric_best_follows_the_direction():
     assert tc.MetricCurve("x", [1.0], [math.nan], False).best() is None
 
 
+def test_a_statistic_of_fakes_and_reals_becomes_a_curve_nearest_the_reals_is_best(tmp_path, monkeypatch):
+    run = write_run(tmp_path / "00000-r", [(1.0, 3.0, 0.7, 0.02, 0.2, 100.0, T0 + 100),
+                                           (2.0, 2.0, 0.8, 0.03, 0.1, 200.0, T0 + 200),
+                                           (3.0, 1.0, 0.9, 0.04, 0.1, 300.0, T0 + 300)])
+    lines = [(f"00000{k}", 10.0 / k, gen, real, T0 + 100 * k + 10)
+             for k, gen, real in ((1, 0.4, 1.0), (2, 0.9, 1.1), (3, 1.3, 1.0))]
+    (run / "metric-sfd1k.jsonl").write_text("".join(json.dumps(
+        {"metric": "sfd1k", "key": "sfd1k", "higher_is_better": False,
+         "results": {"sfd1k": v, "onset_contrast_gen": gen, "onset_contrast_real": real, "lonely_gen": 5.0},
+         "snapshot_pkl": f"network-snapshot-{tag}.pkl", "timestamp": ts}) + "\n" for tag, v, gen, real, ts in lines))
+    curves = tc.load_curves([run])
+    assert set(curves.metrics) == {"sfd1k", "sfd1k onset_contrast"}          # lonely_gen has no _real: no curve
+    onset = curves.metrics["sfd1k onset_contrast"]
+    assert (onset.kimg, onset.values, onset.reference) == ([1.0, 2.0, 3.0], [0.4, 0.9, 1.3], [1.0, 1.1, 1.0])
+    assert onset.higher_is_better is None
+    assert onset.best() == (2.0, 0.9)                # 0.9 / 1.1 is nearer 1 than 1.3 / 1.0 or 0.4 / 1.0
+    assert curves.metrics["sfd1k"].best() == (3.0, 10.0 / 3)
+    out = tmp_path / "curves.png"
+    r = CliRunner().invoke(main, ["training-curves", str(run), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "sfd1k best 3.333 at 3.0 kimg" in r.output and "onset_contrast best" not in r.output
+    drawn = []
+    real_chart = tc.draw_line_chart
+
+    def recording_chart(draw, box, series, **kwargs):
+        drawn.append((kwargs.get("title"), [(s.label, list(s.ys)) for s in series], box))
+        return real_chart(draw, box, series, **kwargs)
+    monkeypatch.setattr(tc, "draw_line_chart", recording_chart)
+    tc.draw_curves(curves)
+    title, series, box = drawn[-1]
+    assert title == "sfd1k onset_contrast: fakes and reals"
+    assert series == [("fakes", [0.4, 0.9, 1.3]), ("reals", [1.0, 1.1, 1.0])]
+    assert box[1] == drawn[-2][2][1] and box[0] > drawn[-2][2][0]        # beside sfd1k's chart, in its row
+
+
 def test_spread_pick_keeps_ends_and_spreads():
     items = [(float(k), str(k), None) for k in range(11)]
     assert [i[0] for i in tc.spread_pick(items, 3)] == [0.0, 5.0, 10.0]
