@@ -12,7 +12,7 @@ CUDA_PY := $(CUDA_VENV)/bin/python
 CUDA_TORCH_SPEC ?= torch==2.14.1
 CUDA_ARCH ?= 8.0;9.0
 
-.PHONY: install lint test test-slow test-all test-librosa-0.10 demo demo-quick pretrained studio cuda-compile-check gpu-check gpu-smoke bench clean
+.PHONY: install lint test test-slow test-all test-librosa-0.10 demo demo-quick pretrained pretrained-gpu studio cuda-compile-check gpu-check gpu-smoke bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ demo: install
 PRETRAINED_ARGS ?=
 pretrained: install
 	$(PY) recipes/pretrained.py $(PRETRAINED_ARGS)
+
+# Continue that training on a lent CUDA GPU for PRETRAINED_GPU_SECONDS (480) and export (recipes/pretrained_gpu.sh);
+# needs pretrained-work/electro128.zip, built by make pretrained on any machine.
+pretrained-gpu:
+	bash recipes/pretrained_gpu.sh
 
 demo-quick: install
 	$(PY) demo.py --quick

@@ -6,10 +6,10 @@
         --work /tmp/w --export-dir /tmp/w/shipped     # the tiny-scale version the test suite runs
 
 Each stage is skipped when its output exists, so an interrupted recipe is simply rerun: the music
-is fetched once (sha256-checked, recipes/fetch_electro128_music.sh), the archive built once, and
-training resumes from the run's latest snapshot (``train.py --resume``) until ``--kimg``, one run per rate of
-``--lr-schedule``, or until sfd1k has not improved for ``--patience`` kimg; a fresh
-``--work`` continues the training state committed with the repository
+is fetched once (sha256-checked, recipes/fetch_electro128_music.sh; not at all when WORK holds the
+archive), the archive built once, and training resumes from the run's latest snapshot (``train.py
+--resume``) until ``--kimg``, one run per rate of ``--lr-schedule``, or until sfd1k has not improved for
+``--patience`` kimg; a fresh ``--work`` continues the training state committed with the repository
 (``recipes/checkpoints/NAME-latest.pkl``: G, D, G_ema and both Adam states) when there is one. The
 export takes ``best-snapshot.pkl`` (kept by ``--keep-best sfd1k``), else the latest snapshot, and
 writes G_ema only (``python -m audio_ext export-pretrained``). Every seed is fixed (``--seed``);
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,11 +75,30 @@ def kimg_since_best(run_dir, done_nimg: int):
     return done_nimg / 1000 - best_kimg
 
 
-def run(cmd, log) -> None:
-    """Run one stage's command from the repository root; a failure stops the recipe with its exit code."""
+class StopRequest:
+    """SIGTERM or SIGINT, noted instead of ending the recipe: the signal reaches ``train.py`` too (same process
+    group: ``timeout``, Ctrl-C), which writes a stop snapshot; the recipe waits for it, trains no further phase
+    and exports the best snapshot so far."""
+
+    def __init__(self):
+        self.signum = None
+
+    def install(self) -> "StopRequest":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.signum = signum
+
+
+def run(cmd, log, stop=None) -> None:
+    """Run one stage's command from the repository root; a failure stops the recipe with its exit code,
+    except a stage ended by a stop request (``stop``), which the caller sees in ``stop.signum``."""
     log("$ " + " ".join(shlex.quote(str(c)) for c in cmd))
-    rc = subprocess.call([str(c) for c in cmd], cwd=ROOT)
-    if rc != 0:
+    with subprocess.Popen([str(c) for c in cmd], cwd=ROOT) as child:
+        rc = child.wait()           # a noted signal interrupts nothing: the child is waited for
+    if rc != 0 and not (stop is not None and stop.signum is not None):
         raise click.ClickException(f"stage failed (exit {rc}): {' '.join(str(c) for c in cmd[:3])} ...")
 
 
@@ -111,11 +131,13 @@ def trained_nimg(outdir: Path) -> int:
 
 
 def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases, patience: float, train_flags,
-          checkpoint, log) -> None:
+          checkpoint, log, stop: StopRequest) -> None:
     """Train (or resume) phase by phase of the learning-rate schedule until ``kimg``, or until sfd1k has not
     improved for ``patience`` kimg; each phase is one ``train.py`` run (a new run folder)."""
     from stylegan2.snapshot import find_latest_snapshot
     for lr, until in phases:
+        if stop.signum is not None:
+            return
         goal = min(until, kimg)
         done = trained_nimg(outdir)
         stale = kimg_since_best(latest_run(outdir, name), done)
@@ -137,7 +159,10 @@ def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases
         log(f"training to {goal:g} kimg at lr {lr:g}")
         run([sys.executable, "train.py", "--outdir", outdir, "--data", archive, *TRAIN_FLAGS, "--kimg", goal,
              "--glr", lr, "--dlr", lr, "--patience", patience, "--seed", seed, "--desc", name, "--no-progress",
-             *resume, *train_flags], log)
+             *resume, *train_flags], log, stop)
+        if stop.signum is not None:
+            log(f"stopped by signal {stop.signum}: no further training; exporting the best snapshot so far")
+            return
         if goal >= kimg:
             return
 
@@ -180,7 +205,9 @@ def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate,
     music, archive, outdir = work / "music", work / f"{name}.zip", work / "runs"
     py = sys.executable
 
-    if synthetic:
+    if archive.exists():
+        pass            # the music is only read to build the archive (a machine may be given the archive alone)
+    elif synthetic:
         if not any(music.glob("synth*.wav")):
             synthetic_music(music, synthetic, synthetic_seconds, sample_rate=22050)
     else:
@@ -193,7 +220,7 @@ def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate,
     else:
         log(f"{archive} exists: not rebuilt")
 
-    train(outdir, archive, name, kimg, seed, phases, patience, train_flags, checkpoint, log)
+    train(outdir, archive, name, kimg, seed, phases, patience, train_flags, checkpoint, log, StopRequest().install())
     run_dir = latest_run(outdir, name)
     if run_dir is None:
         raise click.ClickException(f"{outdir}: training left no run folder")

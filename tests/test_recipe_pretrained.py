@@ -144,3 +144,33 @@ def test_recipe_trains_one_run_per_rate_and_stops_when_more_training_stopped_hel
     bad = subprocess.run([*base, "--lr-schedule", "x"], cwd=ROOT, env=env, capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "--lr-schedule 'x'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_script_trains_for_its_budget_then_exports_and_brings_back_the_runs(tmp_path):
+    work, dest = tmp_path / "work", tmp_path / "out"
+    first = run_recipe(work, tmp_path / "shipped")                 # the archive (and a first run), as on a CPU
+    assert first.returncode == 0, first.stderr[-2000:]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PRETRAINED_GPU_ALLOW_CPU="1", GPU_PYTHON=sys.executable,
+               PRETRAINED_GPU_SECONDS="40", PRETRAINED_WORK=str(work), PRETRAINED_NAME="tinyrecipe", OUT=str(dest),
+               PRETRAINED_GPU_SNAP="1")
+    endless = [a if a != "0.008" else "1000" for a in TINY]           # only the time budget can end it
+    r = subprocess.run(["bash", str(ROOT / "recipes" / "pretrained_gpu.sh"), *endless], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    assert "stopped by signal 15: no further training; exporting the best snapshot so far" in log
+    assert (dest / "shipped" / "tinyrecipe.pt").is_file()
+    runs = sorted((dest / "runs").iterdir())
+    assert [p.name for p in runs] == sorted(p.name for p in (work / "runs").iterdir())
+    newest = runs[-1]
+    assert "Stopped: training stopped at kimg" in log                   # train.py's stop snapshot
+    kept = sorted(p.name for p in newest.glob("network-snapshot-*.pkl"))
+    assert len(kept) == 1 and kept[0] == sorted(p.name for p in (work / "runs" / newest.name).glob(
+        "network-snapshot-*.pkl"))[-1]                                # only the last snapshot comes back
+    assert snapshot.load_snapshot(newest / kept[0])["cur_nimg"] > 8   # it trained on past the first run
+
+    missing = subprocess.run(["bash", str(ROOT / "recipes" / "pretrained_gpu.sh")], cwd=tmp_path,
+                             env=dict(env, PRETRAINED_WORK=str(tmp_path / "nowhere")), capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stdout.strip() == (f"pretrained-gpu: {tmp_path / 'nowhere'}/tinyrecipe.zip: no such archive; build "
+                                      f"it with make pretrained (or set PRETRAINED_WORK)")
