@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import click
 import numpy as np
@@ -164,35 +164,40 @@ def rhythm(G, block: dict, seeds: int, bars: int, threads: int) -> Dict[str, obj
                 seconds=float(statistics.median(seconds)), loop_seconds=len(loop) / sr)
 
 
-def inception_rows(sets: Dict[str, np.ndarray], detector: str, batch: int = 16):
-    """FID and KID of every set against the first, on the detector's features."""
-    from stylegan2.metrics.detector import load_detector
+def inception_features(det, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    """Pool features [N, D] (float64) of uint8 images [N, R, R] from the detector ``det``."""
+    x = torch.from_numpy(images[:, None])
+    return np.concatenate([det.features(x[i:i + batch]).double().numpy() for i in range(0, len(x), batch)])
+
+
+def fid_between(f: np.ndarray, ref: np.ndarray) -> float:
+    """FID of features ``f`` against ``ref`` (population covariances, as StyleGAN2-ADA's metric)."""
     from stylegan2.metrics.frechet import frechet_distance
+    return float(frechet_distance(f.mean(0), np.cov(f, rowvar=False, bias=True), ref.mean(0),
+                                  np.cov(ref, rowvar=False, bias=True)))
+
+
+def inception_rows(sets: Dict[str, np.ndarray], det):
+    """FID and KID of every set against the first on the detector's features, and the features themselves."""
     from stylegan2.metrics.kernel_distance import kernel_inception_distance
-    det = load_detector(detector)
-    feats = {}
-    for name, images in sets.items():
-        x = torch.from_numpy(images[:, None])
-        feats[name] = np.concatenate([det.features(x[i:i + batch]).double().numpy() for i in range(0, len(x), batch)])
-    ref_name = next(iter(sets))
-    ref = feats[ref_name]
-    mu_r, sig_r = ref.mean(0), np.cov(ref, rowvar=False, bias=True)
-    out = {}
-    for name, f in list(feats.items())[1:]:
-        fid = frechet_distance(f.mean(0), np.cov(f, rowvar=False, bias=True), mu_r, sig_r)
-        kid = kernel_inception_distance(ref, f, num_subsets=100, max_subset_size=1000, seed=0)
-        out[name] = (float(fid), float(kid))
-    return out, f"{det.name} ({det.identity[:19]})"
+    feats = {name: inception_features(det, images) for name, images in sets.items()}
+    ref = feats[next(iter(sets))]
+    out = {name: (fid_between(f, ref), float(kernel_inception_distance(ref, f, num_subsets=100, max_subset_size=1000,
+                                                                        seed=0)))
+           for name, f in list(feats.items())[1:]}
+    return out, feats
 
 
 NO_HELDOUT = ("No held-out-track floor: the archive's dataset.json does not name a source track for every clip "
               "(or names only one).")
 
 
-def heldout_table(ds, sets: Dict[str, np.ndarray], trained: str, control: str, num: int, seed: int, splits: int):
+def heldout_table(ds, sets: Dict[str, np.ndarray], trained: str, control: str, num: int, seed: int, splits: int,
+                  det=None, fid_feats: Optional[Dict[str, np.ndarray]] = None):
     """The floor set by halves that share no track, against the trained and control fakes: ``{"ratio": median
     over the splits of trained SFD / floor, "text": markdown}``, or None when the archive does not name its
-    clips' tracks."""
+    clips' tracks. With a detector ``det`` and the fakes' Inception features ``fid_feats`` ({name: [k, D]}), FID
+    of B and of the trained fakes against A's first k clips as well."""
     from audio_ext.generation.metrics import feature_names, spectral_features
     sources = clip_sources(ds) if splits else None
     pairs = track_splits(sources, num, seed, splits) if sources else []
@@ -206,22 +211,35 @@ def heldout_table(ds, sets: Dict[str, np.ndarray], trained: str, control: str, n
     onset_col = feature_names(ds.audio).index("onset_contrast")
     rows = heldout_floor(real, [(np.array([row_of[int(i)] for i in a]), np.array([row_of[int(i)] for i in b]))
                                 for a, b in pairs], fakes, onset_col)
+    fids = []
+    if det is not None and fid_feats:
+        k = min([len(fid_feats[trained])] + [len(a) for a, _ in pairs])
+        for a, b in pairs:
+            fa, fb = (inception_features(det, np.stack([ds[int(i)][0][0] for i in idx[:k]])) for idx in (a, b))
+            fids.append((fid_between(fb, fa), fid_between(fid_feats[trained][:k], fa)))
     mean = lambda values: float(np.mean(values))   # noqa: E731
     floor, ours, ctrl = mean([r[2] for r in rows]), mean([r[3][trained] for r in rows]), mean([r[3][control] for r in rows])
     ratio = float(np.median([r[3][trained] / r[2] for r in rows]))
-    table = markdown_table(
-        ["split", "clips per half", "SFD B vs A (floor)", "SFD trained vs A", "trained / floor", "SFD control vs A",
-         "onset contrast B / A", "trained / A"],
-        [[f"{r[0]}", r[1], r[2], r[3][trained], r[3][trained] / r[2], r[3][control], r[4], r[5][trained]]
-         for r in rows] +
-        [["mean", "", floor, ours, ours / floor, ctrl, mean([r[4] for r in rows]), mean([r[5][trained] for r in rows])]])
+    header = ["split", "clips per half", "SFD B vs A (floor)", "SFD trained vs A", "trained / floor",
+              "SFD control vs A", "onset contrast B / A", "trained / A"]
+    body = [[f"{r[0]}", r[1], r[2], r[3][trained], r[3][trained] / r[2], r[3][control], r[4], r[5][trained]]
+            for r in rows]
+    body.append(["mean", "", floor, ours, ours / floor, ctrl, mean([r[4] for r in rows]),
+                  mean([r[5][trained] for r in rows])])
+    if fids:
+        header += [f"FID B vs A ({k} vs {k})", "FID trained vs A"]
+        for line, (fid_b, fid_t) in zip(body, fids):
+            line += [fid_b, fid_t]
+        body[-1] += [mean([f[0] for f in fids]), mean([f[1] for f in fids])]
+    table = markdown_table(header, body)
     text = (f"Floor by held-out tracks: the clip-random halves above share audio (a clip overlaps its neighbours "
             f"when the archive's stride is shorter than a clip, and a track repeats its bars), so B is close to a "
             f"copy of A. Here the {len(set(sources))} tracks are dealt at random into two halves of about equal "
             f"clips ({len(pairs)} seeded splits); B is music the reference A does not contain, the distance a "
             f"generator of new music in the same style would be measured against. Median over the splits of "
             f"trained SFD / floor (the median, since one split can deal very unlike tracks to the two halves): "
-            f"{ratio:.2f}.\n\n{table}")
+            f"{ratio:.2f}." + (f" FID: the first {k} clips of each half, and the first {k} of the fakes above."
+                                if fids else "") + f"\n\n{table}")
     return dict(ratio=ratio, text=text)
 
 
@@ -275,12 +293,14 @@ def main(network, data, num, fid_num, detector, seeds, bars, threads, seed, held
     onset_a = by["reals A"][6]
     floor_sfd = by["reals B (floor)"][8]
 
-    heldout = heldout_table(ds, sets, trained, control, num, seed, heldout_splits)
-    log("held-out-track floor")
-
+    from stylegan2.metrics.detector import load_detector
+    det = load_detector(detector)
+    det_name = f"{det.name} ({det.identity[:19]})"
     k = min(fid_num, n)
-    fid, det_name = inception_rows({name: images[:k] for name, images in sets.items()}, detector)
+    fid, fid_feats = inception_rows({name: images[:k] for name, images in sets.items()}, det)
     log("FID/KID")
+    heldout = heldout_table(ds, sets, trained, control, num, seed, heldout_splits, det, fid_feats)
+    log("held-out-track floor")
     per_step = frames_per_step(block, int(G.img_resolution))
     steps_a = mean_steps(reals_a, per_step)
     rhythm_g = rhythm(G, block, seeds, bars, threads)

@@ -77,6 +77,10 @@ def test_card_runs_on_a_tiny_stand_in(tmp_path, monkeypatch):
     mean = split_rows[-1]
     floors, ours = [float(r[3]) for r in split_rows[:-1]], [float(r[4]) for r in split_rows[:-1]]
     assert float(mean[3]) == pytest.approx(np.mean(floors), rel=1e-3)
+    fid_b = [float(r[9]) for r in split_rows[:-1]]               # FID columns (toy detector, 6 clips a half)
+    assert all(f >= 0 for f in fid_b) and float(mean[9]) == pytest.approx(np.mean(fid_b), rel=1e-3)
+    clips = min(int(r[2]) for r in split_rows[:-1])              # the smallest half (3 tracks of 4 clips)
+    assert f"FID: the first {clips} clips of each half, and the first {clips} of the fakes above." in text
     assert float(mean[5]) == pytest.approx(np.mean(ours) / np.mean(floors), rel=1e-2)
     target = next(row for row in rows if row.startswith("| SFD vs floor of halves from different tracks"))
     per_split = [float(r[5]) for r in split_rows[:-1]]
