@@ -130,6 +130,41 @@ def trained_nimg(outdir: Path) -> int:
     return int(load_snapshot(latest).get("cur_nimg") or 0) if latest is not None else 0
 
 
+def export_source(run_dir: Path):
+    """``(snapshot to export, "")`` for the run folder ``run_dir``: its ``best-snapshot.pkl``, else (no metric
+    was kept) its newest snapshot. ``(None, "keep: ...")`` when its ``best.json`` names a best snapshot that is
+    not on this machine (a committed training state resumed elsewhere, and nothing since beat it): the
+    existing export is that best and must not be replaced by a worse, later snapshot. ``(None, error)``
+    when there is nothing to export."""
+    import json
+    best = run_dir / "best-snapshot.pkl"
+    if best.is_file():
+        return best, ""
+    record = None
+    if (run_dir / "best.json").is_file():
+        try:
+            record = json.loads((run_dir / "best.json").read_text())
+        except (OSError, ValueError):
+            record = None
+    if isinstance(record, dict) and record.get("snapshot"):
+        return None, (f"keep: the best {record.get('metric')} so far ({record.get('value'):.4g} at kimg "
+                      f"{record.get('kimg')}, {record.get('snapshot')}) is not on this machine and nothing trained "
+                      f"here beat it: the existing export is kept")
+    snaps = sorted(run_dir.glob("network-snapshot-*.pkl"))
+    return (snaps[-1], "") if snaps else (None, f"{run_dir}: no snapshot to export")
+
+
+def state_kimg_since_best(path: Path):
+    """(kimg the training state at ``path`` trained since its ``--keep-best`` record last improved, the record),
+    or (None, {}) when it holds none."""
+    from stylegan2.snapshot import load_snapshot
+    state = load_snapshot(path)
+    best = state.get("best") if isinstance(state.get("best"), dict) else {}
+    if not isinstance(best.get("kimg"), (int, float)):
+        return None, {}
+    return int(state.get("cur_nimg") or 0) / 1000 - best["kimg"], best
+
+
 def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases, patience: float, train_flags,
           checkpoint, log, stop: StopRequest) -> None:
     """Train (or resume) phase by phase of the learning-rate schedule until ``kimg``, or until sfd1k has not
@@ -154,6 +189,11 @@ def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases
         if not resume:
             start = Path(checkpoint) if checkpoint else ROOT / "recipes" / "checkpoints" / f"{name}-latest.pkl"
             if start.is_file():
+                stale, best = state_kimg_since_best(start)
+                if stale is not None and stale >= patience:
+                    log(f"{start}: no new best {best.get('metric')} for {stale:g} kimg (--patience {patience:g}): "
+                        f"more training stopped helping; nothing to train")
+                    return
                 resume = ["--resume", start.resolve()]
                 log(f"continuing the committed training state {start}")
         log(f"training to {goal:g} kimg at lr {lr:g}")
@@ -220,15 +260,23 @@ def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate,
     else:
         log(f"{archive} exists: not rebuilt")
 
-    train(outdir, archive, name, kimg, seed, phases, patience, train_flags, checkpoint, log, StopRequest().install())
+    stop = StopRequest().install()
+    train(outdir, archive, name, kimg, seed, phases, patience, train_flags, checkpoint, log, stop)
+    stop_signal = stop.signum
+    from stylegan2.snapshot import find_latest_snapshot
     run_dir = latest_run(outdir, name)
     if run_dir is None:
+        if stop_signal is None and find_latest_snapshot(outdir) is None:   # the committed state was done
+            log(f"the shipped export ({export_dir or 'audio_ext/generation/models'}/{name}.pt) is the best "
+                f"snapshot of that training: kept")
+            return
         raise click.ClickException(f"{outdir}: training left no run folder")
-    best = run_dir / "best-snapshot.pkl"
-    snaps = sorted(run_dir.glob("network-snapshot-*.pkl"))
-    source = best if best.is_file() else (snaps[-1] if snaps else None)
+    source, why = export_source(run_dir)
     if source is None:
-        raise click.ClickException(f"{run_dir}: no snapshot to export")
+        if why.startswith("keep:"):
+            log(why[len("keep:"):].strip())
+            return
+        raise click.ClickException(why)
     provenance = f"recipes/pretrained.py, {'synthetic' if synthetic else 'fetched'} music, seed {seed}. {notes}"
     cmd = [py, "-m", "audio_ext", "export-pretrained", "--network", source, "--name", name, "--overwrite",
            "--notes", provenance.strip()]

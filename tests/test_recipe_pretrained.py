@@ -174,3 +174,43 @@ def test_gpu_script_trains_for_its_budget_then_exports_and_brings_back_the_runs(
     assert missing.returncode == 2
     assert missing.stdout.strip() == (f"pretrained-gpu: {tmp_path / 'nowhere'}/tinyrecipe.zip: no such archive; build "
                                       f"it with make pretrained (or set PRETRAINED_WORK)")
+
+
+def test_export_takes_the_best_snapshot_and_never_a_worse_one_when_the_best_is_elsewhere(tmp_path):
+    import json
+    recipe = _recipe_module()
+    run = tmp_path / "00001-x"
+    run.mkdir()
+    assert recipe.export_source(run) == (None, f"{run}: no snapshot to export")
+    for tag in ("000010", "000012"):
+        (run / f"network-snapshot-{tag}.pkl").write_bytes(b"")
+    assert recipe.export_source(run) == (run / "network-snapshot-000012.pkl", "")       # no metric kept: newest
+    # Resumed from a committed state whose best snapshot stayed on the machine that trained it.
+    (run / "best.json").write_text(json.dumps({"metric": "sfd1k", "value": 3.1607, "snapshot": "network-snapshot-000072.pkl",
+                                               "kimg": 72.584, "run_dir": "/elsewhere"}))
+    source, why = recipe.export_source(run)
+    assert source is None and why == ("keep: the best sfd1k so far (3.161 at kimg 72.584, network-snapshot-000072.pkl) "
+                                      "is not on this machine and nothing trained here beat it: the existing export "
+                                      "is kept")
+    (run / "best-snapshot.pkl").write_bytes(b"")                      # a snapshot here beat it
+    assert recipe.export_source(run) == (run / "best-snapshot.pkl", "")
+
+
+def test_a_committed_state_that_stopped_helping_trains_nothing_and_keeps_the_export(tmp_path):
+    first = tmp_path / "first"
+    r = run_recipe(first, tmp_path / "shipped1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    state = snapshot.load_snapshot(snapshot.find_latest_snapshot(first / "runs"))
+    state["best"] = {"metric": "sfd1k", "value": 1.0, "snapshot": "network-snapshot-000000.pkl", "kimg": 0.0,
+                     "run_dir": "/elsewhere", "higher_is_better": False}
+    done = tmp_path / "done.pkl"
+    snapshot.save_snapshot(done, state)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [sys.executable, str(ROOT / "recipes" / "pretrained.py"), "--work", str(tmp_path / "second"),
+            "--export-dir", str(tmp_path / "shipped2"), *[a if a != "0.008" else "1" for a in TINY]]
+    r = subprocess.run([*args, "--checkpoint", str(done), "--patience", "0.008"], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{done}: no new best sfd1k for 0.008 kimg (--patience 0.008): more training stopped helping" in r.stderr
+    assert "is the best snapshot of that training: kept" in r.stderr
+    assert not any((tmp_path / "second" / "runs").glob("*")) and not (tmp_path / "shipped2").exists()
