@@ -62,17 +62,26 @@ def parse_lr_schedule(text: str):
     return phases
 
 
-def kimg_since_best(run_dir, done_nimg: int):
-    """kimg trained since the ``--keep-best`` record in ``run_dir/best.json`` last improved (None: no record)."""
+def read_best_record(run_dir) -> dict:
+    """The ``--keep-best`` record of ``run_dir/best.json`` (``train.py`` writes it), or {} when there is none or it
+    is not a small JSON object with a finite ``kimg`` and ``value``."""
     import json
     path = None if run_dir is None else Path(run_dir) / "best.json"
-    if path is None or not path.is_file():
-        return None
     try:
-        best_kimg = float(json.loads(path.read_text())["kimg"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return done_nimg / 1000 - best_kimg
+        if path is None or not path.is_file() or path.stat().st_size > 2 ** 20:
+            return {}
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(record, dict) and all(isinstance(record.get(k), (int, float)) and math.isfinite(record[k])
+                                          for k in ("kimg", "value"))
+    return record if ok else {}
+
+
+def kimg_since_best(run_dir, done_nimg: int):
+    """kimg trained since the ``--keep-best`` record in ``run_dir/best.json`` last improved (None: no record)."""
+    record = read_best_record(run_dir)
+    return done_nimg / 1000 - record["kimg"] if record else None
 
 
 class StopRequest:
@@ -136,17 +145,11 @@ def export_source(run_dir: Path):
     not on this machine (a committed training state resumed elsewhere, and nothing since beat it): the
     existing export is that best and must not be replaced by a worse, later snapshot. ``(None, error)``
     when there is nothing to export."""
-    import json
     best = run_dir / "best-snapshot.pkl"
     if best.is_file():
         return best, ""
-    record = None
-    if (run_dir / "best.json").is_file():
-        try:
-            record = json.loads((run_dir / "best.json").read_text())
-        except (OSError, ValueError):
-            record = None
-    if isinstance(record, dict) and record.get("snapshot"):
+    record = read_best_record(run_dir)
+    if record.get("snapshot"):
         return None, (f"keep: the best {record.get('metric')} so far ({record.get('value'):.4g} at kimg "
                       f"{record.get('kimg')}, {record.get('snapshot')}) is not on this machine and nothing trained "
                       f"here beat it: the existing export is kept")
@@ -166,24 +169,25 @@ def state_kimg_since_best(path: Path):
 
 
 def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases, patience: float, train_flags,
-          checkpoint, log, stop: StopRequest) -> None:
+          checkpoint, log, stop: StopRequest) -> bool:
     """Train (or resume) phase by phase of the learning-rate schedule until ``kimg``, or until sfd1k has not
-    improved for ``patience`` kimg; each phase is one ``train.py`` run (a new run folder)."""
+    improved for ``patience`` kimg; each phase is one ``train.py`` run (a new run folder). False when the
+    committed state to start from is already past its patience: nothing is trained and nothing to export."""
     from stylegan2.snapshot import find_latest_snapshot
     for lr, until in phases:
         if stop.signum is not None:
-            return
+            return True
         goal = min(until, kimg)
         done = trained_nimg(outdir)
         stale = kimg_since_best(latest_run(outdir, name), done)
         if stale is not None and stale >= patience:
             log(f"{outdir}: no new best sfd1k for {stale:g} kimg (--patience {patience:g}): more training "
                 f"stopped helping at {done / 1000:g} kimg")
-            return
+            return True
         if done >= goal * 1000:
             if goal >= kimg:
                 log(f"{outdir}: already trained to {done / 1000:g} kimg")
-                return
+                return True
             continue
         resume = ["--resume", "latest"] if find_latest_snapshot(outdir) is not None else []
         if not resume:
@@ -193,7 +197,7 @@ def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases
                 if stale is not None and stale >= patience:
                     log(f"{start}: no new best {best.get('metric')} for {stale:g} kimg (--patience {patience:g}): "
                         f"more training stopped helping; nothing to train")
-                    return
+                    return False
                 resume = ["--resume", start.resolve()]
                 log(f"continuing the committed training state {start}")
         log(f"training to {goal:g} kimg at lr {lr:g}")
@@ -202,9 +206,10 @@ def train(outdir: Path, archive: Path, name: str, kimg: float, seed: int, phases
              *resume, *train_flags], log, stop)
         if stop.signum is not None:
             log(f"stopped by signal {stop.signum}: no further training; exporting the best snapshot so far")
-            return
+            return True
         if goal >= kimg:
-            return
+            return True
+    return True
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -260,16 +265,13 @@ def main(work, name, synthetic, synthetic_seconds, resolution, hop, sample_rate,
     else:
         log(f"{archive} exists: not rebuilt")
 
-    stop = StopRequest().install()
-    train(outdir, archive, name, kimg, seed, phases, patience, train_flags, checkpoint, log, stop)
-    stop_signal = stop.signum
-    from stylegan2.snapshot import find_latest_snapshot
+    if not train(outdir, archive, name, kimg, seed, phases, patience, train_flags, checkpoint, log,
+                 StopRequest().install()):
+        log(f"the shipped export ({export_dir or 'audio_ext/generation/models'}/{name}.pt) is the best "
+            f"snapshot of that training: kept")
+        return
     run_dir = latest_run(outdir, name)
     if run_dir is None:
-        if stop_signal is None and find_latest_snapshot(outdir) is None:   # the committed state was done
-            log(f"the shipped export ({export_dir or 'audio_ext/generation/models'}/{name}.pt) is the best "
-                f"snapshot of that training: kept")
-            return
         raise click.ClickException(f"{outdir}: training left no run folder")
     source, why = export_source(run_dir)
     if source is None:
