@@ -21,6 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GPU_TOOL=pretrained-gpu
 BUDGET="${PRETRAINED_GPU_SECONDS:-480}"
+[[ "$BUDGET" =~ ^[1-9][0-9]*$ ]] || { echo "$GPU_TOOL: PRETRAINED_GPU_SECONDS=$BUDGET is not a whole number of seconds > 0"; exit 2; }
 WORK="${PRETRAINED_WORK:-pretrained-work}"
 NAME="${PRETRAINED_NAME:-electro128}"
 DEST="${OUT:-pretrained-gpu-out}"

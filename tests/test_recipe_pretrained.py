@@ -172,6 +172,10 @@ def test_gpu_script_trains_for_its_budget_then_exports_and_brings_back_the_runs(
     missing = subprocess.run(["bash", str(ROOT / "recipes" / "pretrained_gpu.sh")], cwd=tmp_path,
                              env=dict(env, PRETRAINED_WORK=str(tmp_path / "nowhere")), capture_output=True, text=True)
     assert missing.returncode == 2
+    soon = subprocess.run(["bash", str(ROOT / "recipes" / "pretrained_gpu.sh")], cwd=tmp_path,
+                          env=dict(env, PRETRAINED_GPU_SECONDS="soon"), capture_output=True, text=True)
+    assert soon.returncode == 2
+    assert soon.stdout.strip() == "pretrained-gpu: PRETRAINED_GPU_SECONDS=soon is not a whole number of seconds > 0"
     assert missing.stdout.strip() == (f"pretrained-gpu: {tmp_path / 'nowhere'}/tinyrecipe.zip: no such archive; build "
                                       f"it with make pretrained (or set PRETRAINED_WORK)")
 
